@@ -1,0 +1,193 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * meshcut_kern_user.h — included by BOTH the BPF C (bpf/ hooks) and the C++ user
+ * space (libmeshcut, meshcutd, the CNI plugin, tests).
+ *
+ * Plain types only, plus a few pure static inline functions that both sides run
+ * (key construction), so that the unit tests exercise exactly the code the kernel
+ * runs. No includes of its own: the includer provides __u8..__u64 (<linux/types.h>).
+ *
+ * Every struct here is part of the pinned-map contract (see MC_LAYOUT_VERSION).
+ * Keys have explicit padding and are zero-initialised; C++ static_asserts their
+ * size and unique object representation (libmeshcut/abi.h).
+ */
+#ifndef MESHCUT_KERN_USER_H
+#define MESHCUT_KERN_USER_H
+
+/* Bump on any change to a struct, a map definition or a pin name below. */
+#define MC_LAYOUT_VERSION 1
+#define MC_META_MAGIC 0x4d435554u /* "MCUT" */
+
+/* Pin layout under the pin root (default /sys/fs/bpf/meshcut). Names <= 15 chars. */
+#define MC_PIN_DIR_MAPS "maps"
+#define MC_PIN_DIR_PROGS "progs"
+#define MC_PIN_DIR_LINKS "links"
+#define MC_MAP_SOCKHASH "mc_sockhash"
+#define MC_MAP_SK_STATE "mc_sk_state"
+#define MC_MAP_PODS "mc_pods"
+#define MC_MAP_POD_IPS "mc_pod_ips"
+#define MC_MAP_COUNTERS "mc_counters"
+#define MC_MAP_CONFIG "mc_config"
+#define MC_MAP_META "mc_meta"
+#define MC_PROG_SOCKOPS "sockops"
+#define MC_PROG_SK_MSG "sk_msg"
+#define MC_PROG_SK_SKB "sk_skb"
+#define MC_LINK_SOCKOPS "sockops_cgroup"
+
+#define MC_DEFAULT_MAX_SOCKETS 262144
+#define MC_MAX_PODS 16384
+#define MC_POD_MAX_IPS 4
+
+/* Which side of the TCP connection a socket is. */
+enum mc_side {
+	MC_SIDE_ACTIVE = 0,  /* connect()ed: the initiator */
+	MC_SIDE_PASSIVE = 1, /* accept()ed */
+};
+
+/*
+ * Key of the sockhash, one per enrolled established socket.
+ *
+ * The two sockets of a local connection do not see mirror-image 4-tuples when
+ * Istio's REDIRECT sits between them (paper Table 2): socket (1)
+ * podIP:r -> svcIP:80 pairs with socket (2) 127.0.0.1:15001 <- podIP:r. NAT
+ * never rewrites the initiator's endpoint nor the TCP sequence numbers, so a
+ * pair is identified by
+ *   - the initiator endpoint (init_ip:init_port): the active socket's local
+ *     end, the passive socket's remote end;
+ *   - the initial sequence numbers of both directions, read at establishment
+ *     (snd_nxt/rcv_nxt are ISN+1 on both sides then). They tell apart two
+ *     connections that reuse one source port towards different destinations
+ *     (Linux shares ephemeral ports across destinations), so a socket is only
+ *     ever redirected to its true peer;
+ *   - scope: the netns cookie when the initiator address is loopback (not
+ *     unique on the node: every pod has 127.0.0.1 and 127.0.0.6), 0 for a pod
+ *     IP, which is unique on the node and must match across two netns
+ *     (sidecar <-> sidecar on one node);
+ *   - side: the socket's own side. A socket's peer has the same key with the
+ *     other side.
+ */
+struct mc_sock_key {
+	__u64 scope;     /* netns cookie if init_ip is 127/8, else 0 */
+	__u32 init_ip;   /* network byte order */
+	__u32 isn_init;  /* initiator's ISN+1 (host order) */
+	__u32 isn_resp;  /* responder's ISN+1 (host order) */
+	__u16 init_port; /* host byte order */
+	__u8 side;       /* enum mc_side */
+	__u8 pad;
+};
+
+/* How a pair of sockets relates; decides which counters a redirect feeds. */
+enum mc_kind {
+	MC_KIND_INTRA = 0, /* app <-> its own sidecar, one netns */
+	MC_KIND_NODE = 1,  /* pod <-> pod on one node, two netns */
+	MC_KIND__N = 2,
+};
+
+/* The sticky per-socket, per-direction (= per sending socket) decision. */
+enum mc_decision {
+	MC_DECISION_UNDECIDED = 0,
+	MC_DECISION_REDIRECT = 1,
+	MC_DECISION_PASS = 2, /* absorbing: never goes back to REDIRECT */
+};
+
+/* Value of mc_sk_state (BPF_MAP_TYPE_SK_STORAGE): lives and dies with the socket. */
+struct mc_sock_state {
+	struct mc_sock_key peer; /* key of the peer socket in mc_sockhash */
+	__u8 decision;           /* enum mc_decision */
+	__u8 kind;               /* enum mc_kind */
+	__u8 pad[6];
+};
+
+/* Value of mc_pods, keyed by the pod's netns cookie (__u64). Written by the
+ * CNI plugin (or `meshcutd enroll`), read by the BPF programs. */
+#define MC_POD_F_INTRA 0x1u /* app <-> sidecar socket shortcut */
+#define MC_POD_F_NODE 0x2u  /* pod <-> pod, same node, socket shortcut */
+#define MC_POD_F_CROSS 0x4u /* tc shortcut across nodes */
+#define MC_POD_F_ALL (MC_POD_F_INTRA | MC_POD_F_NODE | MC_POD_F_CROSS)
+struct mc_pod {
+	__u32 ip4[MC_POD_MAX_IPS]; /* network byte order, 0 = unused */
+	__u32 flags;               /* MC_POD_F_* */
+	__u32 host_ifindex;        /* host-side veth, 0 if unknown */
+	__u8 pod_mac[6];
+	__u8 host_mac[6];
+};
+
+/* mc_pod_ips: key __u32 IPv4 (network order) -> value __u64 netns cookie. */
+
+/* mc_config: array, one entry. */
+struct mc_config {
+	__u32 enabled; /* 0: every new decision is PASS and REDIRECT turns PASS */
+	__u32 flags;
+};
+
+/* mc_meta: array, one entry: the layout a pin root holds, and what the daemon found. */
+#define MC_FEAT_NETNS_COOKIE 0x1u   /* bpf_get_netns_cookie in sockops and sk_msg */
+#define MC_FEAT_SOCKHASH 0x2u
+#define MC_FEAT_SK_STORAGE 0x4u
+#define MC_FEAT_FIONREAD_BUG 0x8u   /* regression of commit 929e30f93125 seen */
+#define MC_FEAT_SKB_VERDICT 0x10u   /* no-op SK_SKB verdict attached to the sockhash */
+#define MC_FEAT_FIONREAD_FIXED 0x20u /* the probe saw FIONREAD right with the verdict */
+struct mc_meta {
+	__u32 magic;          /* MC_META_MAGIC */
+	__u32 layout_version; /* MC_LAYOUT_VERSION */
+	__u32 features;       /* MC_FEAT_* as probed by the last daemon start */
+	__u32 daemon_pid;
+	__u64 started_ns;     /* CLOCK_REALTIME of the last daemon start */
+	__u32 max_sockets;
+	__u32 pad;
+};
+
+/* mc_counters: per-CPU array indexed by enum mc_counter; user space sums CPUs. */
+enum mc_counter {
+	/* sockops: what happened to an established socket */
+	MC_C_SOCK_ADDED_ACTIVE = 0,
+	MC_C_SOCK_ADDED_PASSIVE,
+	MC_C_SOCK_NOT_ENROLLED,   /* netns not enrolled (host process, unmeshed pod) */
+	MC_C_SOCK_SKIP_REMOTE,    /* passive socket whose peer cannot be on this node */
+	MC_C_SOCK_SKIP_FAMILY,    /* IPv6 (not v4-mapped) */
+	MC_C_SOCK_SKIP_EARLY_DATA,/* bytes moved before establishment (TCP Fast Open) */
+	MC_C_SOCK_SKIP_DISABLED,  /* shortcut switched off for this pod or node */
+	MC_C_SOCK_ADD_FAILED,     /* sockhash full or key clash: normal path */
+	MC_C_SOCK_NO_STORAGE,     /* socket storage could not be created */
+	/* sk_msg: what happened to a message (a chunk of a send) */
+	MC_C_MSG_REDIRECT_INTRA,
+	MC_C_BYTES_REDIRECT_INTRA,
+	MC_C_MSG_REDIRECT_NODE,
+	MC_C_BYTES_REDIRECT_NODE,
+	MC_C_MSG_PASS_NO_PEER,    /* first send found no peer: this direction stays normal */
+	MC_C_BYTES_PASS_NO_PEER,
+	MC_C_MSG_PASS_STICKY,     /* later sends of a direction that is normal */
+	MC_C_BYTES_PASS_STICKY,
+	MC_C_MSG_PASS_PEER_GONE,  /* redirected direction whose peer left the map */
+	MC_C_MSG_PASS_DISABLED,   /* meshcut detached or disabled */
+	MC_C_MSG_NO_STATE,        /* socket in the map without state */
+	MC_C_PAIRS_REDIRECTED,    /* directions that took the redirect */
+	MC_C__N,
+};
+
+#define MC_IS_LOOPBACK(ip_be) ((((const __u8 *)&(ip_be))[0]) == 127)
+
+/*
+ * Own key and peer key of an established socket. Inputs exactly as struct
+ * bpf_sock_ops gives them: IPv4 addresses in network order, ports in host
+ * order, snd_nxt / rcv_nxt in host order.
+ */
+static inline void mc_sock_keys(struct mc_sock_key *own, struct mc_sock_key *peer, __u8 side,
+				__u32 local_ip, __u16 local_port, __u32 remote_ip,
+				__u16 remote_port, __u32 snd_nxt, __u32 rcv_nxt,
+				__u64 netns_cookie)
+{
+	__u32 init_ip = side == MC_SIDE_ACTIVE ? local_ip : remote_ip;
+
+	own->init_ip = init_ip;
+	own->init_port = side == MC_SIDE_ACTIVE ? local_port : remote_port;
+	own->isn_init = side == MC_SIDE_ACTIVE ? snd_nxt : rcv_nxt;
+	own->isn_resp = side == MC_SIDE_ACTIVE ? rcv_nxt : snd_nxt;
+	own->scope = MC_IS_LOOPBACK(init_ip) ? netns_cookie : 0;
+	own->side = side;
+	own->pad = 0;
+	*peer = *own;
+	peer->side = side == MC_SIDE_ACTIVE ? MC_SIDE_PASSIVE : MC_SIDE_ACTIVE;
+}
+
+#endif /* MESHCUT_KERN_USER_H */

@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * meshcut_maps.h — BPF C only. The maps shared by the socket-shortcut hooks.
+ *
+ * Every hook object (sockops, sk_msg, sk_skb) includes this file, so each object
+ * declares the same maps; meshcutd pins them under <pin-root>/maps/ and every
+ * object reuses the pinned map (libbpf checks type, key, value, max_entries).
+ * Changing a definition here changes the pinned contract: bump MC_LAYOUT_VERSION.
+ */
+#ifndef MESHCUT_MAPS_H
+#define MESHCUT_MAPS_H
+
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "meshcut_kern_user.h"
+
+/* Enrolled sockets; meshcutd sets max_entries (--max-sockets) before load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, MC_DEFAULT_MAX_SOCKETS);
+	__type(key, struct mc_sock_key);
+	__type(value, __u64);
+} mc_sockhash SEC(".maps");
+
+/* Per-socket state, freed by the kernel with the socket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct mc_sock_state);
+} mc_sk_state SEC(".maps");
+
+/* netns cookie -> pod record. Example row: 0x2d4 -> {10.244.1.5, INTRA|NODE}. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MC_MAX_PODS);
+	__type(key, __u64);
+	__type(value, struct mc_pod);
+} mc_pods SEC(".maps");
+
+/* pod IPv4 (network order) -> netns cookie, for the pods on this node. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MC_MAX_PODS * MC_POD_MAX_IPS);
+	__type(key, __u32);
+	__type(value, __u64);
+} mc_pod_ips SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MC_C__N);
+	__type(key, __u32);
+	__type(value, __u64);
+} mc_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mc_config);
+} mc_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mc_meta);
+} mc_meta SEC(".maps");
+
+#endif /* MESHCUT_MAPS_H */

@@ -1,0 +1,66 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * sk_msg: sends the bytes of an enrolled socket straight into its peer's
+ * receive queue (BPF_F_INGRESS), skipping TCP/IP below the socket layer.
+ *
+ * The decision is made at the first send of each socket (= each direction) and
+ * kept (invariant 2). REDIRECT needs the peer in the map at that first send;
+ * if the first bytes went the normal path, the direction stays normal, since
+ * the receiver reads its redirect queue before its TCP queue and mixing the two
+ * would reorder. REDIRECT may turn PASS (peer gone, detach): order-safe, the
+ * receiver drains the redirect queue first. PASS never turns REDIRECT.
+ */
+#include "meshcut_kern.h"
+
+SEC("sk_msg")
+int mc_sk_msg(struct sk_msg_md *msg)
+{
+	struct mc_sock_state *st;
+	struct mc_sock_key peer;
+	__u64 size = msg->size;
+	struct bpf_sock *sk = msg->sk;
+
+	if (!sk)
+		return SK_PASS;
+	st = bpf_sk_storage_get(&mc_sk_state, sk, 0, 0);
+	if (!st) {
+		mc_count(MC_C_MSG_NO_STATE, 1);
+		return SK_PASS;
+	}
+	if (st->decision == MC_DECISION_PASS) {
+		mc_count(MC_C_MSG_PASS_STICKY, 1);
+		mc_count(MC_C_BYTES_PASS_STICKY, size);
+		return SK_PASS;
+	}
+	if (!mc_enabled()) {
+		st->decision = MC_DECISION_PASS;
+		mc_count(MC_C_MSG_PASS_DISABLED, 1);
+		return SK_PASS;
+	}
+	peer = st->peer;
+	/* On a miss the helper returns SK_DROP: never return its value as is. */
+	if (bpf_msg_redirect_hash(msg, &mc_sockhash, &peer, BPF_F_INGRESS) == SK_PASS) {
+		if (st->decision == MC_DECISION_UNDECIDED) {
+			st->decision = MC_DECISION_REDIRECT;
+			mc_count(MC_C_PAIRS_REDIRECTED, 1);
+		}
+		if (st->kind == MC_KIND_NODE) {
+			mc_count(MC_C_MSG_REDIRECT_NODE, 1);
+			mc_count(MC_C_BYTES_REDIRECT_NODE, size);
+		} else {
+			mc_count(MC_C_MSG_REDIRECT_INTRA, 1);
+			mc_count(MC_C_BYTES_REDIRECT_INTRA, size);
+		}
+		return SK_PASS;
+	}
+	if (st->decision == MC_DECISION_UNDECIDED) {
+		mc_count(MC_C_MSG_PASS_NO_PEER, 1);
+		mc_count(MC_C_BYTES_PASS_NO_PEER, size);
+	} else {
+		mc_count(MC_C_MSG_PASS_PEER_GONE, 1);
+	}
+	st->decision = MC_DECISION_PASS;
+	return SK_PASS;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,127 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * sockops: enrolls the established TCP sockets of meshed pods in mc_sockhash.
+ *
+ * Runs for every TCP socket in the cgroup meshcutd attached it to. A socket is
+ * enrolled only if its network namespace is a registered pod (mc_pods), and it
+ * gets a socket-local state holding its peer's key and the sticky decision that
+ * sk_msg reads. Anything unexpected leaves the socket alone: normal path.
+ */
+#include "meshcut_kern.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+
+/* IPv4-mapped IPv6 (::ffff:a.b.c.d): a dual-stack socket talking IPv4. Its
+ * local_ip4/remote_ip4 hold the IPv4 addresses. */
+static __always_inline int mc_v4mapped(struct bpf_sock_ops *skops)
+{
+	return skops->remote_ip6[0] == 0 && skops->remote_ip6[1] == 0 &&
+	       skops->remote_ip6[2] == bpf_htonl(0x0000ffff);
+}
+
+static __always_inline int mc_is_pod_ip(__u32 ip, const struct mc_pod *pod)
+{
+	for (int i = 0; i < MC_POD_MAX_IPS; i++)
+		if (pod->ip4[i] && pod->ip4[i] == ip)
+			return 1;
+	return 0;
+}
+
+/*
+ * Where the peer of this socket lives. "Local" addresses (loopback, the pod's
+ * own IPs) mean the peer is in the same netns; another enrolled pod's IP means
+ * another pod on this node. An active socket towards anything else may still
+ * be REDIRECTed by Istio's rules to the pod's own sidecar: INTRA. A passive
+ * socket from anything else has no peer on this node: -1.
+ */
+static __always_inline int mc_kind_of(__u8 side, __u32 remote_ip, const struct mc_pod *pod)
+{
+	if (MC_IS_LOOPBACK(remote_ip) || mc_is_pod_ip(remote_ip, pod))
+		return MC_KIND_INTRA;
+	if (bpf_map_lookup_elem(&mc_pod_ips, &remote_ip))
+		return MC_KIND_NODE;
+	return side == MC_SIDE_ACTIVE ? MC_KIND_INTRA : -1;
+}
+
+static __always_inline void mc_established(struct bpf_sock_ops *skops, __u8 side)
+{
+	struct mc_sock_key own = {}, peer = {};
+	struct mc_sock_state *st;
+	struct mc_pod *pod;
+	struct bpf_sock *sk;
+	__u64 netns;
+	int kind;
+
+	netns = bpf_get_netns_cookie(skops);
+	pod = bpf_map_lookup_elem(&mc_pods, &netns);
+	if (!pod) {
+		mc_count(MC_C_SOCK_NOT_ENROLLED, 1);
+		return;
+	}
+	if (skops->family != AF_INET && !(skops->family == AF_INET6 && mc_v4mapped(skops))) {
+		mc_count(MC_C_SOCK_SKIP_FAMILY, 1);
+		return;
+	}
+	/* Bytes that crossed before establishment (TCP Fast Open) took the normal
+	 * path; redirecting what follows could reorder them. The SYN itself counts
+	 * one in bytes_acked. */
+	if (skops->bytes_received || skops->bytes_acked > 1) {
+		mc_count(MC_C_SOCK_SKIP_EARLY_DATA, 1);
+		return;
+	}
+	kind = mc_kind_of(side, skops->remote_ip4, pod);
+	if (kind < 0) {
+		mc_count(MC_C_SOCK_SKIP_REMOTE, 1);
+		return;
+	}
+	if (!mc_enabled() ||
+	    !(pod->flags & (kind == MC_KIND_INTRA ? MC_POD_F_INTRA : MC_POD_F_NODE))) {
+		mc_count(MC_C_SOCK_SKIP_DISABLED, 1);
+		return;
+	}
+
+	sk = skops->sk;
+	if (!sk)
+		return;
+	st = bpf_sk_storage_get(&mc_sk_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st) {
+		mc_count(MC_C_SOCK_NO_STORAGE, 1);
+		return;
+	}
+	mc_sock_keys(&own, &peer, side, skops->local_ip4, (__u16)skops->local_port,
+		     skops->remote_ip4, (__u16)bpf_ntohl(skops->remote_port), skops->snd_nxt,
+		     skops->rcv_nxt, netns);
+	st->peer = peer;
+	st->kind = kind;
+	st->decision = MC_DECISION_UNDECIDED;
+
+	/* BPF_NOEXIST: a clash (full map, or a key already taken) must never
+	 * replace another connection's socket. */
+	if (bpf_sock_hash_update(skops, &mc_sockhash, &own, BPF_NOEXIST)) {
+		st->decision = MC_DECISION_PASS;
+		mc_count(MC_C_SOCK_ADD_FAILED, 1);
+		return;
+	}
+	mc_count(side == MC_SIDE_ACTIVE ? MC_C_SOCK_ADDED_ACTIVE : MC_C_SOCK_ADDED_PASSIVE, 1);
+}
+
+SEC("sockops")
+int mc_sockops(struct bpf_sock_ops *skops)
+{
+	switch (skops->op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		mc_established(skops, MC_SIDE_ACTIVE);
+		break;
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		mc_established(skops, MC_SIDE_PASSIVE);
+		break;
+	}
+	return 1;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

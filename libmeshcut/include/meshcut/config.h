@@ -1,0 +1,31 @@
+// SPDX-License-Identifier: Apache-2.0
+// meshcutd's configuration: the JSON file (conf/meshcutd.json), then flags on top.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "meshcut/error.h"
+
+namespace meshcut {
+
+enum class SkbVerdict { automatic, on, off };
+
+struct DaemonConfig {
+  std::string pin_root = "/sys/fs/bpf/meshcut";
+  std::string cgroup;  // empty: the cgroup v2 root from /proc/mounts
+  uint32_t max_sockets = 262144;
+  SkbVerdict skb_verdict = SkbVerdict::automatic;
+  std::string log_level = "info";
+  std::string metrics_addr = "127.0.0.1:9464";
+  std::vector<std::string> warnings;  // unknown keys, reported, not fatal
+};
+
+// Parses TEXT (JSON object) over DEFAULTS. Errors name the key and the expected type.
+Result<DaemonConfig> parse_daemon_config(const std::string& text, DaemonConfig defaults = {});
+Result<DaemonConfig> load_daemon_config(const std::string& path, DaemonConfig defaults = {});
+Result<SkbVerdict> parse_skb_verdict(const std::string& s);
+const char* to_string(SkbVerdict v);
+
+}  // namespace meshcut

@@ -1,0 +1,58 @@
+// SPDX-License-Identifier: Apache-2.0
+// Typed access to the pinned maps, for every user-space reader and writer
+// (meshcutd's subcommands, the CNI plugin, tests). Opens pins; loads nothing.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "meshcut/abi.h"
+#include "meshcut/error.h"
+#include "meshcut/fd.h"
+#include "meshcut/pins.h"
+
+namespace meshcut {
+
+using Counters = std::array<uint64_t, MC_C__N>;
+
+struct MapUsage {
+  std::string name;
+  uint32_t type = 0;
+  uint64_t entries = 0;  // counted by walking the keys (hash-like maps only)
+  uint32_t max_entries = 0;
+};
+
+class PinnedMaps {
+ public:
+  // Opens every map pin under LAYOUT.
+  static Result<PinnedMaps> open(const PinLayout& layout);
+
+  Result<Counters> counters() const;
+  Result<mc_config> config() const;
+  Status set_config(const mc_config& c) const;
+  Result<mc_meta> meta() const;
+  Status set_meta(const mc_meta& m) const;
+
+  // Pod records: mc_pods[cookie] and mc_pod_ips[ip] for each address.
+  Status put_pod(uint64_t netns_cookie, const mc_pod& pod) const;
+  // Removes the record and its IPs; absent is not an error (returns false).
+  Result<bool> del_pod(uint64_t netns_cookie) const;
+  Result<std::vector<std::pair<uint64_t, mc_pod>>> pods() const;
+
+  Result<std::vector<MapUsage>> usage() const;
+  int fd(const std::string& name) const;
+
+ private:
+  std::vector<std::pair<std::string, Fd>> fds_;
+};
+
+// Sums a per-CPU value array as the kernel returns it (one slot per possible CPU).
+uint64_t sum_percpu(const uint64_t* values, int ncpus);
+// Walks a map's keys; works for hash, sockhash (not for arrays or sk_storage).
+Result<uint64_t> count_keys(int map_fd, uint32_t key_size);
+
+}  // namespace meshcut

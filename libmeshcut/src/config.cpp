@@ -1,0 +1,81 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "meshcut/config.h"
+
+#include <cerrno>
+#include <nlohmann/json.hpp>
+
+#include "meshcut/sys.h"
+
+namespace meshcut {
+
+Result<SkbVerdict> parse_skb_verdict(const std::string& s) {
+  if (s == "auto") return SkbVerdict::automatic;
+  if (s == "on") return SkbVerdict::on;
+  if (s == "off") return SkbVerdict::off;
+  return make_error("invalid skbVerdict '" + s + "'", EINVAL, "use one of: auto, on, off");
+}
+
+const char* to_string(SkbVerdict v) {
+  switch (v) {
+    case SkbVerdict::automatic: return "auto";
+    case SkbVerdict::on: return "on";
+    case SkbVerdict::off: return "off";
+  }
+  return "auto";
+}
+
+Result<DaemonConfig> parse_daemon_config(const std::string& text, DaemonConfig c) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    return make_error(std::string("config is not valid JSON: ") + e.what(), EINVAL);
+  }
+  if (!j.is_object()) return make_error("config must be a JSON object", EINVAL);
+  auto want = [&](const char* key, bool ok, const char* type) -> Status {
+    if (!ok) return make_error(std::string("config key '") + key + "' must be " + type, EINVAL);
+    return ok_status();
+  };
+  for (auto& [key, v] : j.items()) {
+    Status st = ok_status();
+    if (key == "pinRoot") {
+      st = want("pinRoot", v.is_string() && !v.get<std::string>().empty(), "a non-empty string");
+      if (st) c.pin_root = v.get<std::string>();
+    } else if (key == "cgroup") {
+      st = want("cgroup", v.is_string(), "a string");
+      if (st) c.cgroup = v.get<std::string>();
+    } else if (key == "maxSockets") {
+      st = want("maxSockets", v.is_number_unsigned() && v.get<uint64_t>() >= 2 && v.get<uint64_t>() <= (1u << 24),
+                "an integer from 2 to 16777216");
+      if (st) c.max_sockets = v.get<uint32_t>();
+    } else if (key == "skbVerdict") {
+      st = want("skbVerdict", v.is_string(), "a string (auto, on, off)");
+      if (st) {
+        auto sv = parse_skb_verdict(v.get<std::string>());
+        if (!sv) return sv.error();
+        c.skb_verdict = *sv;
+      }
+    } else if (key == "logLevel") {
+      st = want("logLevel", v.is_string() && (v == "debug" || v == "info" || v == "warn" || v == "error"),
+                "one of debug, info, warn, error");
+      if (st) c.log_level = v.get<std::string>();
+    } else if (key == "metricsAddr") {
+      st = want("metricsAddr", v.is_string(), "a string HOST:PORT");
+      if (st) c.metrics_addr = v.get<std::string>();
+    } else {
+      c.warnings.push_back("unknown config key '" + key + "' ignored");
+    }
+    if (!st) return st.error();
+  }
+  return c;
+}
+
+Result<DaemonConfig> load_daemon_config(const std::string& path, DaemonConfig defaults) {
+  auto text = sys::read_file(path);
+  if (!text) return make_error("couldn't read config file '" + path + "'", errno);
+  auto r = parse_daemon_config(*text, std::move(defaults));
+  if (!r) return make_error("config file '" + path + "': " + r.error().what, r.error().err, r.error().hint);
+  return r;
+}
+
+}  // namespace meshcut

@@ -1,0 +1,292 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "loader.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <ctime>
+#include <memory>
+#include <vector>
+
+#include "mc_sk_msg.skel.h"
+#include "mc_sk_skb.skel.h"
+#include "mc_sockops.skel.h"
+#include "meshcut/abi.h"
+#include "meshcut/libbpf_log.h"
+#include "meshcut/log.h"
+#include "meshcut/maps.h"
+#include "meshcut/sys.h"
+
+namespace meshcut::daemon {
+namespace {
+
+template <typename T, void (*D)(T*)>
+struct Deleter {
+  void operator()(T* p) const { D(p); }
+};
+using SockopsSkel = std::unique_ptr<mc_sockops, Deleter<mc_sockops, mc_sockops__destroy>>;
+using SkMsgSkel = std::unique_ptr<mc_sk_msg, Deleter<mc_sk_msg, mc_sk_msg__destroy>>;
+using SkSkbSkel = std::unique_ptr<mc_sk_skb, Deleter<mc_sk_skb, mc_sk_skb__destroy>>;
+
+// Points every map of OBJ at its pin: libbpf reuses a compatible pinned map
+// (same type, key, value, max_entries, flags) or creates and pins a new one.
+Status set_pin_paths(bpf_object* obj, const PinLayout& layout, uint32_t max_sockets) {
+  bpf_map* m;
+  bpf_object__for_each_map(m, obj) {
+    std::string name = bpf_map__name(m);
+    if (name == MC_MAP_SOCKHASH) bpf_map__set_max_entries(m, max_sockets);
+    int err = bpf_map__set_pin_path(m, layout.map(name).c_str());
+    if (err) return make_error("couldn't set pin path of map " + name, err);
+  }
+  return ok_status();
+}
+
+Error load_error(const char* what, int err, const PinLayout& layout) {
+  std::string hint;
+  std::string last = last_libbpf_message();
+  if (last.find("pinned map") != std::string::npos || last.find("reuse") != std::string::npos)
+    hint = "a pinned map under " + layout.maps_dir() +
+           " does not match this meshcutd (older layout?): run `meshcutd detach --pin-root " + layout.root +
+           "` then start again";
+  else if (err == EPERM || err == EACCES)
+    hint = "run as root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN); check `ulimit -l`";
+  else if (err == 524 || err == EOPNOTSUPP)
+    hint = "this kernel lacks a needed BPF feature: see `meshcutd status` features";
+  std::string msg = std::string("couldn't load ") + what + " BPF program";
+  if (!last.empty()) msg += " (libbpf: " + last + ")";
+  return make_error(msg, err, hint);
+}
+
+Status pin_prog(bpf_program* p, const std::string& path) {
+  ::unlink(path.c_str());  // replace an older program's pin (restart/upgrade)
+  if (int err = bpf_program__pin(p, path.c_str()))
+    return make_error("couldn't pin program at '" + path + "'", err);
+  return ok_status();
+}
+
+// Current max_entries of a pinned sockhash, to adopt it across restarts.
+uint32_t pinned_max_entries(const std::string& path) {
+  int fd = bpf_obj_get(path.c_str());
+  if (fd < 0) return 0;
+  bpf_map_info info{};
+  uint32_t len = sizeof(info);
+  uint32_t n = bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.max_entries : 0;
+  ::close(fd);
+  return n;
+}
+
+Status check_layout_version(const PinLayout& layout) {
+  std::string p = layout.map(MC_MAP_META);
+  int fd = bpf_obj_get(p.c_str());
+  if (fd < 0) return ok_status();
+  Fd owner(fd);
+  uint32_t k = 0;
+  mc_meta m{};
+  bpf_map_info info{};
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0 || info.value_size != sizeof(mc_meta) ||
+      bpf_map_lookup_elem(fd, &k, &m) != 0)
+    return make_error("pinned map '" + p + "' is not a meshcut v" + std::to_string(MC_LAYOUT_VERSION) + " mc_meta",
+                      EINVAL, "run `meshcutd detach --pin-root " + layout.root + "` then start again");
+  if (m.magic == MC_META_MAGIC && m.layout_version != MC_LAYOUT_VERSION)
+    return make_error("pin root '" + layout.root + "' holds layout v" + std::to_string(m.layout_version) +
+                          ", this meshcutd uses v" + std::to_string(MC_LAYOUT_VERSION),
+                      EINVAL,
+                      "run `meshcutd detach --pin-root " + layout.root +
+                          "` with the old meshcutd (live connections fall back to the normal path)");
+  return ok_status();
+}
+
+// sockops -> cgroup through a pinned bpf_link. An existing link on the same
+// cgroup gets the new program atomically (bpf_link_update): no moment without it.
+Result<bool> attach_sockops(int prog_fd, const std::string& cgroup, const PinLayout& layout) {
+  Fd cg(::open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!cg.valid()) return make_error("couldn't open cgroup '" + cgroup + "'", errno, "check --cgroup");
+  auto want_id = sys::cgroup_id(cgroup);
+  if (!want_id) return want_id.error();
+  std::string pin = layout.link(MC_LINK_SOCKOPS);
+  int old = bpf_obj_get(pin.c_str());
+  if (old >= 0) {
+    Fd oldfd(old);
+    bpf_link_info info{};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(old, &info, &len) == 0 && info.type == BPF_LINK_TYPE_CGROUP &&
+        info.cgroup.cgroup_id == *want_id) {
+      if (bpf_link_update(old, prog_fd, nullptr) != 0)
+        return make_error("couldn't update the sockops link on cgroup '" + cgroup + "'", errno);
+      return true;
+    }
+    // Other cgroup (config changed) or a defunct link: replace it after the new one is in.
+    Fd nl(bpf_link_create(prog_fd, cg.get(), BPF_CGROUP_SOCK_OPS, nullptr));
+    if (!nl.valid()) return make_error("couldn't attach sockops to cgroup '" + cgroup + "'", errno);
+    bpf_link_detach(old);
+    ::unlink(pin.c_str());
+    if (bpf_obj_pin(nl.get(), pin.c_str()) != 0) return make_error("couldn't pin link at '" + pin + "'", errno);
+    return false;
+  }
+  Fd nl(bpf_link_create(prog_fd, cg.get(), BPF_CGROUP_SOCK_OPS, nullptr));
+  if (!nl.valid())
+    return make_error("couldn't attach sockops to cgroup '" + cgroup + "'", errno,
+                      "run as root; the path must be a cgroup v2 directory");
+  if (bpf_obj_pin(nl.get(), pin.c_str()) != 0) return make_error("couldn't pin link at '" + pin + "'", errno);
+  return false;
+}
+
+std::vector<uint32_t> query_progs(int map_fd, bpf_attach_type type) {
+  uint32_t ids[8] = {};
+  uint32_t cnt = 8, flags = 0;
+  if (bpf_prog_query(map_fd, type, 0, &flags, ids, &cnt) != 0) return {};
+  return std::vector<uint32_t>(ids, ids + cnt);
+}
+
+void detach_map_progs(int map_fd, bpf_attach_type type) {
+  for (uint32_t id : query_progs(map_fd, type)) {
+    Fd p(bpf_prog_get_fd_by_id(id));
+    if (p.valid()) bpf_prog_detach2(p.get(), map_fd, type);
+  }
+}
+
+nlohmann::json prog_json(uint32_t id) {
+  nlohmann::json j = {{"id", id}};
+  Fd p(bpf_prog_get_fd_by_id(id));
+  bpf_prog_info info{};
+  uint32_t len = sizeof(info);
+  if (p.valid() && bpf_obj_get_info_by_fd(p.get(), &info, &len) == 0) j["name"] = info.name;
+  return j;
+}
+
+}  // namespace
+
+Result<AttachResult> attach_all(const DaemonConfig& cfg, const std::string& cgroup, const Features& feat) {
+  PinLayout layout(cfg.pin_root);
+  for (const auto& d : {layout.root, layout.maps_dir(), layout.progs_dir(), layout.links_dir()})
+    if (auto st = mkdir_p(d); !st) return st.error();
+  auto lock = PinLock::acquire(layout.root);
+  if (!lock) return lock.error();
+  if (auto st = check_layout_version(layout); !st) return st.error();
+
+  AttachResult res;
+  res.reused_maps = exists(layout.map(MC_MAP_SOCKHASH));
+  res.max_sockets = cfg.max_sockets;
+  if (uint32_t cur = pinned_max_entries(layout.map(MC_MAP_SOCKHASH)); cur && cur != cfg.max_sockets) {
+    log::warn("keeping the pinned sockhash size; detach to change it",
+              {{"pinned_max_sockets", cur}, {"requested", cfg.max_sockets}});
+    res.max_sockets = cur;
+  }
+
+  SockopsSkel so(mc_sockops__open());
+  SkMsgSkel sm(mc_sk_msg__open());
+  SkSkbSkel sb(mc_sk_skb__open());
+  if (!so || !sm || !sb) return make_error("couldn't open the BPF skeletons", errno);
+  for (bpf_object* o : {so->obj, sm->obj, sb->obj})
+    if (auto st = set_pin_paths(o, layout, res.max_sockets); !st) return st.error();
+  if (int err = mc_sockops__load(so.get())) return load_error("sockops", -err, layout);
+  if (int err = mc_sk_msg__load(sm.get())) return load_error("sk_msg", -err, layout);
+  if (int err = mc_sk_skb__load(sb.get())) return load_error("sk_skb", -err, layout);
+
+  if (auto st = pin_prog(so->progs.mc_sockops, layout.prog(MC_PROG_SOCKOPS)); !st) return st.error();
+  if (auto st = pin_prog(sm->progs.mc_sk_msg, layout.prog(MC_PROG_SK_MSG)); !st) return st.error();
+
+  int sockhash = bpf_map__fd(so->maps.mc_sockhash);
+  // sk_msg (and sk_skb) to the map: replaces an older program in place. Sockets
+  // already in the map keep the program they were inserted with until they close.
+  if (bpf_prog_attach(bpf_program__fd(sm->progs.mc_sk_msg), sockhash, BPF_SK_MSG_VERDICT, 0) != 0)
+    return make_error("couldn't attach sk_msg to " MC_MAP_SOCKHASH, errno);
+  bool want_verdict = cfg.skb_verdict == SkbVerdict::on ||
+                      (cfg.skb_verdict == SkbVerdict::automatic && feat.fionread_bug != Tri::no);
+  if (want_verdict) {
+    if (auto st = pin_prog(sb->progs.mc_sk_skb, layout.prog(MC_PROG_SK_SKB)); !st) return st.error();
+    if (bpf_prog_attach(bpf_program__fd(sb->progs.mc_sk_skb), sockhash, BPF_SK_SKB_VERDICT, 0) != 0)
+      return make_error("couldn't attach the SK_SKB verdict to " MC_MAP_SOCKHASH, errno);
+    res.skb_verdict = true;
+  } else {
+    detach_map_progs(sockhash, BPF_SK_SKB_VERDICT);
+    ::unlink(layout.prog(MC_PROG_SK_SKB).c_str());
+  }
+
+  auto updated = attach_sockops(bpf_program__fd(so->progs.mc_sockops), cgroup, layout);
+  if (!updated) return updated.error();
+  res.link_updated = *updated;
+
+  auto maps = PinnedMaps::open(layout);
+  if (!maps) return maps.error();
+  mc_meta meta{};
+  meta.magic = MC_META_MAGIC;
+  meta.layout_version = MC_LAYOUT_VERSION;
+  meta.features = feat.bits() | (res.skb_verdict ? MC_FEAT_SKB_VERDICT : 0);
+  meta.daemon_pid = static_cast<uint32_t>(::getpid());
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  meta.started_ns = static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
+  meta.max_sockets = res.max_sockets;
+  if (auto st = maps->set_meta(meta); !st) return st.error();
+  if (auto st = maps->set_config(mc_config{1, 0}); !st) return st.error();
+  return res;
+}
+
+Status detach_all(const PinLayout& layout) {
+  if (!exists(layout.root)) return ok_status();  // nothing to do: idempotent
+  auto lock = PinLock::acquire(layout.root);
+  if (!lock) return lock.error();
+  // 1. New decisions become PASS and redirected directions turn PASS: the
+  //    receivers drain their redirect queues first, so nothing is reordered.
+  if (auto maps = PinnedMaps::open(layout)) maps->set_config(mc_config{0, 0});
+  // 2. No new socket enters the map.
+  std::string link = layout.link(MC_LINK_SOCKOPS);
+  if (int lfd = bpf_obj_get(link.c_str()); lfd >= 0) {
+    if (bpf_link_detach(lfd) != 0 && errno != ENOLINK) {
+      int e = errno;
+      ::close(lfd);
+      return make_error("couldn't detach the sockops cgroup link", e);
+    }
+    ::close(lfd);
+  }
+  // 3. The map's programs. Sockets already in it keep theirs (and their
+  //    queued bytes) until they close; deleting them would drop queued data.
+  if (int mfd = bpf_obj_get(layout.map(MC_MAP_SOCKHASH).c_str()); mfd >= 0) {
+    detach_map_progs(mfd, BPF_SK_MSG_VERDICT);
+    detach_map_progs(mfd, BPF_SK_SKB_VERDICT);
+    ::close(mfd);
+  }
+  // 4. Every pin, then the directories.
+  for (const auto& n : PinLayout::map_names()) ::unlink(layout.map(n).c_str());
+  for (const char* n : {MC_PROG_SOCKOPS, MC_PROG_SK_MSG, MC_PROG_SK_SKB}) ::unlink(layout.prog(n).c_str());
+  ::unlink(link.c_str());
+  for (const auto& d : {layout.maps_dir(), layout.progs_dir(), layout.links_dir(), layout.root})
+    if (::rmdir(d.c_str()) != 0 && errno != ENOENT)
+      return make_error("couldn't remove '" + d + "' (something else is pinned there?)", errno,
+                        "list it with: ls -la " + d);
+  return ok_status();
+}
+
+nlohmann::json attachments_json(const PinLayout& layout) {
+  nlohmann::json j;
+  nlohmann::json so = {{"attached", false}, {"pin", layout.link(MC_LINK_SOCKOPS)}};
+  if (int lfd = bpf_obj_get(layout.link(MC_LINK_SOCKOPS).c_str()); lfd >= 0) {
+    Fd f(lfd);
+    bpf_link_info info{};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(lfd, &info, &len) == 0) {
+      so["attached"] = info.cgroup.cgroup_id != 0;
+      so["link_id"] = info.id;
+      so["prog_id"] = info.prog_id;
+      so["cgroup_id"] = info.cgroup.cgroup_id;
+    }
+  }
+  j["sockops"] = so;
+  int mfd = bpf_obj_get(layout.map(MC_MAP_SOCKHASH).c_str());
+  Fd m(mfd);
+  for (auto [name, type] : {std::pair{"sk_msg", BPF_SK_MSG_VERDICT}, std::pair{"sk_skb", BPF_SK_SKB_VERDICT}}) {
+    auto ids = mfd >= 0 ? query_progs(mfd, type) : std::vector<uint32_t>{};
+    nlohmann::json a = {{"attached", !ids.empty()}};
+    if (!ids.empty()) a["prog"] = prog_json(ids[0]);
+    j[name] = a;
+  }
+  return j;
+}
+
+}  // namespace meshcut::daemon

@@ -1,0 +1,240 @@
+// SPDX-License-Identifier: Apache-2.0
+// meshcutd: the resident daemon (`run`) and the operator subcommands.
+#include <arpa/inet.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "loader.h"
+#include "meshcut/abi.h"
+#include "meshcut/config.h"
+#include "meshcut/libbpf_log.h"
+#include "meshcut/log.h"
+#include "meshcut/maps.h"
+#include "meshcut/pins.h"
+#include "meshcut/sys.h"
+#include "probe.h"
+#include "status.h"
+
+using namespace meshcut;
+
+namespace {
+
+int fail(const Error& e) {
+  log::error(e.what, {{"errno", e.err}, {"error", e.err ? errno_text(e.err) : ""}, {"hint", e.hint}});
+  std::fprintf(stderr, "meshcutd: %s\n", e.format().c_str());
+  return 1;
+}
+
+log::Level parse_level(const std::string& s) {
+  if (s == "debug") return log::Level::debug;
+  if (s == "warn") return log::Level::warn;
+  if (s == "error") return log::Level::error;
+  return log::Level::info;
+}
+
+int cmd_run(DaemonConfig cfg) {
+  log::set_level(parse_level(cfg.log_level));
+  for (const auto& w : cfg.warnings) log::warn(w);
+  if (auto st = sys::check_bpffs(cfg.pin_root); !st) return fail(st.error());
+  std::string cgroup = cfg.cgroup;
+  if (cgroup.empty()) {
+    auto root = sys::cgroup2_root();
+    if (!root) return fail(root.error());
+    cgroup = *root;
+  } else if (!sys::cgroup2_root()) {
+    return fail(sys::cgroup2_root().error());
+  }
+  if (auto st = sys::check_cgroup2_dir(cgroup); !st) return fail(st.error());
+
+  daemon::Features feat = daemon::probe_features();
+  log::info("kernel features", feat.to_json());
+  if (!feat.usable())
+    return fail(make_error("this kernel lacks what the socket shortcut needs", EOPNOTSUPP,
+                           "meshcut needs Linux 5.15+ with sockhash, sk_storage and netns cookies; see the notes above"));
+
+  // Block the stop signals before anything is attached so none is lost.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
+  auto res = daemon::attach_all(cfg, cgroup, feat);
+  if (!res) return fail(res.error());
+  log::info("ready", {{"pin_root", cfg.pin_root},
+                      {"cgroup", cgroup},
+                      {"reused_maps", res->reused_maps},
+                      {"link_updated", res->link_updated},
+                      {"skb_verdict", res->skb_verdict},
+                      {"max_sockets", res->max_sockets}});
+
+  PinLayout layout(cfg.pin_root);
+  timespec tick{1, 0};
+  for (;;) {
+    int sig = sigtimedwait(&set, nullptr, &tick);
+    if (sig == SIGTERM || sig == SIGINT) {
+      // Pins, links and maps stay: traffic keeps its shortcut while we restart.
+      log::info("stopping; attachments stay in place", {{"signal", sig}});
+      return 0;
+    }
+    if (!exists(layout.map(MC_MAP_META))) {
+      log::info("pins removed (meshcutd detach?): exiting", {{"pin_root", cfg.pin_root}});
+      return 0;
+    }
+  }
+}
+
+int cmd_detach(const std::string& pin_root) {
+  if (auto st = daemon::detach_all(PinLayout(pin_root)); !st) return fail(st.error());
+  std::printf("meshcut detached from %s: new connections take the normal path\n", pin_root.c_str());
+  return 0;
+}
+
+Result<uint32_t> parse_ipv4(const std::string& s) {
+  in_addr a{};
+  if (inet_pton(AF_INET, s.c_str(), &a) != 1)
+    return make_error("invalid IPv4 address '" + s + "'", EINVAL, "pass --pod-ip like 10.244.1.5");
+  return a.s_addr;
+}
+
+int cmd_enroll(const std::string& pin_root, const std::string& netns, const std::vector<std::string>& ips,
+               bool intra, bool node) {
+  auto cookie = sys::netns_cookie(netns);
+  if (!cookie) return fail(cookie.error());
+  mc_pod pod{};
+  std::vector<uint32_t> addrs;
+  if (ips.empty()) {
+    auto found = sys::netns_ipv4(netns);
+    if (!found) return fail(found.error());
+    addrs = *found;
+  }
+  for (const auto& s : ips) {
+    auto ip = parse_ipv4(s);
+    if (!ip) return fail(ip.error());
+    addrs.push_back(*ip);
+  }
+  if (addrs.size() > MC_POD_MAX_IPS)
+    return fail(make_error("a pod has at most " + std::to_string(MC_POD_MAX_IPS) + " IPv4 addresses", E2BIG));
+  for (size_t i = 0; i < addrs.size(); ++i) pod.ip4[i] = addrs[i];
+  pod.flags = (intra ? MC_POD_F_INTRA : 0) | (node ? MC_POD_F_NODE : 0);
+  PinLayout layout(pin_root);
+  auto lock = PinLock::acquire(layout.root);
+  if (!lock) return fail(lock.error());
+  auto maps = PinnedMaps::open(layout);
+  if (!maps) return fail(maps.error());
+  if (auto st = maps->put_pod(*cookie, pod); !st) return fail(st.error());
+  std::printf("enrolled netns %s (cookie %llu) with %zu IPv4 address(es)\n", netns.c_str(),
+              static_cast<unsigned long long>(*cookie), addrs.size());
+  return 0;
+}
+
+int cmd_unenroll(const std::string& pin_root, const std::string& netns, uint64_t cookie) {
+  if (!netns.empty()) {
+    auto c = sys::netns_cookie(netns);
+    if (!c) return fail(c.error());
+    cookie = *c;
+  }
+  PinLayout layout(pin_root);
+  auto lock = PinLock::acquire(layout.root);
+  if (!lock) return fail(lock.error());
+  auto maps = PinnedMaps::open(layout);
+  if (!maps) return fail(maps.error());
+  auto r = maps->del_pod(cookie);
+  if (!r) return fail(r.error());
+  std::printf("%s netns cookie %llu\n", *r ? "unenrolled" : "not enrolled:", static_cast<unsigned long long>(cookie));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"meshcutd: eBPF shortcuts for a sidecar service mesh's data plane"};
+  app.require_subcommand(1);
+  app.fallthrough();  // global flags may follow the subcommand
+  bool verbose = false;
+  app.add_flag("-v,--verbose", verbose, "show libbpf's own messages");
+  std::string pin_root = kDefaultPinRoot;
+  auto add_pin_root = [&](CLI::App* c) {
+    return c->add_option("--pin-root", pin_root, "bpffs directory holding meshcut's pins")
+        ->capture_default_str();
+  };
+
+  auto* run = app.add_subcommand("run", "load, pin and attach the programs, then stay resident");
+  std::string config_file, cgroup, skb_verdict, log_level;
+  uint32_t max_sockets = 0;
+  auto* o_pin_run = add_pin_root(run);
+  run->add_option("--config", config_file, "JSON config file (flags override it)");
+  auto* o_cg = run->add_option("--cgroup", cgroup, "cgroup v2 directory for sockops (default: the cgroup2 root)");
+  auto* o_max = run->add_option("--max-sockets", max_sockets, "sockhash capacity")->check(CLI::Range(2u, 1u << 24));
+  auto* o_skb = run->add_option("--skb-verdict", skb_verdict, "no-op SK_SKB verdict: auto|on|off")
+                    ->check(CLI::IsMember({"auto", "on", "off"}));
+  auto* o_log = run->add_option("--log-level", log_level, "debug|info|warn|error")
+                    ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
+
+  auto* detach = app.add_subcommand("detach", "remove every attachment and pin (connections fall back)");
+  add_pin_root(detach);
+
+  auto* status = app.add_subcommand("status", "programs, attachments, maps, counters, features");
+  bool json = false;
+  add_pin_root(status);
+  status->add_flag("--json", json, "machine-readable output");
+
+  auto* enroll = app.add_subcommand("enroll", "register a network namespace as a meshed pod (debugging)");
+  std::string netns;
+  std::vector<std::string> pod_ips;
+  bool no_intra = false, no_node = false;
+  add_pin_root(enroll);
+  enroll->add_option("--netns", netns, "netns path, e.g. /var/run/netns/pod1")->required();
+  enroll->add_option("--pod-ip", pod_ips, "pod IPv4 address(es); default: those configured in the netns");
+  enroll->add_flag("--no-intra-pod", no_intra, "no app<->sidecar shortcut for this pod");
+  enroll->add_flag("--no-same-node", no_node, "no pod<->pod shortcut for this pod");
+
+  auto* unenroll = app.add_subcommand("unenroll", "forget a pod registered with enroll");
+  uint64_t cookie = 0;
+  add_pin_root(unenroll);
+  auto* o_ns = unenroll->add_option("--netns", netns, "netns path");
+  auto* o_cookie = unenroll->add_option("--cookie", cookie, "netns cookie (when the netns is gone)");
+  o_ns->excludes(o_cookie);
+
+  auto* pods = app.add_subcommand("pods", "list enrolled pods");
+  add_pin_root(pods);
+  pods->add_flag("--json", json, "machine-readable output");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  install_libbpf_logger(verbose);
+
+  if (*run) {
+    DaemonConfig cfg;
+    if (!config_file.empty()) {
+      auto c = load_daemon_config(config_file);
+      if (!c) return fail(c.error());
+      cfg = *c;
+    }
+    if (o_pin_run->count()) cfg.pin_root = pin_root;
+    if (o_cg->count()) cfg.cgroup = cgroup;
+    if (o_max->count()) cfg.max_sockets = max_sockets;
+    if (o_skb->count()) cfg.skb_verdict = *parse_skb_verdict(skb_verdict);
+    if (o_log->count()) cfg.log_level = log_level;
+    return cmd_run(cfg);
+  }
+  if (*detach) return cmd_detach(pin_root);
+  if (*status) return cmd_status(pin_root, json);
+  if (*enroll) return cmd_enroll(pin_root, netns, pod_ips, !no_intra, !no_node);
+  if (*unenroll) {
+    if (!o_ns->count() && !o_cookie->count()) return fail(make_error("unenroll needs --netns or --cookie", EINVAL));
+    return cmd_unenroll(pin_root, netns, cookie);
+  }
+  if (*pods) return cmd_pods(pin_root, json);
+  return 0;
+}

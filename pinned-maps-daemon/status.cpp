@@ -1,0 +1,120 @@
+// SPDX-License-Identifier: Apache-2.0
+// `status` and `pods`: a human table by default, --json for machines.
+#include "status.h"
+
+#include <arpa/inet.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "loader.h"
+#include "meshcut/abi.h"
+#include "meshcut/maps.h"
+#include "meshcut/pins.h"
+#include "probe.h"
+
+using namespace meshcut;
+
+namespace {
+
+std::string ip_str(uint32_t be) {
+  char b[INET_ADDRSTRLEN] = {};
+  inet_ntop(AF_INET, &be, b, sizeof(b));
+  return b;
+}
+
+int not_running(const std::string& pin_root, bool json, const Error& e) {
+  if (json) {
+    std::printf("%s\n", nlohmann::json{{"pin_root", pin_root}, {"installed", false}, {"error", e.format()}}.dump(2).c_str());
+  } else {
+    std::fprintf(stderr, "meshcutd: %s\n", e.format().c_str());
+  }
+  return 3;
+}
+
+}  // namespace
+
+int cmd_status(const std::string& pin_root, bool json) {
+  PinLayout layout(pin_root);
+  auto maps = PinnedMaps::open(layout);
+  if (!maps) return not_running(pin_root, json, maps.error());
+  auto meta = maps->meta();
+  auto cfg = maps->config();
+  auto ctr = maps->counters();
+  auto usage = maps->usage();
+  if (!meta) return not_running(pin_root, json, meta.error());
+  if (!cfg) return not_running(pin_root, json, cfg.error());
+  if (!ctr) return not_running(pin_root, json, ctr.error());
+  if (!usage) return not_running(pin_root, json, usage.error());
+
+  nlohmann::json j;
+  j["pin_root"] = pin_root;
+  j["installed"] = true;
+  j["layout_version"] = meta->layout_version;
+  j["enabled"] = cfg->enabled != 0;
+  bool alive = meta->daemon_pid && ::kill(static_cast<pid_t>(meta->daemon_pid), 0) == 0;
+  j["daemon"] = {{"pid", meta->daemon_pid}, {"running", alive}, {"started_ns", meta->started_ns}};
+  j["features"] = daemon::features_json(meta->features);
+  j["attachments"] = daemon::attachments_json(layout);
+  nlohmann::json m = nlohmann::json::object();
+  for (const auto& u : *usage) m[u.name] = {{"entries", u.entries}, {"max_entries", u.max_entries}};
+  j["maps"] = m;
+  nlohmann::json c = nlohmann::json::object();
+  for (size_t i = 0; i < MC_C__N; ++i) c[std::string(kCounterNames[i])] = (*ctr)[i];
+  const auto& v = *ctr;
+  c["redirect_msgs"] = v[MC_C_MSG_REDIRECT_INTRA] + v[MC_C_MSG_REDIRECT_NODE];
+  c["redirect_bytes"] = v[MC_C_BYTES_REDIRECT_INTRA] + v[MC_C_BYTES_REDIRECT_NODE];
+  j["counters"] = c;
+
+  if (json) {
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf("meshcut  pin root %s  layout v%u  %s\n", pin_root.c_str(), meta->layout_version,
+              cfg->enabled ? "ENABLED" : "DISABLED");
+  std::printf("daemon   pid %u (%s)\n\n", meta->daemon_pid, alive ? "running" : "not running");
+  std::printf("%-10s %-9s %s\n", "ATTACH", "STATE", "DETAIL");
+  for (const char* k : {"sockops", "sk_msg", "sk_skb"}) {
+    const auto& a = j["attachments"][k];
+    std::printf("%-10s %-9s %s\n", k, a.value("attached", false) ? "attached" : "-", a.dump().c_str());
+  }
+  std::printf("\n%-14s %10s %10s\n", "MAP", "ENTRIES", "MAX");
+  for (const auto& u : *usage)
+    std::printf("%-14s %10llu %10u\n", u.name.c_str(), static_cast<unsigned long long>(u.entries), u.max_entries);
+  std::printf("\n%-22s %14s\n", "COUNTER", "VALUE");
+  for (auto& [k, val] : c.items()) std::printf("%-22s %14llu\n", k.c_str(), val.get<unsigned long long>());
+  std::printf("\nFEATURE\n");
+  for (auto& [k, val] : j["features"].items()) std::printf("  %-28s %s\n", k.c_str(), val.dump().c_str());
+  return 0;
+}
+
+int cmd_pods(const std::string& pin_root, bool json) {
+  auto maps = PinnedMaps::open(PinLayout(pin_root));
+  if (!maps) return not_running(pin_root, json, maps.error());
+  auto pods = maps->pods();
+  if (!pods) return not_running(pin_root, json, pods.error());
+  nlohmann::json arr = nlohmann::json::array();
+  for (const auto& [cookie, pod] : *pods) {
+    nlohmann::json ips = nlohmann::json::array();
+    for (uint32_t ip : pod.ip4)
+      if (ip) ips.push_back(ip_str(ip));
+    arr.push_back({{"netns_cookie", cookie},
+                   {"ips", ips},
+                   {"intra_pod", (pod.flags & MC_POD_F_INTRA) != 0},
+                   {"same_node", (pod.flags & MC_POD_F_NODE) != 0},
+                   {"host_ifindex", pod.host_ifindex}});
+  }
+  if (json) {
+    std::printf("%s\n", arr.dump(2).c_str());
+    return 0;
+  }
+  std::printf("%-20s %-34s %-6s %-6s\n", "NETNS COOKIE", "IPS", "INTRA", "NODE");
+  for (const auto& p : arr) {
+    std::string ips;
+    for (const auto& ip : p["ips"]) ips += (ips.empty() ? "" : ",") + ip.get<std::string>();
+    std::printf("%-20llu %-34s %-6s %-6s\n", p["netns_cookie"].get<unsigned long long>(), ips.c_str(),
+                p["intra_pod"].get<bool>() ? "on" : "off", p["same_node"].get<bool>() ? "on" : "off");
+  }
+  return 0;
+}

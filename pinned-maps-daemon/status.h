@@ -1,0 +1,6 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+#include <string>
+
+int cmd_status(const std::string& pin_root, bool json);
+int cmd_pods(const std::string& pin_root, bool json);
