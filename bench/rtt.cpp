@@ -4,7 +4,8 @@
 //
 //   rtt server --tcp IP:PORT | --unix PATH [--once]
 //   rtt client --tcp IP:PORT | --unix PATH --size N --iters K [--warmup W]
-//   rtt pair   --size N --iters K [--warmup W]      (AF_UNIX socketpair + fork)
+//   rtt pair   --size N --iters K [--warmup W] [--server-cpu C]
+//                                                   (AF_UNIX socketpair + fork)
 //
 // The client sends a 4-byte header with the request size, the server answers
 // one byte, then each iteration is: write N bytes, read N bytes back, timed with
@@ -13,6 +14,7 @@
 // The client prints one JSON object: median, p99, mean, min, max in µs.
 // The server prints "ready" once listening so the caller needs no sleeps.
 #include <arpa/inet.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -49,6 +51,7 @@ struct Opts {
     long iters = 10000;
     long warmup = 1000;
     bool once = false;
+    int server_cpu = -1;  // pair: move the echo side to this CPU
 };
 
 // Full write: sk_msg redirects and large writes may return short counts.
@@ -250,6 +253,13 @@ int cmd_pair(const Opts& o) {
         die("fork");
     if (pid == 0) {  // echo side; inherits the CPU affinity taskset gave us
         close(sv[0]);
+        if (o.server_cpu >= 0) {
+            cpu_set_t set;
+            CPU_ZERO(&set);
+            CPU_SET(o.server_cpu, &set);
+            if (sched_setaffinity(0, sizeof set, &set) != 0)
+                die("sched_setaffinity");
+        }
         serve(sv[1]);
         _exit(0);
     }
@@ -264,7 +274,7 @@ int usage() {
     std::fprintf(stderr,
                  "usage: rtt server (--tcp IP:PORT | --unix PATH) [--once]\n"
                  "       rtt client (--tcp IP:PORT | --unix PATH) --size N --iters K [--warmup W]\n"
-                 "       rtt pair --size N --iters K [--warmup W]\n");
+                 "       rtt pair --size N --iters K [--warmup W] [--server-cpu C]\n");
     return 2;
 }
 
@@ -290,6 +300,8 @@ int main(int argc, char** argv) {
             o.size = std::strtoul(v, nullptr, 10);
         else if (a == "--iters" && (v = next()))
             o.iters = std::strtol(v, nullptr, 10);
+        else if (a == "--server-cpu" && (v = next()))
+            o.server_cpu = std::atoi(v);
         else if (a == "--warmup" && (v = next()))
             o.warmup = std::strtol(v, nullptr, 10);
         else

@@ -6,7 +6,7 @@ Measures, alternating the modes inside one run (A B C A B C ...), so that the
 noise of this shared 2-vCPU VM hits every mode alike (see shared/BENCH.md):
 
   * request/response round trip (rtt ping-pong, 64 B / 1 KiB / 64 KiB, both
-    ends pinned to one CPU, plus an unpinned 64 B row) for
+    ends pinned to one CPU, plus 64 B rows unpinned and cross-CPU) for
       tcp-lo, meshcut-lo, floor-lo   plain TCP over loopback in a private netns,
                                      with meshcutd's redirect, with the minimal
                                      redirect of bench/floor.bpf.c;
@@ -49,9 +49,11 @@ POD_B_IP = "10.213.0.2"
 POD_PREFIX = 24
 LO_IP = "127.0.0.1"
 
-# (label, pinned): the main table is pinned (one vCPU; waking the other vCPU
-# costs 40-80 us on this VM and would hide the data path), plus one unpinned row.
-SIZES = [(64, True), (1024, True), (65536, True), (64, False)]
+# (size, placement). The main rows pin both ends to one CPU: waking the other
+# vCPU costs 40-80 us on this VM and would hide the data path. "unpinned" lets
+# the scheduler choose (bimodal: the pair shares a CPU, or pays the wake-up);
+# "cross-CPU" pins server and client to two different CPUs, i.e. always pays it.
+SIZES = [(64, "pinned"), (1024, "pinned"), (65536, "pinned"), (64, "unpinned"), (64, "cross-CPU")]
 
 # Transport -> (network, mode). Order = alternation order inside a repetition.
 TRANSPORTS = {
@@ -86,8 +88,8 @@ def size_label(size):
     return f"{size // 1024} KiB" if size >= 1024 else f"{size} B"
 
 
-def cfg_label(size, pinned):
-    return size_label(size) + ("" if pinned else " unpinned")
+def cfg_label(size, placement):
+    return size_label(size) + ("" if placement == "pinned" else f" {placement}")
 
 
 def run(cmd, check=True, timeout=30, **kw):
@@ -191,17 +193,23 @@ class Bench:
         return out
 
     def wait_line(self, p, needle, timeout=10.0):
-        """Wait until a child prints a line containing needle (server is listening)."""
+        """Wait until a child prints needle (its server is listening).
+
+        Reads the raw fd: a buffered readline() could swallow the line we wait
+        for into Python's buffer while select() keeps waiting on the fd."""
         deadline = time.monotonic() + timeout
+        seen = b""
+        fd = p.stdout.fileno()
         while time.monotonic() < deadline:
-            r, _, _ = select.select([p.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            r, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
             if not r:
                 break
-            line = p.stdout.readline()
-            if not line:
+            chunk = os.read(fd, 4096)
+            if not chunk:
                 err = p.stderr.read() if p.stderr else ""
-                raise BenchError(f"server exited before ready: {err.strip()}")
-            if needle in line:
+                raise BenchError(f"server exited before ready: {' '.join(p.args)}: {err.strip()}")
+            seen += chunk
+            if needle.encode() in seen:
                 return
         raise BenchError(f"server not ready after {timeout}s: {' '.join(p.args)}")
 
@@ -396,24 +404,30 @@ class Bench:
         for k, v in json.loads(rtt_json).items():
             row.setdefault(k, v)
 
-    def rtt_sample(self, rep, transport, size, pinned, iters, warmup, port):
+    def rtt_sample(self, rep, transport, size, placement, iters, warmup, port):
         net, mode = TRANSPORTS[transport]
-        cpu = self.args.cpu if pinned else None
+        # (server CPU, client CPU)
+        srv_cpu, cli_cpu = {"pinned": (self.args.cpu, self.args.cpu), "unpinned": (None, None),
+                            "cross-CPU": (self.args.cpu, self.other_cpu())}[placement]
         client_args = ["--size", str(size), "--iters", str(iters), "--warmup", str(warmup)]
         row = {"kind": "rtt", "rep": rep, "transport": transport, "net": net, "mode": mode,
-               "size": size, "pinned": pinned, "config": cfg_label(size, pinned)}
+               "size": size, "placement": placement, "config": cfg_label(size, placement)}
         if net == "unix":
-            out = self.run_child([self.rtt_bin, "pair"] + client_args, mode, self.ns_lo, cpu)
+            # The forked echo side moves itself to srv_cpu (taskset cannot split a fork).
+            pair = [self.rtt_bin, "pair"] + client_args
+            if srv_cpu is not None and srv_cpu != cli_cpu:
+                pair += ["--server-cpu", str(srv_cpu)]
+            out = self.run_child(pair, mode, self.ns_lo, cli_cpu)
             self.merge(row, out)
             return row
         srv_ns, cli_ns, addr = self.endpoints(net)
         before = self.counters()
-        server = self.spawn([self.rtt_bin, "server", "--tcp", f"{addr}:{port}", "--once"], mode, srv_ns, cpu,
+        server = self.spawn([self.rtt_bin, "server", "--tcp", f"{addr}:{port}", "--once"], mode, srv_ns, srv_cpu,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             self.wait_line(server, "ready")
             out = self.run_child([self.rtt_bin, "client", "--tcp", f"{addr}:{port}"] + client_args,
-                                 mode, cli_ns, cpu)
+                                 mode, cli_ns, cli_cpu)
             server.wait(timeout=10)
         finally:
             self.stop_proc(server)
@@ -444,6 +458,9 @@ class Bench:
         self.check_redirect(row, before, self.counters(), recv["bytes"])
         return row
 
+    def other_cpu(self):
+        return 0 if self.args.cpu != 0 else 1
+
     def transports(self):
         return [t for t in TRANSPORTS if TRANSPORTS[t][1] != "meshcut" or self.meshcut_ok]
 
@@ -454,11 +471,11 @@ class Bench:
         bulk_ts = [t for t in BULK_TRANSPORTS if t in rtt_ts]
         for rep in range(1, reps + 1):
             t0 = time.monotonic()
-            for size, pinned in SIZES:
+            for size, placement in SIZES:
                 iters = a.iters if size < 65536 else max(1, a.iters // 2)
                 warmup = max(10, iters // 10)
                 for i, t in enumerate(rtt_ts):  # A B C ... inside each size
-                    self.samples.append(self.rtt_sample(rep, t, size, pinned, iters, warmup, a.port + i))
+                    self.samples.append(self.rtt_sample(rep, t, size, placement, iters, warmup, a.port + i))
             if not a.no_bulk:
                 for i, t in enumerate(bulk_ts):
                     self.samples.append(self.bulk_sample(rep, t, a.iperf_time, a.port + 20 + i))
@@ -472,13 +489,14 @@ class Bench:
         bulk = [s for s in self.samples if s["kind"] == "bulk"]
         lines = []
         lines.append(f"### Round trip (µs; median of {self.args.reps} sample medians [min–max]; "
-                     f"pinned = both ends on CPU {self.args.cpu})\n")
+                     f"pinned = both ends on CPU {self.args.cpu}, cross-CPU = server on {self.args.cpu}, "
+                     f"client on {self.other_cpu()})\n")
         lines.append("| transport | size | median µs | min–max | p99 µs | × plain TCP (same net) | meshcut/floor |")
         lines.append("|---|---|---|---|---|---|---|")
         summary = []
 
-        for size, pinned in SIZES:
-            cfg = cfg_label(size, pinned)
+        for size, placement in SIZES:
+            cfg = cfg_label(size, placement)
             by_t = {t: [s for s in rtt if s["transport"] == t and s["config"] == cfg] for t in self.transports()}
             for t, rows in by_t.items():
                 if not rows:
@@ -492,12 +510,30 @@ class Bench:
                        "min_us": min(med), "max_us": max(med),
                        "p99_us": statistics.median(s["p99_us"] for s in rows),
                        "vs_tcp": ratio, "meshcut_vs_floor": mf}
-                if mf:
+                if mf and placement == "pinned":  # unpinned rows measure the scheduler, not the path
                     rec["target_ok"] = mf[0] <= TARGET_RTT_VS_FLOOR
                 summary.append(rec)
                 lines.append(f"| {t} | {cfg} | {rec['median_us']:.2f} | {min(med):.2f}–{max(med):.2f} | "
                              f"{rec['p99_us']:.2f} | {self.fmt_ratio(ratio) if t != base_t else '1'} | "
-                             f"{self.fmt_ratio(mf, TARGET_RTT_VS_FLOOR, False) if mf else ''} |")
+                             f"{self.fmt_ratio(mf, TARGET_RTT_VS_FLOOR if placement == 'pinned' else None) if mf else ''} |")
+        # The same, compact (as in shared/BENCH.md): median (ratio to plain TCP; meshcut/floor).
+        cfgs = [cfg_label(sz, pin) for sz, pin in SIZES]
+        compact = ["\n### Round trip, compact: median µs (× plain TCP; meshcut ÷ floor)\n",
+                   "| transport | " + " | ".join(cfgs) + " |", "|---" * (len(cfgs) + 1) + "|"]
+        for t in self.transports():
+            cells = []
+            for cfg in cfgs:
+                rec = next((r for r in summary if r["kind"] == "rtt" and r["transport"] == t and r["config"] == cfg),
+                           None)
+                if not rec:
+                    cells.append("")
+                    continue
+                notes = [f"{rec['vs_tcp'][0]:.2f}×"] if rec["vs_tcp"] and not t.startswith("tcp-") else []
+                if rec["meshcut_vs_floor"]:
+                    notes.append(f"{rec['meshcut_vs_floor'][0]:.2f}× floor")
+                cells.append(f"{rec['median_us']:.2f}" + (f" ({'; '.join(notes)})" if notes else ""))
+            compact.append(f"| {t} | " + " | ".join(cells) + " |")
+        lines = compact + ["", "Details:\n"] + lines
         if bulk:
             lines.append(f"\n### Bulk throughput (iperf3, {self.args.iperf_time} s per run, unpinned; "
                          f"Gbit/s, median [min–max])\n")
@@ -537,7 +573,7 @@ class Bench:
         else:
             lines.append("\nmeshcut rows: not measured (meshcutd missing or not ready, see above)")
         lines.append(f"\nTargets (shared/BENCH.md): redirected RTT ≤ {TARGET_RTT_VS_FLOOR}× the minimal redirect "
-                     f"(floor), bulk ≥ {TARGET_BULK_VS_TCP}× plain TCP; ✗ marks a miss. Ratios are medians of "
+                     f"(floor) in the pinned rows, bulk ≥ {TARGET_BULK_VS_TCP}× plain TCP; ✗ marks a miss. Ratios are medians of "
                      f"per-repetition ratios (modes measured side by side), [min–max].")
         table = "\n".join(lines) + "\n"
         print(table)

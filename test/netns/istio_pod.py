@@ -159,8 +159,27 @@ def run_in_netns(netns: str, argv: Sequence[str], *, check: bool = True,
     return cp
 
 
-def listening_ports(pid: int) -> set:
-    """TCP ports in LISTEN in the netns of pid (reads /proc/PID/net/tcp{,6})."""
+def _socket_inodes(pid: int) -> set:
+    """Inodes of the sockets pid has open (from /proc/PID/fd)."""
+    inodes = set()
+    try:
+        for fd in os.listdir("/proc/%d/fd" % pid):
+            try:
+                link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(int(link[8:-1]))
+    except OSError:
+        pass
+    return inodes
+
+
+def listening_ports(pid: int, owned: bool = False) -> set:
+    """TCP ports in LISTEN in the netns of pid (reads /proc/PID/net/tcp{,6}).
+    owned=True: only listeners whose socket pid itself holds (so a second
+    proxy that failed to bind is not mistaken for the first one)."""
+    mine = _socket_inodes(pid) if owned else None
     ports = set()
     for name in ("tcp", "tcp6"):
         try:
@@ -168,7 +187,7 @@ def listening_ports(pid: int) -> set:
                 next(f)
                 for line in f:
                     cols = line.split()
-                    if cols[3] == "0A":
+                    if cols[3] == "0A" and (mine is None or int(cols[9]) in mine):
                         ports.add(int(cols[1].rsplit(":", 1)[1], 16))
         except (FileNotFoundError, ProcessLookupError, StopIteration):
             pass
@@ -176,11 +195,12 @@ def listening_ports(pid: int) -> set:
 
 
 def wait_listening(pid: int, *ports: int, timeout: float = 10.0,
-                   proc: Optional[subprocess.Popen] = None) -> None:
-    """Wait until all ports listen in pid's netns (raise if proc exits first)."""
+                   proc: Optional[subprocess.Popen] = None, owned: bool = False) -> None:
+    """Wait until all ports listen in pid's netns (raise if proc exits first).
+    owned=True: the listening sockets must be pid's own."""
     deadline = time.monotonic() + timeout
     while True:
-        if set(ports) <= listening_ports(pid):
+        if set(ports) <= listening_ports(pid, owned):
             return
         if proc is not None and proc.poll() is not None:
             raise RuntimeError("pid %d exited (rc=%s) before listening on %s"
@@ -264,6 +284,9 @@ global
     maxconn {maxconn}
     # one line per connection on stdout, parsed by istio_pod.py to link hops
     log stdout format raw local0
+    # no SO_REUSEPORT: a second proxy on 15001/15006 in the same netns must
+    # fail to start instead of silently sharing the captured traffic
+    noreuseport
 {extra_global}
 defaults
     mode tcp
@@ -315,6 +338,9 @@ class IstioPod:
     hops() -> [Hop]       connections the sidecar proxied so far (its CONN log)
     wait_hop(direction, client, timeout=5) -> Hop
     sidecar_pid, sidecar (Popen), netns, netns_path, pod_ip, cgroup_procs
+
+    One IstioPod per netns: the rules are per netns (stop() removes all
+    ISTIO_* chains there) and a second sidecar cannot bind 15001/15006.
     """
 
     def __init__(self, netns: str, pod_ip: str, *, sidecar: str = "haproxy",
@@ -408,7 +434,7 @@ class IstioPod:
         self._reader.start()
         try:
             wait_listening(self.sidecar.pid, self.out_port, self.in_port,
-                           timeout=self.ready_timeout, proc=self.sidecar)
+                           timeout=self.ready_timeout, proc=self.sidecar, owned=True)
         except Exception as e:
             raise RuntimeError("%s sidecar in %s did not start: %s\n%s"
                                % (self.kind, self.netns, e, self.sidecar_stderr())) from e

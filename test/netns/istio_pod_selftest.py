@@ -168,8 +168,10 @@ def proc_cgroup2(pid):
 
 def build_topology(ns_node, ns_a, ns_b, cleanup):
     for ns in (ns_node, ns_a, ns_b):
+        # cleanup registered before the add: an interrupt in between leaks nothing
+        cleanup.append(lambda ns=ns: subprocess.run(["ip", "netns", "del", ns], check=False,
+                                                    stderr=subprocess.DEVNULL))
         sh("ip", "netns", "add", ns)
-        cleanup.append(lambda ns=ns: subprocess.run(["ip", "netns", "del", ns], check=False))
     sh("ip", "-n", ns_node, "link", "add", "br0", "type", "bridge")
     sh("ip", "-n", ns_node, "link", "set", "br0", "up")
     for ns, host_if, ip in ((ns_a, "va", A_IP), (ns_b, "vb", B_IP)):
@@ -187,16 +189,20 @@ def make_cgroups(suffix, cleanup):
     if not mnt:
         return None, None, None
     root = os.path.join(mnt, "mci-" + suffix)
-    os.mkdir(root)
-    paths = []
-    for leaf in ("a", "b"):
-        d = os.path.join(root, leaf)
-        os.mkdir(d)
-        paths.append(d)
+    paths = [os.path.join(root, leaf) for leaf in ("a", "b")]
 
     def rm():
+        for d in paths:
+            # A process the test lost track of (e.g. a signal arrived between
+            # fork and Popen returning) would keep the cgroup busy: kill
+            # whatever is still in our own cgroups (cgroup.kill, 5.14+).
+            try:
+                with open(os.path.join(d, "cgroup.kill"), "w") as f:
+                    f.write("1")
+            except OSError:
+                pass
         for d in paths + [root]:
-            for _ in range(50):   # killed processes leave the cgroup asynchronously
+            for _ in range(100):   # killed processes leave the cgroup asynchronously
                 try:
                     os.rmdir(d)
                     break
@@ -204,7 +210,10 @@ def make_cgroups(suffix, cleanup):
                     break
                 except OSError:
                     time.sleep(0.05)
-    cleanup.append(rm)
+    cleanup.append(rm)   # registered first: an interrupt below leaks nothing
+    os.mkdir(root)
+    for d in paths:
+        os.mkdir(d)
     rel = lambda p: "/" + os.path.relpath(p, mnt)
     return (os.path.join(paths[0], "cgroup.procs"), os.path.join(paths[1], "cgroup.procs"),
             (rel(paths[0]), rel(paths[1])))
@@ -338,10 +347,13 @@ def main():
     sys.path.insert(0, HERE)
     import istio_pod as ipod
 
-    # SIGTERM -> exception, so the finally below cleans up as on Ctrl-C.
+    # SIGTERM/SIGHUP -> exception, so the finally below cleans up as on
+    # Ctrl-C. SIGINT is set explicitly too: a shell's background job inherits
+    # it ignored, and Python then installs no handler of its own.
     def on_term(signum, frame):
         raise KeyboardInterrupt("signal %d" % signum)
-    signal.signal(signal.SIGTERM, on_term)
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, on_term)
 
     suffix = secrets.token_hex(3)
     ns_node, ns_a, ns_b = ("mci-%s-%s" % (suffix, x) for x in ("node", "a", "b"))

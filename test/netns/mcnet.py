@@ -1,0 +1,356 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Test harness for the root tiers (netns, e2e): throw-away network namespaces,
+a child cgroup v2, a meshcutd on its own pin root, and ways to run code inside
+a pod.
+
+Everything created here has an owner that removes it (context managers, plus
+an atexit/signal sweep). Names start with a per-run prefix so that nothing the
+test did not create is ever touched. Traffic stays on loopback or inside the
+namespaces made here.
+
+Root tiers may skip on a developer's laptop (exit 77, CTest SKIP_RETURN_CODE),
+but under CI=true a missing privilege or kernel feature is a failure.
+"""
+import atexit
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.environ.get("MESHCUT_BUILD", os.path.join(REPO, "build"))
+MESHCUTD = os.environ.get("MESHCUTD", os.path.join(BUILD, "pinned-maps-daemon", "meshcutd"))
+SKIP = 77
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+_cleanups = []
+RUN_ID = "%x" % (os.getpid() & 0xFFFFF)
+
+
+def log(*a):
+    print("[%s]" % time.strftime("%H:%M:%S"), *a, flush=True)
+
+
+def skip_or_fail(reason):
+    """A missing privilege/feature: skip on a laptop, fail under CI=true."""
+    if os.environ.get("CI") == "true":
+        print("FAIL (CI=true, cannot skip): " + reason, file=sys.stderr)
+        sys.exit(1)
+    print("SKIP: " + reason, file=sys.stderr)
+    sys.exit(SKIP)
+
+
+def require_root():
+    if os.geteuid() != 0:
+        skip_or_fail("needs root (netns, cgroup, BPF)")
+    if not os.path.exists(MESHCUTD):
+        print("FAIL: meshcutd not built at %s" % MESHCUTD, file=sys.stderr)
+        sys.exit(1)
+    if not os.path.ismount("/sys/fs/bpf"):
+        subprocess.run(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"], check=False)
+        if not os.path.ismount("/sys/fs/bpf"):
+            skip_or_fail("bpffs not mounted at /sys/fs/bpf: run mount -t bpf bpf /sys/fs/bpf")
+
+
+def sh(*cmd, check=True, quiet=False):
+    r = subprocess.run(list(cmd), capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise RuntimeError("%s failed (%d): %s" % (" ".join(cmd), r.returncode, r.stderr.strip()))
+    return r
+
+
+def _sweep():
+    while _cleanups:
+        fn = _cleanups.pop()
+        try:
+            fn()
+        except Exception as e:  # cleanup is best effort, but say what stayed
+            print("cleanup: %s" % e, file=sys.stderr)
+
+
+atexit.register(_sweep)
+for _s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(_s, lambda *_: sys.exit(130))
+
+
+def cgroup2_root():
+    with open("/proc/mounts") as f:
+        for line in f:
+            p = line.split()
+            if len(p) >= 3 and p[2] == "cgroup2":
+                return p[1]
+    skip_or_fail("cgroup v2 not mounted (no cgroup2 in /proc/mounts)")
+
+
+class Cgroup:
+    """A child cgroup v2 that the test creates, joins and removes."""
+
+    def __init__(self, name):
+        self.path = os.path.join(cgroup2_root(), "mc-test-%s-%s" % (RUN_ID, name))
+        os.makedirs(self.path, exist_ok=True)
+        self.procs = os.path.join(self.path, "cgroup.procs")
+        self._home = None
+        _cleanups.append(self.remove)
+
+    def join(self):
+        """Moves this test process in, so the sockets it creates are seen by sockops."""
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                if line.startswith("0::"):
+                    self._home = os.path.join(cgroup2_root(), line.strip()[3:].lstrip("/"))
+        with open(self.procs, "w") as f:
+            f.write(str(os.getpid()))
+
+    def remove(self):
+        if not os.path.isdir(self.path):
+            return
+        home = os.path.join(self._home or cgroup2_root(), "cgroup.procs")
+        for _ in range(50):
+            try:
+                pids = open(self.procs).read().split()
+            except FileNotFoundError:
+                return
+            for pid in pids:
+                try:
+                    if int(pid) == os.getpid():
+                        open(home, "w").write(pid)
+                    else:
+                        os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, OSError):
+                    pass
+            try:
+                os.rmdir(self.path)
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("couldn't remove cgroup %s" % self.path)
+
+
+class Netns:
+    """A network namespace under /var/run/netns with loopback up."""
+
+    def __init__(self, name):
+        self.name = "mct-%s-%s" % (RUN_ID, name)
+        self.path = "/var/run/netns/" + self.name
+        sh("ip", "netns", "add", self.name)
+        _cleanups.append(self.remove)
+        self.ip("link", "set", "lo", "up")
+
+    def ip(self, *args):
+        return sh("ip", "-n", self.name, *args)
+
+    def run(self, *cmd, check=True):
+        return sh("ip", "netns", "exec", self.name, *cmd, check=check)
+
+    def remove(self):
+        if os.path.exists(self.path):
+            sh("ip", "netns", "del", self.name, check=False)
+
+
+_veth_n = [0]
+
+
+def veth_pair(a, b, a_ip=None, b_ip=None, a_name=None, b_name=None, prefix=24):
+    """veth between netns A and B (either may be a bridge-holding node)."""
+    _veth_n[0] += 1
+    an = a_name or "mv%s%d" % (RUN_ID[-3:], _veth_n[0])
+    bn = b_name or "mw%s%d" % (RUN_ID[-3:], _veth_n[0])
+    sh("ip", "link", "add", an, "netns", a.name, "type", "veth", "peer", "name", bn, "netns", b.name)
+    for ns, ifn, ip in ((a, an, a_ip), (b, bn, b_ip)):
+        if ip:
+            ns.ip("addr", "add", "%s/%d" % (ip, prefix), "dev", ifn)
+        ns.ip("link", "set", ifn, "up")
+    return an, bn
+
+
+class Node:
+    """A 'node': a netns with a bridge; pods hang off it by veth (like the bridge CNI)."""
+
+    def __init__(self, name, subnet="10.250.1", gw=True):
+        self.ns = Netns(name)
+        self.subnet = subnet
+        self.ns.ip("link", "add", "br0", "type", "bridge")
+        self.ns.ip("link", "set", "br0", "up")
+        if gw:
+            self.ns.ip("addr", "add", subnet + ".1/24", "dev", "br0")
+        self.pods = []
+
+    def add_pod(self, name, host_octet):
+        pod = Netns(name)
+        ip = "%s.%d" % (self.subnet, host_octet)
+        _, host_if = veth_pair(pod, self.ns, a_ip=ip, a_name="eth0")
+        self.ns.ip("link", "set", host_if, "master", "br0")
+        pod.ip("route", "add", "default", "via", self.subnet + ".1")
+        pod.pod_ip = ip
+        self.pods.append(pod)
+        return pod
+
+
+def _setns(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, "setns(%s): %s" % (path, os.strerror(e)))
+    finally:
+        os.close(fd)
+
+
+def in_netns(netns, fn, *args, **kw):
+    """Runs FN in a thread that entered NETNS (setns is per thread); returns its value.
+    Sockets FN creates belong to NETNS and stay usable from any thread."""
+    out = {}
+
+    def body():
+        try:
+            _setns(netns.path)
+            out["v"] = fn(*args, **kw)
+        except BaseException as e:  # re-raised in the caller
+            out["e"] = e
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    if "e" in out:
+        raise out["e"]
+    return out.get("v")
+
+
+def spawn(cmd, netns=None, cgroup=None, uid=None, gid=None, **popen_kw):
+    """Starts CMD in CGROUP first, then in NETNS (never `ip netns exec`, which
+    remounts /sys and hides cgroup2), optionally as UID/GID."""
+
+    def pre():
+        if cgroup is not None:
+            with open(cgroup.procs, "w") as f:
+                f.write(str(os.getpid()))
+        if netns is not None:
+            _setns(netns.path)
+        if gid is not None:
+            os.setgroups([])
+            os.setgid(gid)
+        if uid is not None:
+            os.setuid(uid)
+
+    p = subprocess.Popen(cmd, preexec_fn=pre, **popen_kw)
+    _cleanups.append(lambda: _kill(p))
+    return p
+
+
+def _kill(p):
+    if p.poll() is None:
+        p.kill()
+        p.wait()
+
+
+class Daemon:
+    """meshcutd on its own pin root, with sockops on the test's cgroup."""
+
+    def __init__(self, cgroup, name="d", extra=()):
+        self.pin_root = "/sys/fs/bpf/mc-test-%s-%s" % (RUN_ID, name)
+        self.cgroup = cgroup
+        self.extra = list(extra)
+        self.proc = None
+        self.logfile = "/tmp/mc-test-%s-%s.log" % (RUN_ID, name)
+        _cleanups.append(self.cleanup)
+
+    def cli(self, *args, check=True):
+        return sh(MESHCUTD, *args, "--pin-root", self.pin_root, check=check)
+
+    def start(self, timeout=10):
+        # The daemon stays in the root netns (its probe uses loopback only).
+        self.proc = subprocess.Popen([MESHCUTD, "run", "--pin-root", self.pin_root, "--cgroup",
+                                     self.cgroup.path] + self.extra,
+                                    stdout=subprocess.DEVNULL, stderr=open(self.logfile, "a"))
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("meshcutd exited %d: %s" % (self.proc.returncode, open(self.logfile).read()[-2000:]))
+            st = self.status(check=False)
+            if st and st.get("enabled") and st["attachments"]["sockops"]["attached"] and \
+                    st["daemon"]["pid"] == self.proc.pid:
+                return st
+            time.sleep(0.05)
+        raise RuntimeError("meshcutd not ready after %ss: %s" % (timeout, open(self.logfile).read()[-2000:]))
+
+    def status(self, check=True):
+        r = self.cli("status", "--json", check=check)
+        if r.returncode != 0:
+            return None
+        return json.loads(r.stdout)
+
+    def counters(self):
+        return self.status()["counters"]
+
+    def enroll(self, netns, *ips, extra=()):
+        args = ["enroll", "--netns", netns.path]
+        for ip in ips:
+            args += ["--pod-ip", ip]
+        return self.cli(*args, *extra)
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(10)
+        return self.proc.returncode if self.proc else None
+
+    def detach(self):
+        return self.cli("detach")
+
+    def cleanup(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if os.path.exists(self.pin_root):
+            sh(MESHCUTD, "detach", "--pin-root", self.pin_root, check=False)
+
+
+# struct tcp_info offsets (include/uapi/linux/tcp.h)
+_TI_BYTES_RECEIVED = 128
+_TI_DATA_SEGS_IN = 152
+_TI_DATA_SEGS_OUT = 156
+_TI_BYTES_SENT = 200
+
+
+def tcp_wire_stats(sock):
+    """What crossed TCP itself (not the redirect): data segments and bytes."""
+    ti = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return {
+        "data_segs_out": struct.unpack_from("I", ti, _TI_DATA_SEGS_OUT)[0],
+        "data_segs_in": struct.unpack_from("I", ti, _TI_DATA_SEGS_IN)[0],
+        "bytes_received": struct.unpack_from("Q", ti, _TI_BYTES_RECEIVED)[0],
+        "bytes_sent": struct.unpack_from("Q", ti, _TI_BYTES_SENT)[0] if len(ti) >= 208 else None,
+    }
+
+
+def delta(after, before):
+    return {k: after[k] - before.get(k, 0) for k in after if isinstance(after[k], int)}
+
+
+class Checks:
+    """Collects assertions; prints each, exits non-zero at the end if any failed."""
+
+    def __init__(self):
+        self.failed = 0
+        self.passed = 0
+
+    def check(self, cond, what):
+        if cond:
+            self.passed += 1
+            log("ok   " + what)
+        else:
+            self.failed += 1
+            log("FAIL " + what)
+        return cond
+
+    def done(self):
+        _sweep()
+        print("%d passed, %d failed" % (self.passed, self.failed))
+        sys.exit(1 if self.failed else 0)
