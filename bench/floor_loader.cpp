@@ -84,7 +84,9 @@ int cmd_attach(const std::string& cgroup, const std::string& dir) {
     int cg_fd = open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (cg_fd < 0)
         return fail(cgroup.c_str(), errno);
-    if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    // A fresh directory only: the rollback below removes every pin in it, which
+    // must never hit the pins of an earlier, still active attach.
+    if (mkdir(dir.c_str(), 0700) != 0) {
         close(cg_fd);
         return fail(dir.c_str(), errno);
     }

@@ -41,6 +41,18 @@ int mc_sk_msg(struct sk_msg_md *msg)
 	/* On a miss the helper returns SK_DROP: never return its value as is. */
 	if (bpf_msg_redirect_hash(msg, &mc_sockhash, &peer, BPF_F_INGRESS) == SK_PASS) {
 		if (st->decision == MC_DECISION_UNDECIDED) {
+			struct mc_sock_key own = peer;
+			__u32 *kind;
+
+			/* An active socket learns the true kind from its passive peer. */
+			own.side = MC_SIDE_ACTIVE;
+			if (peer.side == MC_SIDE_PASSIVE) {
+				kind = bpf_map_lookup_elem(&mc_pair_kind, &own);
+				if (kind) {
+					st->kind = *kind;
+					bpf_map_delete_elem(&mc_pair_kind, &own);
+				}
+			}
 			st->decision = MC_DECISION_REDIRECT;
 			mc_count(MC_C_PAIRS_REDIRECTED, 1);
 		}

@@ -108,6 +108,16 @@ static __always_inline void mc_established(struct bpf_sock_ops *skops, __u8 side
 		return;
 	}
 	mc_count(side == MC_SIDE_ACTIVE ? MC_C_SOCK_ADDED_ACTIVE : MC_C_SOCK_ADDED_PASSIVE, 1);
+
+	/* The passive side knows the true kind; the active side only guessed it
+	 * (a connect() to another pod's IP may be REDIRECTed to its own sidecar).
+	 * Leave it for the active peer's first send (sockops may look a socket up
+	 * in the sockhash but may not release it, so it can't tell it directly). */
+	if (side == MC_SIDE_PASSIVE) {
+		__u32 k = kind;
+
+		bpf_map_update_elem(&mc_pair_kind, &peer, &k, BPF_ANY);
+	}
 }
 
 SEC("sockops")

@@ -26,6 +26,7 @@
 #define MC_MAP_SK_STATE "mc_sk_state"
 #define MC_MAP_PODS "mc_pods"
 #define MC_MAP_POD_IPS "mc_pod_ips"
+#define MC_MAP_PAIR_KIND "mc_pair_kind"
 #define MC_MAP_COUNTERS "mc_counters"
 #define MC_MAP_CONFIG "mc_config"
 #define MC_MAP_META "mc_meta"

@@ -48,6 +48,16 @@ struct {
 	__type(value, __u64);
 } mc_pod_ips SEC(".maps");
 
+/* Active socket's key -> true enum mc_kind, left by its passive peer at
+ * establishment, taken by the active socket's first redirected send. LRU:
+ * entries of active sockets that never send age out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct mc_sock_key);
+	__type(value, __u32);
+} mc_pair_kind SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, MC_C__N);

@@ -141,7 +141,8 @@ Result<std::vector<MapUsage>> PinnedMaps::usage() const {
     if (bpf_obj_get_info_by_fd(f.get(), &info, &len) != 0)
       return make_error("couldn't read map info of " + name, errno);
     MapUsage u{name, info.type, 0, info.max_entries};
-    if (info.type == BPF_MAP_TYPE_HASH || info.type == BPF_MAP_TYPE_SOCKHASH) {
+    if (info.type == BPF_MAP_TYPE_HASH || info.type == BPF_MAP_TYPE_LRU_HASH ||
+        info.type == BPF_MAP_TYPE_SOCKHASH) {
       auto n = count_keys(f.get(), info.key_size);
       if (!n) return n.error();
       u.entries = *n;
