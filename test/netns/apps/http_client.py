@@ -51,6 +51,9 @@ class Conn:
             self.sock.close()
             self.sock = None
 
+    def _fionread(self):
+        return struct.unpack("i", fcntl.ioctl(self.sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+
     def _peek(self):
         try:
             return len(self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
@@ -65,21 +68,28 @@ class Conn:
                 raise TimeoutError("no bytes before the request deadline")
             events = self.ep.poll(min(self.wait, deadline - now))
             if not events:
-                if self._peek():
-                    self.misses += 1  # readable bytes, but no epoll edge
-                else:
+                if not self._peek():
                     continue
+                # Bytes are queued after WAIT s of silence. If they had just
+                # landed, their edge is pending now; if not, epoll missed them.
+                if not self.ep.poll(0):
+                    self.misses += 1
             got = 0
             while True:  # drain, as an edge-triggered reader must
-                avail = struct.unpack("i", fcntl.ioctl(self.sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+                avail = self._fionread()
                 if avail == 0:
-                    if self._peek():
-                        self.lies += 1  # FIONREAD says 0, the queue holds bytes
-                        avail = 1 << 16
+                    peeked = self._peek()
+                    if peeked:
+                        # Bytes may land between the ioctl and the peek; only
+                        # we read, so an ioctl AFTER a successful peek that
+                        # still says 0 is a lie, not a race.
+                        avail = self._fionread()
+                        if avail == 0:
+                            self.lies += 1
+                            avail = 1 << 16
                     else:
                         try:
-                            d = self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-                            if d == b"":
+                            if self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
                                 if got:
                                     return
                                 raise EOFError("connection closed")
