@@ -27,7 +27,7 @@ import mcnet  # noqa: E402
 import streams  # noqa: E402
 from mcnet import log  # noqa: E402
 
-MODES = ["normal", "halfclose", "slowaccept", "slowreader", "rst"]
+MODES = ["normal", "halfclose", "slowaccept", "slowreader", "rst", "race"]
 
 
 class Server:
@@ -41,6 +41,14 @@ class Server:
         # exists (the first-bytes race).
         self.sock = mcnet.in_netns(netns, self._listen, ip, 1 if mode == "slowaccept" else 512)
         self.addr = self.sock.getsockname()
+        if mode == "race":
+            # The first-bytes race, made certain: drop the handshake's final
+            # pure ACK at the server, so the client is established (and writes
+            # at once) while the server's socket does not exist yet. The
+            # client's data segment then creates it. That direction must stay
+            # on the normal path; the reply may take the shortcut.
+            netns.run("iptables", "-I", "INPUT", "-p", "tcp", "--dport", str(self.addr[1]),
+                      "--tcp-flags", "ALL", "ACK", "-m", "length", "--length", "0:64", "-j", "DROP")
         threading.Thread(target=self._accept_loop, daemon=True).start()
 
     @staticmethod
@@ -97,15 +105,18 @@ class Results:
         self.errors = []
         self.durations = {}
         self.sent_bytes = 0
+        self.unredirectable = 0  # bytes of directions that must take the normal path
         self.done = 0
 
     def fail(self, msg):
         with self.lock:
             self.errors.append(msg)
 
-    def add_sent(self, n):
+    def add_sent(self, n, normal_path=False):
         with self.lock:
             self.sent_bytes += n
+            if normal_path:
+                self.unredirectable += n
 
     def ok(self, mode, dt):
         with self.lock:
@@ -129,7 +140,7 @@ def client_conn(server, mode, seed, results):
             results.ok(mode, time.monotonic() - t0)
             return
         c.sendall(streams.frame(data))
-        results.add_sent(streams.framed_len(len(data)))
+        results.add_sent(streams.framed_len(len(data)), normal_path=mode in ("race", "slowaccept"))
         if mode == "halfclose":
             c.shutdown(socket.SHUT_WR)
         streams.recv_msg(c)
@@ -174,7 +185,8 @@ def scenario_mixed(ck, node, a, b, d, n_conns):
     rng = random.Random(42)
     c0 = d.counters()
     results = Results()
-    weights = {"normal": 0.70, "halfclose": 0.10, "slowaccept": 0.06, "slowreader": 0.04, "rst": 0.10}
+    weights = {"normal": 0.66, "halfclose": 0.10, "slowaccept": 0.06, "slowreader": 0.04, "rst": 0.10,
+               "race": 0.04}
     for where, srv_ns, ip in (("loopback in pod A", a, "127.0.0.1"), ("pod A -> pod B", b, b.pod_ip)):
         servers = {m: Server(srv_ns, ip, m, results) for m in MODES}
         jobs = []
@@ -195,18 +207,30 @@ def scenario_mixed(ck, node, a, b, d, n_conns):
     for mode, ds in sorted(results.durations.items()):
         log("  %-10s n=%4d  p50 %.1f ms  p99 %.1f ms  max %.1f ms" % (
             mode, len(ds), 1e3 * statistics.median(ds), 1e3 * pct(ds, 99), 1e3 * max(ds)))
-    accounted = (dc["bytes_redirect_intra"] + dc["bytes_redirect_node"] + dc["bytes_pass_no_peer"]
-                 + dc["bytes_pass_sticky"])
-    ck.check(accounted == results.sent_bytes,
-             "counters account for every byte the apps sent (%d counted, %d sent)" % (accounted, results.sent_bytes))
+    # The FIN hazard (DESIGN.md): a FIN dropped behind queued redirected bytes
+    # costs a 200 ms retransmission at EOF. Count transfers that end at EOF.
+    eof_modes = [x for m in ("normal", "halfclose") for x in results.durations.get(m, [])]
+    slow = sum(1 for x in eof_modes if x >= 0.2)
+    ck.check(slow <= max(1, len(eof_modes) // 200),
+             "no 200 ms FIN tail: %d of %d transfers ending at EOF took >= 200 ms" % (slow, len(eof_modes)))
+    red = dc["bytes_redirect_intra"] + dc["bytes_redirect_node"]
+    passed = dc["bytes_pass_no_peer"] + dc["bytes_pass_sticky"]
+    # Every redirected byte is counted exactly. Bytes of a normal-path direction
+    # may be undercounted: after a non-blocking send fails half-way (EAGAIN),
+    # the kernel keeps the PASS verdict for the socket's next send and does not
+    # run the program again (tcp_bpf_send_verdict keeps psock->eval).
+    ck.check(red + passed <= results.sent_bytes and red >= results.sent_bytes - results.unredirectable
+             and passed <= results.unredirectable,
+             "counters: every byte sent is redirected and counted (%d B), except those of directions that "
+             "raced (%d B sent, %d B counted as normal path)" % (red, results.unredirectable, passed))
     ck.check(dc["bytes_redirect_intra"] > 0 and dc["bytes_redirect_node"] > 0,
              "both shortcut kinds redirected (intra %d B, node %d B)" % (dc["bytes_redirect_intra"],
                                                                         dc["bytes_redirect_node"]))
-    red = dc["bytes_redirect_intra"] + dc["bytes_redirect_node"]
     ck.check(red > 0.8 * results.sent_bytes, "most bytes took the shortcut (%.1f %%)" % (100.0 * red / results.sent_bytes))
-    ck.check(dc["msg_pass_no_peer"] > 0,
-             "the first-bytes race happened and those directions stayed on the normal path (%d)"
-             % dc["msg_pass_no_peer"])
+    n_race = len(results.durations.get("race", []))
+    ck.check(n_race > 0 and dc["msg_pass_no_peer"] >= n_race,
+             "first-bytes race: %d clients wrote before the server socket existed; those directions "
+             "stayed on the normal path (%d)" % (n_race, dc["msg_pass_no_peer"]))
     ck.check(dc["sock_add_failed"] == 0 and dc["msg_no_state"] == 0,
              "no insert failure, no socket without state (%d, %d)" % (dc["sock_add_failed"], dc["msg_no_state"]))
     log("counters: %s" % {k: v for k, v in dc.items() if v})

@@ -11,7 +11,10 @@ there. Either one would stall nginx, Node or Go (DESIGN.md, Kernel facts).
 It then reads anyway, so one run measures every request.
 
 Usage: http_client.py --host IP --port N --get /big=20 --get /small=20
-                      [--sha /big=HEX ...] [--timeout S] [--wait S]
+                      [--sha /big=HEX ...] [--timeout S] [--wait S] [--close]
+
+--close: one connection per request, each request timed until the server's
+FIN (EOF) -- where the 200 ms FIN-retransmit tail of DESIGN.md would show.
 Prints one JSON object: per-request results, counts, errors.
 """
 import argparse
@@ -43,6 +46,7 @@ class Conn:
         self.ep = select.epoll()
         self.ep.register(self.sock.fileno(), select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET)
         self.buf = bytearray()
+        self.eof = False
         self.connects += 1
 
     def close(self):
@@ -62,6 +66,8 @@ class Conn:
 
     def fill(self, deadline):
         """Appends at least one byte to self.buf; raises EOFError / TimeoutError."""
+        if self.eof:
+            raise EOFError("connection closed")
         while True:
             now = time.monotonic()
             if now >= deadline:
@@ -90,6 +96,7 @@ class Conn:
                     else:
                         try:
                             if self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                                self.eof = True
                                 if got:
                                     return
                                 raise EOFError("connection closed")
@@ -101,6 +108,7 @@ class Conn:
                 except BlockingIOError:
                     break
                 if not d:
+                    self.eof = True
                     if got:
                         return
                     raise EOFError("connection closed")
@@ -109,12 +117,13 @@ class Conn:
             if got:
                 return
 
-    def request(self, path, timeout):
+    def request(self, path, timeout, close=False):
         if self.sock is None:
             self.connect()
         deadline = time.monotonic() + timeout
         self.sock.setblocking(True)
-        self.sock.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (path, self.host)).encode())
+        self.sock.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n"
+                           % (path, self.host, "Connection: close\r\n" if close else "")).encode())
         self.sock.setblocking(False)
         while b"\r\n\r\n" not in self.buf:
             self.fill(deadline)
@@ -134,7 +143,18 @@ class Conn:
             if got == n:
                 break
             self.fill(deadline)
-        if hdr.get("connection", "").lower() == "close":
+        if close:
+            # The request ends at the server's FIN, as for an EOF-delimited
+            # body: this is where a dropped-and-retransmitted FIN shows.
+            try:
+                while True:
+                    self.fill(deadline)
+                    if self.buf:
+                        raise ValueError("%d bytes after the body" % len(self.buf))
+            except EOFError:
+                pass
+            self.close()
+        elif hdr.get("connection", "").lower() == "close":
             self.close()
         return status, n, h.hexdigest(), hdr
 
@@ -147,6 +167,7 @@ def main():
     ap.add_argument("--sha", action="append", default=[], help="PATH=HEX expected body sha256")
     ap.add_argument("--timeout", type=float, default=10.0, help="per request")
     ap.add_argument("--wait", type=float, default=2.0, help="epoll silence before peeking")
+    ap.add_argument("--close", action="store_true", help="Connection: close, each request ends at EOF")
     a = ap.parse_args()
     want = dict(s.split("=", 1) for s in a.sha)
     c = Conn(a.host, a.port, a.wait)
@@ -156,7 +177,7 @@ def main():
         for _ in range(int(count)):
             t0 = time.monotonic()
             try:
-                status, n, sha, hdr = c.request(path, a.timeout)
+                status, n, sha, hdr = c.request(path, a.timeout, a.close)
                 exp = want.get(path) or hdr.get("x-sha256")
                 ok = status == 200 and sha == exp
                 if not ok:
