@@ -112,6 +112,34 @@ def main():
     ch.close()
     sh_.close()
 
+    # 2b. dual-stack sockets: IPv4-mapped IPv6 is redirected; native IPv6 is
+    #     left on the normal path, counted.
+    for fam_addr, want_redirect in (("::ffff:127.0.0.1", True), ("::1", False)):
+        def mk6(addr=fam_addr):
+            lst = socket.socket(socket.AF_INET6)
+            lst.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            lst.bind(("::", 0))
+            lst.listen(1)
+            c = socket.create_connection((addr, lst.getsockname()[1]))
+            s, _ = lst.accept()
+            lst.close()
+            return c, s
+        c0 = d.counters()
+        c6, s6 = mcnet.in_netns(a, mk6)
+        out = {}
+        exchange(c6, s6, b"6" * 500000, b"9" * 500000, out, "6")
+        dc = mcnet.delta(d.counters(), c0)
+        wires = [mcnet.tcp_wire_stats(x)["data_segs_out"] for x in (c6, s6)]
+        if want_redirect:
+            ok = out["6"] == (True, True) and dc["pairs_redirected"] == 2 and wires == [0, 0]
+        else:
+            ok = out["6"] == (True, True) and dc["sock_skip_family"] == 2 and all(w > 0 for w in wires)
+        ck.check(ok, "%s: %s (pairs %d, skip_family %d, TCP data segments %s)" % (
+            fam_addr, "IPv4-mapped dual-stack sockets redirected" if want_redirect else
+            "native IPv6 left on the normal path, counted", dc["pairs_redirected"], dc["sock_skip_family"], wires))
+        c6.close()
+        s6.close()
+
     # 3. full map: a daemon whose sockhash holds 4 sockets, 6 connections open.
     d.stop()
     d.detach()
