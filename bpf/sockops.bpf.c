@@ -12,6 +12,12 @@
 #ifndef AF_INET
 #define AF_INET 2
 #endif
+#ifndef SOL_TCP
+#define SOL_TCP 6
+#endif
+/* Minimum RTO (µs) for sockets whose peer is on this node (the kernel's is
+ * 200 ms); 0 keeps the kernel's. Set by meshcutd before load (--local-rto-min-us). */
+const volatile int mc_local_rto_min_us = 5000;
 #ifndef AF_INET6
 #define AF_INET6 10
 #endif
@@ -39,12 +45,15 @@ static __always_inline int mc_is_pod_ip(__u32 ip, const struct mc_pod *pod)
  * be REDIRECTed by Istio's rules to the pod's own sidecar: INTRA. A passive
  * socket from anything else has no peer on this node: -1.
  */
-static __always_inline int mc_kind_of(__u8 side, __u32 remote_ip, const struct mc_pod *pod)
+static __always_inline int mc_kind_of(__u8 side, __u32 remote_ip, const struct mc_pod *pod,
+				      int *local_peer)
 {
+	*local_peer = 1;
 	if (MC_IS_LOOPBACK(remote_ip) || mc_is_pod_ip(remote_ip, pod))
 		return MC_KIND_INTRA;
 	if (bpf_map_lookup_elem(&mc_pod_ips, &remote_ip))
 		return MC_KIND_NODE;
+	*local_peer = 0;
 	return side == MC_SIDE_ACTIVE ? MC_KIND_INTRA : -1;
 }
 
@@ -55,6 +64,7 @@ static __always_inline void mc_established(struct bpf_sock_ops *skops, __u8 side
 	struct mc_pod *pod;
 	struct bpf_sock *sk;
 	__u64 netns;
+	int local_peer = 0;
 	int kind;
 
 	netns = bpf_get_netns_cookie(skops);
@@ -74,7 +84,7 @@ static __always_inline void mc_established(struct bpf_sock_ops *skops, __u8 side
 		mc_count(MC_C_SOCK_SKIP_EARLY_DATA, 1);
 		return;
 	}
-	kind = mc_kind_of(side, skops->remote_ip4, pod);
+	kind = mc_kind_of(side, skops->remote_ip4, pod, &local_peer);
 	if (kind < 0) {
 		mc_count(MC_C_SOCK_SKIP_REMOTE, 1);
 		return;
@@ -108,6 +118,20 @@ static __always_inline void mc_established(struct bpf_sock_ops *skops, __u8 side
 		return;
 	}
 	mc_count(side == MC_SIDE_ACTIVE ? MC_C_SOCK_ADDED_ACTIVE : MC_C_SOCK_ADDED_PASSIVE, 1);
+
+	/* The FIN still travels TCP. Redirected bytes waiting in the receiver's
+	 * queue count against its memory, so the FIN can be dropped
+	 * (TcpExtTCPBacklogDrop) and comes again only after the 200 ms minimum
+	 * RTO: a 200 ms tail on a few percent of transfers that end at EOF. When
+	 * the peer is surely on this node (RTT of microseconds) a short minimum
+	 * RTO makes that retransmission cheap. Not for an active socket that may
+	 * go off the node (its destination is not local). */
+	if (local_peer && mc_local_rto_min_us > 0) {
+		int rto_min_us = mc_local_rto_min_us;
+
+		if (bpf_setsockopt(skops, SOL_TCP, TCP_BPF_RTO_MIN, &rto_min_us, sizeof(rto_min_us)))
+			mc_count(MC_C_SOCK_RTO_FAILED, 1);
+	}
 
 	/* The passive side knows the true kind; the active side only guessed it
 	 * (a connect() to another pod's IP may be REDIRECTed to its own sidecar).

@@ -37,6 +37,7 @@ using SkSkbSkel = std::unique_ptr<mc_sk_skb, Deleter<mc_sk_skb, mc_sk_skb__destr
 Status set_pin_paths(bpf_object* obj, const PinLayout& layout, uint32_t max_sockets) {
   bpf_map* m;
   bpf_object__for_each_map(m, obj) {
+    if (bpf_map__is_internal(m)) continue;  // .rodata: per object, never shared (and bpffs refuses dots)
     std::string name = bpf_map__name(m);
     if (name == MC_MAP_SOCKHASH) bpf_map__set_max_entries(m, max_sockets);
     int err = bpf_map__set_pin_path(m, layout.map(name).c_str());
@@ -182,6 +183,7 @@ Result<AttachResult> attach_all(const DaemonConfig& cfg, const std::string& cgro
   SkMsgSkel sm(mc_sk_msg__open());
   SkSkbSkel sb(mc_sk_skb__open());
   if (!so || !sm || !sb) return make_error("couldn't open the BPF skeletons", errno);
+  so->rodata->mc_local_rto_min_us = static_cast<int>(cfg.local_rto_min_us);
   for (bpf_object* o : {so->obj, sm->obj, sb->obj})
     if (auto st = set_pin_paths(o, layout, res.max_sockets); !st) return st.error();
   if (int err = mc_sockops__load(so.get())) return load_error("sockops", -err, layout);

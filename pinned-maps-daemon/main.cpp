@@ -175,6 +175,10 @@ int main(int argc, char** argv) {
   auto* o_max = run->add_option("--max-sockets", max_sockets, "sockhash capacity")->check(CLI::Range(2u, 1u << 24));
   auto* o_skb = run->add_option("--skb-verdict", skb_verdict, "no-op SK_SKB verdict: auto|on|off")
                     ->check(CLI::IsMember({"auto", "on", "off"}));
+  uint32_t rto_min = 0;
+  auto* o_rto = run->add_option("--local-rto-min-us", rto_min,
+                                "minimum RTO of sockets whose peer is on this node (0: kernel's 200 ms)")
+                    ->check(CLI::Range(0u, 200000u));
   auto* o_log = run->add_option("--log-level", log_level, "debug|info|warn|error")
                     ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
 
@@ -226,6 +230,7 @@ int main(int argc, char** argv) {
     if (o_max->count()) cfg.max_sockets = max_sockets;
     if (o_skb->count()) cfg.skb_verdict = *parse_skb_verdict(skb_verdict);
     if (o_log->count()) cfg.log_level = log_level;
+    if (o_rto->count()) cfg.local_rto_min_us = rto_min;
     return cmd_run(cfg);
   }
   if (*detach) return cmd_detach(pin_root);

@@ -27,6 +27,8 @@
 #define MC_MAP_PODS "mc_pods"
 #define MC_MAP_POD_IPS "mc_pod_ips"
 #define MC_MAP_PAIR_KIND "mc_pair_kind"
+#define MC_MAP_CNI_PODS "mc_cni_pods"
+#define MC_PROG_TC_VETH "tc_veth"
 #define MC_MAP_COUNTERS "mc_counters"
 #define MC_MAP_CONFIG "mc_config"
 #define MC_MAP_META "mc_meta"
@@ -115,6 +117,30 @@ struct mc_pod {
 
 /* mc_pod_ips: key __u32 IPv4 (network order) -> value __u64 netns cookie. */
 
+/* mc_cni_pods: the CNI plugin's record of each attachment, keyed the way CNI
+ * names an attachment (container ID + interface), so that DEL finds it without
+ * a netns. User space only (no BPF program reads it); it lives in bpffs so that
+ * it survives meshcutd restarts and every plugin invocation sees it. */
+#define MC_CNI_ID_LEN 72
+#define MC_CNI_IFNAME_LEN 16
+struct mc_cni_key {
+	char container_id[MC_CNI_ID_LEN]; /* NUL-padded */
+	char ifname[MC_CNI_IFNAME_LEN];   /* NUL-padded, e.g. "eth0" */
+};
+#define MC_CNI_F_TC_ATTACHED 0x1u  /* our tc filter is on the host veth */
+#define MC_CNI_F_QDISC_OURS 0x2u   /* we created the clsact qdisc */
+struct mc_cni_pod {
+	__u64 netns_cookie;
+	__u64 added_ns;                /* CLOCK_REALTIME of the ADD */
+	struct mc_pod pod;             /* what mc_pods holds for this netns */
+	__u32 cni_flags;               /* MC_CNI_F_* */
+	char host_ifname[16];
+	char pod_namespace[64];
+	char pod_name[128];
+	char pod_uid[40];
+	char netns_path[128];
+};
+
 /* mc_config: array, one entry. */
 struct mc_config {
 	__u32 enabled; /* 0: every new decision is PASS and REDIRECT turns PASS */
@@ -163,6 +189,7 @@ enum mc_counter {
 	MC_C_MSG_PASS_DISABLED,   /* meshcut detached or disabled */
 	MC_C_MSG_NO_STATE,        /* socket in the map without state */
 	MC_C_PAIRS_REDIRECTED,    /* directions that took the redirect */
+	MC_C_SOCK_RTO_FAILED,     /* couldn't shorten the minimum RTO of a local socket */
 	MC_C__N,
 };
 

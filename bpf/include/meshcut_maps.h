@@ -58,6 +58,14 @@ struct {
 	__type(value, __u32);
 } mc_pair_kind SEC(".maps");
 
+/* CNI attachment records (user space only; see meshcut_kern_user.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MC_MAX_PODS);
+	__type(key, struct mc_cni_key);
+	__type(value, struct mc_cni_pod);
+} mc_cni_pods SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, MC_C__N);

@@ -7,7 +7,8 @@ using namespace meshcut;
 
 TEST_CASE("config file: every key, over the defaults", "[config]") {
   auto c = parse_daemon_config(R"({"pinRoot":"/sys/fs/bpf/x","cgroup":"/sys/fs/cgroup/kubepods",
-      "maxSockets":1024,"skbVerdict":"off","logLevel":"debug","metricsAddr":"0.0.0.0:9464"})");
+      "maxSockets":1024,"skbVerdict":"off","logLevel":"debug","metricsAddr":"0.0.0.0:9464",
+      "localRtoMinUs":0})");
   REQUIRE(c.ok());
   CHECK(c->pin_root == "/sys/fs/bpf/x");
   CHECK(c->cgroup == "/sys/fs/cgroup/kubepods");
@@ -15,6 +16,7 @@ TEST_CASE("config file: every key, over the defaults", "[config]") {
   CHECK(c->skb_verdict == SkbVerdict::off);
   CHECK(c->log_level == "debug");
   CHECK(c->metrics_addr == "0.0.0.0:9464");
+  CHECK(c->local_rto_min_us == 0);
   CHECK(c->warnings.empty());
 }
 
@@ -42,6 +44,7 @@ TEST_CASE("config file: errors name the key and the expected type", "[config]") 
 
   auto bad_range = parse_daemon_config(R"({"maxSockets":1})");
   REQUIRE_FALSE(bad_range.ok());
+  REQUIRE_FALSE(parse_daemon_config(R"({"localRtoMinUs":300000})").ok());
 
   auto bad_verdict = parse_daemon_config(R"({"skbVerdict":"sometimes"})");
   REQUIRE_FALSE(bad_verdict.ok());

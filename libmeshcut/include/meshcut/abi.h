@@ -35,6 +35,7 @@ inline constexpr std::array<std::string_view, MC_C__N> kCounterNames = {
     "bytes_redirect_node", "msg_pass_no_peer",     "bytes_pass_no_peer",
     "msg_pass_sticky",     "bytes_pass_sticky",    "msg_pass_peer_gone",
     "msg_pass_disabled",   "msg_no_state",         "pairs_redirected",
+    "sock_rto_failed",
 };
 static_assert(kCounterNames.size() == MC_C__N);
 

@@ -19,6 +19,7 @@ struct DaemonConfig {
   SkbVerdict skb_verdict = SkbVerdict::automatic;
   std::string log_level = "info";
   std::string metrics_addr = "127.0.0.1:9464";
+  uint32_t local_rto_min_us = 5000;  // 0: the kernel's 200 ms
   std::vector<std::string> warnings;  // unknown keys, reported, not fatal
 };
 
