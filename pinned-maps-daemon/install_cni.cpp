@@ -304,6 +304,9 @@ ojson default_plugin_entry() {
   e["type"] = kPluginType;
   e["pinRoot"] = "/sys/fs/bpf/meshcut";
   e["logFile"] = "/var/log/meshcut-cni.log";
+  // libcni passes pod annotations (opt-out, sidecar detection) only to plugins
+  // that declare the capability.
+  e["capabilities"] = ojson{{"io.kubernetes.cri.pod-annotations", true}};
   return e;
 }
 

@@ -15,11 +15,13 @@
 #include "mc_sk_msg.skel.h"
 #include "mc_sk_skb.skel.h"
 #include "mc_sockops.skel.h"
+#include "mc_tc_veth.skel.h"
 #include "meshcut/abi.h"
 #include "meshcut/libbpf_log.h"
 #include "meshcut/log.h"
 #include "meshcut/maps.h"
 #include "meshcut/sys.h"
+#include "meshcut/pods.h"
 
 namespace meshcut::daemon {
 namespace {
@@ -31,6 +33,7 @@ struct Deleter {
 using SockopsSkel = std::unique_ptr<mc_sockops, Deleter<mc_sockops, mc_sockops__destroy>>;
 using SkMsgSkel = std::unique_ptr<mc_sk_msg, Deleter<mc_sk_msg, mc_sk_msg__destroy>>;
 using SkSkbSkel = std::unique_ptr<mc_sk_skb, Deleter<mc_sk_skb, mc_sk_skb__destroy>>;
+using TcVethSkel = std::unique_ptr<mc_tc_veth, Deleter<mc_tc_veth, mc_tc_veth__destroy>>;
 
 // Points every map of OBJ at its pin: libbpf reuses a compatible pinned map
 // (same type, key, value, max_entries, flags) or creates and pins a new one.
@@ -182,16 +185,20 @@ Result<AttachResult> attach_all(const DaemonConfig& cfg, const std::string& cgro
   SockopsSkel so(mc_sockops__open());
   SkMsgSkel sm(mc_sk_msg__open());
   SkSkbSkel sb(mc_sk_skb__open());
-  if (!so || !sm || !sb) return make_error("couldn't open the BPF skeletons", errno);
+  TcVethSkel tv(mc_tc_veth__open());
+  if (!so || !sm || !sb || !tv) return make_error("couldn't open the BPF skeletons", errno);
   so->rodata->mc_local_rto_min_us = static_cast<int>(cfg.local_rto_min_us);
-  for (bpf_object* o : {so->obj, sm->obj, sb->obj})
+  for (bpf_object* o : {so->obj, sm->obj, sb->obj, tv->obj})
     if (auto st = set_pin_paths(o, layout, res.max_sockets); !st) return st.error();
   if (int err = mc_sockops__load(so.get())) return load_error("sockops", -err, layout);
   if (int err = mc_sk_msg__load(sm.get())) return load_error("sk_msg", -err, layout);
   if (int err = mc_sk_skb__load(sb.get())) return load_error("sk_skb", -err, layout);
+  if (int err = mc_tc_veth__load(tv.get())) return load_error("tc_veth", -err, layout);
 
   if (auto st = pin_prog(so->progs.mc_sockops, layout.prog(MC_PROG_SOCKOPS)); !st) return st.error();
   if (auto st = pin_prog(sm->progs.mc_sk_msg, layout.prog(MC_PROG_SK_MSG)); !st) return st.error();
+  // The CNI plugin attaches this one to each pod's host veth (it loads no BPF).
+  if (auto st = pin_prog(tv->progs.mc_tc_veth, layout.prog(MC_PROG_TC_VETH)); !st) return st.error();
 
   int sockhash = bpf_map__fd(so->maps.mc_sockhash);
   // sk_msg (and sk_skb) to the map: replaces an older program in place. Sockets
@@ -236,7 +243,12 @@ Status detach_all(const PinLayout& layout) {
   if (!lock) return lock.error();
   // 1. New decisions become PASS and redirected directions turn PASS: the
   //    receivers drain their redirect queues first, so nothing is reordered.
-  if (auto maps = PinnedMaps::open(layout)) maps->set_config(mc_config{0, 0});
+  //    The tc filters the CNI plugin put on pod veths go too.
+  if (auto maps = PinnedMaps::open(layout)) {
+    maps->set_config(mc_config{0, 0});
+    if (auto recs = maps->cni_pods())
+      for (const auto& [k, rec] : *recs) pods::detach_tc_if_same(rec);
+  }
   // 2. No new socket enters the map.
   std::string link = layout.link(MC_LINK_SOCKOPS);
   if (int lfd = bpf_obj_get(link.c_str()); lfd >= 0) {
@@ -256,7 +268,8 @@ Status detach_all(const PinLayout& layout) {
   }
   // 4. Every pin, then the directories.
   for (const auto& n : PinLayout::map_names()) ::unlink(layout.map(n).c_str());
-  for (const char* n : {MC_PROG_SOCKOPS, MC_PROG_SK_MSG, MC_PROG_SK_SKB}) ::unlink(layout.prog(n).c_str());
+  for (const char* n : {MC_PROG_SOCKOPS, MC_PROG_SK_MSG, MC_PROG_SK_SKB, MC_PROG_TC_VETH})
+    ::unlink(layout.prog(n).c_str());
   ::unlink(link.c_str());
   for (const auto& d : {layout.maps_dir(), layout.progs_dir(), layout.links_dir(), layout.root})
     if (::rmdir(d.c_str()) != 0 && errno != ENOENT)

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "install_cni.h"
 #include "loader.h"
 #include "meshcut/abi.h"
 #include "meshcut/config.h"
@@ -17,6 +18,7 @@
 #include "meshcut/log.h"
 #include "meshcut/maps.h"
 #include "meshcut/pins.h"
+#include "meshcut/pods.h"
 #include "meshcut/sys.h"
 #include "probe.h"
 #include "status.h"
@@ -38,7 +40,7 @@ log::Level parse_level(const std::string& s) {
   return log::Level::info;
 }
 
-int cmd_run(DaemonConfig cfg) {
+int cmd_run(DaemonConfig cfg, const install::InstallOptions* cni) {
   log::set_level(parse_level(cfg.log_level));
   for (const auto& w : cfg.warnings) log::warn(w);
   if (auto st = sys::check_bpffs(cfg.pin_root); !st) return fail(st.error());
@@ -75,8 +77,31 @@ int cmd_run(DaemonConfig cfg) {
                       {"skb_verdict", res->skb_verdict},
                       {"max_sockets", res->max_sockets}});
 
+  install::InstallOptions o;
+  if (cni) {
+    o = *cni;
+    if (o.plugin_entry.is_null()) {
+      auto e = install::default_plugin_entry();
+      e["pinRoot"] = cfg.pin_root;  // the plugin must find this daemon's pins
+      o.plugin_entry = nlohmann::json::parse(e.dump());
+    }
+  }
+  // Chain the plugin at start, then again whenever the main CNI rewrites its
+  // config (e.g. flannel after a reboot): checked every second.
+  auto keep_cni = [&](bool first) {
+    if (!cni || (!first && !install::needs_reinstall(o))) return;
+    auto rep = install::install(o);
+    if (!rep)
+      log::error("couldn't chain the CNI plugin", {{"error", rep.error().format()}});
+    else if (rep->changed)
+      log::info(first ? "CNI plugin installed" : "CNI config was rewritten: meshcut chained again",
+                {{"conf", rep->conf_file}, {"actions", rep->actions}});
+  };
+  keep_cni(true);
+
   PinLayout layout(cfg.pin_root);
   timespec tick{1, 0};
+  int ticks = 0;
   for (;;) {
     int sig = sigtimedwait(&set, nullptr, &tick);
     if (sig == SIGTERM || sig == SIGINT) {
@@ -87,6 +112,12 @@ int cmd_run(DaemonConfig cfg) {
     if (!exists(layout.map(MC_MAP_META))) {
       log::info("pins removed (meshcutd detach?): exiting", {{"pin_root", cfg.pin_root}});
       return 0;
+    }
+    keep_cni(false);
+    if (++ticks % static_cast<int>(cfg.gc_interval_s ? cfg.gc_interval_s : 1) == 0 && cfg.gc_interval_s) {
+      // Pods whose DEL never came (node crash, runtime bug): their netns is gone.
+      if (auto lock = PinLock::acquire(layout.root))
+        if (auto maps = PinnedMaps::open(layout)) pods::gc_stale(*maps);
     }
   }
 }
@@ -175,7 +206,9 @@ int main(int argc, char** argv) {
   auto* o_max = run->add_option("--max-sockets", max_sockets, "sockhash capacity")->check(CLI::Range(2u, 1u << 24));
   auto* o_skb = run->add_option("--skb-verdict", skb_verdict, "no-op SK_SKB verdict: auto|on|off")
                     ->check(CLI::IsMember({"auto", "on", "off"}));
-  uint32_t rto_min = 0;
+  uint32_t rto_min = 0, gc_interval = 0;
+  auto* o_gc = run->add_option("--gc-interval", gc_interval,
+                               "seconds between sweeps of pod records whose netns is gone (0: off)");
   auto* o_rto = run->add_option("--local-rto-min-us", rto_min,
                                 "minimum RTO of sockets whose peer is on this node (0: kernel's 200 ms)")
                     ->check(CLI::Range(0u, 200000u));
@@ -207,6 +240,23 @@ int main(int argc, char** argv) {
   auto* o_cookie = unenroll->add_option("--cookie", cookie, "netns cookie (when the netns is gone)");
   o_ns->excludes(o_cookie);
 
+  install::InstallOptions inst;
+  std::string entry_json;
+  auto add_cni_dirs = [&](CLI::App* c) {
+    c->add_option("--cni-bin-dir", inst.cni_bin_dir, "where the runtime finds CNI plugins")->capture_default_str();
+    c->add_option("--cni-conf-dir", inst.cni_conf_dir, "the runtime's CNI config dir")->capture_default_str();
+  };
+  auto* icni = app.add_subcommand("install-cni", "install the meshcut plugin and chain it in the node's conflist");
+  add_cni_dirs(icni);
+  icni->add_option("--plugin-src", inst.plugin_src, "the built meshcut CNI binary")->required();
+  icni->add_option("--entry", entry_json, "the conflist entry as JSON (default: type meshcut, pinRoot, logFile)");
+  auto* ucni = app.add_subcommand("uninstall-cni", "remove exactly what install-cni added");
+  add_cni_dirs(ucni);
+  // run can keep the entry in place when the main CNI rewrites its config.
+  auto* o_watch = run->add_option("--cni-plugin-src", inst.plugin_src,
+                                  "install the CNI plugin from here and keep it chained while running");
+  add_cni_dirs(run);
+
   auto* pods = app.add_subcommand("pods", "list enrolled pods");
   add_pin_root(pods);
   pods->add_flag("--json", json, "machine-readable output");
@@ -231,7 +281,8 @@ int main(int argc, char** argv) {
     if (o_skb->count()) cfg.skb_verdict = *parse_skb_verdict(skb_verdict);
     if (o_log->count()) cfg.log_level = log_level;
     if (o_rto->count()) cfg.local_rto_min_us = rto_min;
-    return cmd_run(cfg);
+    if (o_gc->count()) cfg.gc_interval_s = gc_interval;
+    return cmd_run(cfg, o_watch->count() ? &inst : nullptr);
   }
   if (*detach) return cmd_detach(pin_root);
   if (*status) return cmd_status(pin_root, json);
@@ -241,5 +292,19 @@ int main(int argc, char** argv) {
     return cmd_unenroll(pin_root, netns, cookie);
   }
   if (*pods) return cmd_pods(pin_root, json);
+  if (*icni || *ucni) {
+    if (!entry_json.empty()) {
+      try {
+        inst.plugin_entry = nlohmann::json::parse(entry_json);
+      } catch (const std::exception& e) {
+        return fail(make_error(std::string("--entry is not valid JSON: ") + e.what(), EINVAL));
+      }
+    }
+    auto rep = *icni ? install::install(inst) : install::uninstall(inst);
+    if (!rep) return fail(rep.error());
+    if (!rep->changed) std::printf("nothing to do\n");
+    for (const auto& a : rep->actions) std::printf("%s\n", a.c_str());
+    return 0;
+  }
   return 0;
 }

@@ -6,12 +6,14 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <cstring>
 #include <nlohmann/json.hpp>
 
 #include "loader.h"
 #include "meshcut/abi.h"
 #include "meshcut/maps.h"
 #include "meshcut/pins.h"
+#include "meshcut/pods.h"
 #include "probe.h"
 
 using namespace meshcut;
@@ -89,32 +91,64 @@ int cmd_status(const std::string& pin_root, bool json) {
   return 0;
 }
 
+std::string mac_str(const uint8_t* m) {
+  char b[18];
+  std::snprintf(b, sizeof(b), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+  return b;
+}
+
+std::string cstr(const char* p, size_t n) { return std::string(p, strnlen(p, n)); }
+
 int cmd_pods(const std::string& pin_root, bool json) {
   auto maps = PinnedMaps::open(PinLayout(pin_root));
   if (!maps) return not_running(pin_root, json, maps.error());
   auto pods = maps->pods();
   if (!pods) return not_running(pin_root, json, pods.error());
+  auto recs = maps->cni_pods();
+  if (!recs) return not_running(pin_root, json, recs.error());
   nlohmann::json arr = nlohmann::json::array();
   for (const auto& [cookie, pod] : *pods) {
     nlohmann::json ips = nlohmann::json::array();
     for (uint32_t ip : pod.ip4)
       if (ip) ips.push_back(ip_str(ip));
-    arr.push_back({{"netns_cookie", cookie},
-                   {"ips", ips},
-                   {"intra_pod", (pod.flags & MC_POD_F_INTRA) != 0},
-                   {"same_node", (pod.flags & MC_POD_F_NODE) != 0},
-                   {"host_ifindex", pod.host_ifindex}});
+    nlohmann::json p = {{"netns_cookie", cookie},
+                        {"ips", ips},
+                        {"mac", mac_str(pod.pod_mac)},
+                        {"host_ifindex", pod.host_ifindex},
+                        {"host_mac", mac_str(pod.host_mac)},
+                        {"intra_pod", (pod.flags & MC_POD_F_INTRA) != 0},
+                        {"same_node", (pod.flags & MC_POD_F_NODE) != 0},
+                        {"cross_node", (pod.flags & MC_POD_F_CROSS) != 0},
+                        {"source", "enroll"}};
+    for (const auto& [k, r] : *recs) {
+      if (r.netns_cookie != cookie) continue;
+      p["source"] = "cni";
+      p["namespace"] = cstr(r.pod_namespace, sizeof(r.pod_namespace));
+      p["name"] = cstr(r.pod_name, sizeof(r.pod_name));
+      p["uid"] = cstr(r.pod_uid, sizeof(r.pod_uid));
+      p["container_id"] = pods::container_id(k);
+      p["ifname"] = pods::ifname(k);
+      p["netns"] = cstr(r.netns_path, sizeof(r.netns_path));
+      p["host_veth"] = cstr(r.host_ifname, sizeof(r.host_ifname));
+      p["tc_attached"] = (r.cni_flags & MC_CNI_F_TC_ATTACHED) != 0;
+    }
+    arr.push_back(p);
   }
   if (json) {
     std::printf("%s\n", arr.dump(2).c_str());
     return 0;
   }
-  std::printf("%-20s %-34s %-6s %-6s\n", "NETNS COOKIE", "IPS", "INTRA", "NODE");
+  std::printf("%-28s %-14s %-18s %-16s %-12s %s\n", "POD", "CONTAINER", "IPS", "HOST VETH", "NETNS", "SHORTCUTS");
   for (const auto& p : arr) {
     std::string ips;
     for (const auto& ip : p["ips"]) ips += (ips.empty() ? "" : ",") + ip.get<std::string>();
-    std::printf("%-20llu %-34s %-6s %-6s\n", p["netns_cookie"].get<unsigned long long>(), ips.c_str(),
-                p["intra_pod"].get<bool>() ? "on" : "off", p["same_node"].get<bool>() ? "on" : "off");
+    std::string name = p.value("namespace", std::string()) + "/" + p.value("name", std::string("(enrolled)"));
+    std::string shortcuts = std::string(p["intra_pod"].get<bool>() ? "intra " : "") +
+                            (p["same_node"].get<bool>() ? "node " : "") + (p["cross_node"].get<bool>() ? "cross" : "");
+    std::printf("%-28s %-14.12s %-18s %-16s %-12llu %s\n", name.c_str(),
+                p.value("container_id", std::string("-")).c_str(), ips.c_str(),
+                p.value("host_veth", std::string("-")).c_str(), p["netns_cookie"].get<unsigned long long>(),
+                shortcuts.c_str());
   }
   return 0;
 }

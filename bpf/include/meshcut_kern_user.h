@@ -29,6 +29,10 @@
 #define MC_MAP_PAIR_KIND "mc_pair_kind"
 #define MC_MAP_CNI_PODS "mc_cni_pods"
 #define MC_PROG_TC_VETH "tc_veth"
+/* Our tc filter on a pod's host veth: its own handle and priority, so that it
+ * never replaces another agent's filter. */
+#define MC_TC_HANDLE 0x4d43u  /* "MC" */
+#define MC_TC_PRIO 0x4d43u
 #define MC_MAP_COUNTERS "mc_counters"
 #define MC_MAP_CONFIG "mc_config"
 #define MC_MAP_META "mc_meta"
@@ -190,6 +194,8 @@ enum mc_counter {
 	MC_C_MSG_NO_STATE,        /* socket in the map without state */
 	MC_C_PAIRS_REDIRECTED,    /* directions that took the redirect */
 	MC_C_SOCK_RTO_FAILED,     /* couldn't shorten the minimum RTO of a local socket */
+	/* tc on pod host veths */
+	MC_C_TC_VETH_PASS,        /* packets seen and passed on (no shortcut yet) */
 	MC_C__N,
 };
 

@@ -77,6 +77,17 @@ def run(cmd, check=True, **kw):
     return r
 
 
+def _become_subreaper():
+    """PR_SET_CHILD_SUBREAPER on this process: containerd makes itself the
+    subreaper of its shims; if it dies (crash, SIGKILL) they would be reparented
+    to PID 1, which in this sandbox does not reap, and stay zombies."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except Exception:
+        pass
+
+
 class Pod:
     """A pod sandbox created through CRI."""
 
@@ -195,12 +206,18 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     def _make_bin_dir(self):
         os.makedirs(self.bin_dir, exist_ok=True)
         for src in self.cni_bin_dirs:
-            paths = ([os.path.join(src, f) for f in sorted(os.listdir(src))]
-                     if os.path.isdir(src) else [src])
-            for p in paths:
+            if isinstance(src, (tuple, list)):          # (plugin type name, path)
+                pairs = [(src[0], src[1])]
+            elif os.path.isdir(src):
+                pairs = [(f, os.path.join(src, f)) for f in sorted(os.listdir(src))]
+            else:
+                pairs = [(os.path.basename(src), src)]
+            for name, p in pairs:
                 if not (os.path.isfile(p) and os.access(p, os.X_OK)):
+                    if not os.path.isdir(src if isinstance(src, str) else ""):
+                        raise RuntimeError(f"CNI plugin {p} is not an executable file")
                     continue
-                dst = os.path.join(self.bin_dir, os.path.basename(p))
+                dst = os.path.join(self.bin_dir, name)
                 if os.path.lexists(dst):
                     os.unlink(dst)            # later entries override earlier ones
                 os.symlink(os.path.abspath(p), dst)
@@ -227,6 +244,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             json.dump(self.conflist(), f, indent=2)
         with open(self.config_path, "w") as f:
             f.write(self.containerd_config())
+        _become_subreaper()
         run(["ip", "netns", "add", self.netns])
         self._netns_created = True
         run(["ip", "-n", self.netns, "link", "set", "lo", "up"])
@@ -271,10 +289,20 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         self.teardown()
         return False
 
+    def gateway_ip(self):
+        """The bridge's address (host-local's default gateway: first host of the CIDR)."""
+        import ipaddress
+        return self.gateway or str(next(ipaddress.ip_network(self.pod_cidr).hosts()))
+
     # ---- pods --------------------------------------------------------------
     def run_pod(self, name, namespace="default", **kw):
         """RunPodSandbox; returns a Pod with its IP and netns path."""
         kw.setdefault("cgroup_parent", self.cgroup_parent)
+        # without dns_config containerd copies the host's /etc/resolv.conf into the
+        # pod; point it at the bridge gateway instead (node-local, nothing answers
+        # unless a test runs a DNS server there or passes dns_servers=[cluster DNS])
+        if "dns_servers" not in kw:
+            kw["dns_servers"] = [self.gateway_ip()]
         uid = kw.pop("uid", None) or f"{self.id}-{name}"
         logdir = kw.pop("log_directory", None) or os.path.join(
             self.pod_log_root, f"{namespace}_{name}_{uid}")
@@ -391,11 +419,22 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 for cid in out:
                     run(["runc", "--root", ns_root, "kill", "--all", cid, "KILL"], check=False)
                     run(["runc", "--root", ns_root, "delete", "--force", cid], check=False)
-        for pid in self._pids_matching(f"-address {self.sock}"):
+        shims = self._pids_matching(f"-address {self.sock}")
+        for pid in shims:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        # shims orphaned by a dead containerd were reparented to us (subreaper):
+        # reap them so no zombie stays behind
+        for pid in shims:
+            for _ in range(50):
+                try:
+                    if os.waitpid(pid, os.WNOHANG)[0]:
+                        break
+                except ChildProcessError:   # not our child (reaped elsewhere)
+                    break
+                time.sleep(0.02)
         # mounts under our dir (rootfs overlays, shm, netns bind mounts), deepest first
         for _ in range(3):
             mps = sorted(set(self.mounts_under_dir()), key=len, reverse=True)

@@ -63,6 +63,10 @@ Result<DaemonConfig> parse_daemon_config(const std::string& text, DaemonConfig c
       st = want("localRtoMinUs", v.is_number_unsigned() && v.get<uint64_t>() <= 200000,
                 "an integer from 0 to 200000 (microseconds)");
       if (st) c.local_rto_min_us = v.get<uint32_t>();
+    } else if (key == "gcIntervalSeconds") {
+      st = want("gcIntervalSeconds", v.is_number_unsigned() && v.get<uint64_t>() <= 86400,
+                "an integer from 0 (off) to 86400");
+      if (st) c.gc_interval_s = v.get<uint32_t>();
     } else if (key == "metricsAddr") {
       st = want("metricsAddr", v.is_string(), "a string HOST:PORT");
       if (st) c.metrics_addr = v.get<std::string>();

@@ -11,6 +11,7 @@ namespace meshcut::log {
 namespace {
 std::atomic<int> g_level{static_cast<int>(Level::info)};
 std::atomic<int> g_fd{STDERR_FILENO};
+nlohmann::json g_context = nlohmann::json::object();
 const char* name(Level l) {
   switch (l) {
     case Level::debug: return "debug";
@@ -25,10 +26,12 @@ const char* name(Level l) {
 void set_level(Level l) { g_level = static_cast<int>(l); }
 Level level() { return static_cast<Level>(g_level.load()); }
 void set_fd(int fd) { g_fd = fd; }
+void set_context(const nlohmann::json& fields) { g_context = fields; }
 
 void write(Level l, std::string_view msg, const nlohmann::json& fields) {
   if (static_cast<int>(l) < g_level) return;
-  nlohmann::json j = fields.is_object() ? fields : nlohmann::json::object();
+  nlohmann::json j = g_context;
+  if (fields.is_object()) j.update(fields);
   auto now = std::chrono::system_clock::now().time_since_epoch();
   j["ts"] = std::chrono::duration<double>(now).count();
   j["level"] = name(l);

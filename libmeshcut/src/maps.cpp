@@ -5,6 +5,7 @@
 #include <bpf/libbpf.h>
 
 #include <cerrno>
+#include <cstring>
 #include <vector>
 
 namespace meshcut {
@@ -127,6 +128,52 @@ Result<std::vector<std::pair<uint64_t, mc_pod>>> PinnedMaps::pods() const {
   while (bpf_map_get_next_key(fd(MC_MAP_PODS), prev, &next) == 0) {
     mc_pod pod{};
     if (bpf_map_lookup_elem(fd(MC_MAP_PODS), &next, &pod) == 0) out.emplace_back(next, pod);
+    key = next;
+    prev = &key;
+  }
+  return out;
+}
+
+Result<mc_cni_key> PinnedMaps::cni_key(const std::string& container_id, const std::string& ifname) {
+  mc_cni_key k{};
+  if (container_id.empty() || container_id.size() >= sizeof(k.container_id))
+    return make_error("container ID must be 1-" + std::to_string(sizeof(k.container_id) - 1) + " characters", EINVAL);
+  if (ifname.empty() || ifname.size() >= sizeof(k.ifname))
+    return make_error("interface name must be 1-15 characters", EINVAL);
+  std::memcpy(k.container_id, container_id.data(), container_id.size());
+  std::memcpy(k.ifname, ifname.data(), ifname.size());
+  return k;
+}
+
+Status PinnedMaps::put_cni(const mc_cni_key& k, const mc_cni_pod& rec) const {
+  if (bpf_map_update_elem(fd(MC_MAP_CNI_PODS), &k, &rec, BPF_ANY) != 0)
+    return make_error("couldn't write the pod record to " MC_MAP_CNI_PODS, errno,
+                      errno == E2BIG ? "the pod record map is full" : "");
+  return ok_status();
+}
+
+Result<std::optional<mc_cni_pod>> PinnedMaps::get_cni(const mc_cni_key& k) const {
+  mc_cni_pod rec{};
+  if (bpf_map_lookup_elem(fd(MC_MAP_CNI_PODS), &k, &rec) != 0) {
+    if (errno == ENOENT) return std::optional<mc_cni_pod>{};
+    return make_error("couldn't read " MC_MAP_CNI_PODS, errno);
+  }
+  return std::optional<mc_cni_pod>{rec};
+}
+
+Status PinnedMaps::del_cni(const mc_cni_key& k) const {
+  if (bpf_map_delete_elem(fd(MC_MAP_CNI_PODS), &k) != 0 && errno != ENOENT)
+    return make_error("couldn't delete the pod record from " MC_MAP_CNI_PODS, errno);
+  return ok_status();
+}
+
+Result<std::vector<std::pair<mc_cni_key, mc_cni_pod>>> PinnedMaps::cni_pods() const {
+  std::vector<std::pair<mc_cni_key, mc_cni_pod>> out;
+  mc_cni_key key{}, next{};
+  const void* prev = nullptr;
+  while (bpf_map_get_next_key(fd(MC_MAP_CNI_PODS), prev, &next) == 0) {
+    mc_cni_pod rec{};
+    if (bpf_map_lookup_elem(fd(MC_MAP_CNI_PODS), &next, &rec) == 0) out.emplace_back(next, rec);
     key = next;
     prev = &key;
   }

@@ -8,10 +8,16 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <linux/if_link.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -173,6 +179,96 @@ Result<std::vector<uint32_t>> netns_ipv4(const std::string& netns_path) {
   });
   if (!st) return st.error();
   return ips;
+}
+
+namespace {
+std::string fmt_mac(const unsigned char* m) {
+  char b[18];
+  std::snprintf(b, sizeof(b), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+  return b;
+}
+
+// RTM_GETLINK for one interface by name over rtnetlink, in the caller's netns.
+Result<LinkInfo> getlink(const std::string& ifname) {
+  Fd s(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
+  if (!s.valid()) return make_error("couldn't open an rtnetlink socket", errno);
+  struct {
+    nlmsghdr nh;
+    ifinfomsg ifi;
+    char attrs[64];
+  } req{};
+  req.nh.nlmsg_type = RTM_GETLINK;
+  req.nh.nlmsg_flags = NLM_F_REQUEST;
+  req.nh.nlmsg_seq = 1;
+  req.ifi.ifi_family = AF_UNSPEC;
+  auto* rta = reinterpret_cast<rtattr*>(req.attrs);
+  rta->rta_type = IFLA_IFNAME;
+  rta->rta_len = RTA_LENGTH(ifname.size() + 1);
+  std::memcpy(RTA_DATA(rta), ifname.c_str(), ifname.size() + 1);
+  req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(ifinfomsg)) + RTA_ALIGN(rta->rta_len);
+  if (::send(s.get(), &req, req.nh.nlmsg_len, 0) < 0) return make_error("rtnetlink send failed", errno);
+  char buf[8192];
+  ssize_t n = ::recv(s.get(), buf, sizeof(buf), 0);
+  if (n < 0) return make_error("rtnetlink recv failed", errno);
+  auto* nh = reinterpret_cast<nlmsghdr*>(buf);
+  if (!NLMSG_OK(nh, static_cast<unsigned>(n))) return make_error("short rtnetlink answer", EIO);
+  if (nh->nlmsg_type == NLMSG_ERROR) {
+    int e = -reinterpret_cast<nlmsgerr*>(NLMSG_DATA(nh))->error;
+    return make_error("no interface '" + ifname + "'", e);
+  }
+  auto* ifi = reinterpret_cast<ifinfomsg*>(NLMSG_DATA(nh));
+  LinkInfo li;
+  li.ifindex = ifi->ifi_index;
+  int len = static_cast<int>(nh->nlmsg_len - NLMSG_LENGTH(sizeof(*ifi)));
+  for (auto* a = IFLA_RTA(ifi); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+    if (a->rta_type == IFLA_LINK) li.peer_ifindex = *reinterpret_cast<int*>(RTA_DATA(a));
+    if (a->rta_type == IFLA_ADDRESS && RTA_PAYLOAD(a) == 6)
+      li.mac = fmt_mac(reinterpret_cast<unsigned char*>(RTA_DATA(a)));
+  }
+  return li;
+}
+}  // namespace
+
+Result<LinkInfo> link_in_netns(const std::string& netns_path, const std::string& ifname) {
+  Result<LinkInfo> out = make_error("not run", EINVAL);
+  Status st = in_netns(netns_path, [&]() -> Status {
+    out = getlink(ifname);
+    return ok_status();
+  });
+  if (!st) return st.error();
+  if (!out) return make_error("in netns '" + netns_path + "': " + out.error().what, out.error().err);
+  return out;
+}
+
+Result<PodNetns> pod_netns(const std::string& netns_path, const std::string& ifname) {
+  PodNetns out;
+  Error err{};
+  bool failed = false;
+  Status st = in_netns(netns_path, [&]() -> Status {
+    Fd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    socklen_t len = sizeof(out.cookie);
+    if (!s.valid() || ::getsockopt(s.get(), SOL_SOCKET, SO_NETNS_COOKIE, &out.cookie, &len) != 0)
+      return make_error("couldn't read the netns cookie (SO_NETNS_COOKIE) of '" + netns_path + "'", errno,
+                        "meshcut needs Linux 5.15 or newer");
+    auto li = getlink(ifname);
+    if (!li) {
+      err = li.error();
+      failed = true;
+    } else {
+      out.link = *li;
+    }
+    return ok_status();
+  });
+  if (!st) return st.error();
+  if (failed) return make_error("in netns '" + netns_path + "': " + err.what, err.err);
+  return out;
+}
+
+std::string mac_of(int ifindex) {
+  char name[IF_NAMESIZE] = {};
+  if (!if_indextoname(ifindex, name)) return "";
+  auto li = getlink(name);
+  return li ? li->mac : "";
 }
 
 int kernel_version_code() {

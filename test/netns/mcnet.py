@@ -253,22 +253,31 @@ def _kill(p):
 class Daemon:
     """meshcutd on its own pin root, with sockops on the test's cgroup."""
 
-    def __init__(self, cgroup, name="d", extra=()):
+    def __init__(self, cgroup, name="d", extra=(), netns=None):
         self.pin_root = "/sys/fs/bpf/mc-test-%s-%s" % (RUN_ID, name)
         self.cgroup = cgroup
+        self.netns = netns  # the node's netns (where pod host veths live); None: root
         self.extra = list(extra)
         self.proc = None
         self.logfile = "/tmp/mc-test-%s-%s.log" % (RUN_ID, name)
         _cleanups.append(self.cleanup)
 
     def cli(self, *args, check=True):
-        return sh(MESHCUTD, *args, "--pin-root", self.pin_root, check=check)
+        # In the node's netns like the daemon (detach finds pod veths there).
+        r = subprocess.run([MESHCUTD, *args, "--pin-root", self.pin_root], capture_output=True, text=True,
+                           preexec_fn=(lambda: _setns(self.netns.path)) if self.netns else None)
+        if check and r.returncode != 0:
+            raise RuntimeError("meshcutd %s failed (%d): %s" % (" ".join(args), r.returncode, r.stderr.strip()))
+        return r
 
     def start(self, timeout=10):
-        # The daemon stays in the root netns (its probe uses loopback only).
+        # In the node's netns when given (it detaches tc filters from pod
+        # veths there), else in the root netns (its probe uses loopback only).
+        ns = self.netns
         self.proc = subprocess.Popen([MESHCUTD, "run", "--pin-root", self.pin_root, "--cgroup",
                                      self.cgroup.path] + self.extra,
-                                    stdout=subprocess.DEVNULL, stderr=open(self.logfile, "a"))
+                                    stdout=subprocess.DEVNULL, stderr=open(self.logfile, "a"),
+                                    preexec_fn=(lambda: _setns(ns.path)) if ns else None)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -309,7 +318,7 @@ class Daemon:
             self.proc.kill()
             self.proc.wait()
         if os.path.exists(self.pin_root):
-            sh(MESHCUTD, "detach", "--pin-root", self.pin_root, check=False)
+            self.cli("detach", check=False)
 
 
 # struct tcp_info offsets (include/uapi/linux/tcp.h)

@@ -22,6 +22,8 @@ static_assert(sizeof(mc_sock_state) == 32);
 static_assert(sizeof(mc_pod) == 36);
 static_assert(sizeof(mc_config) == 8);
 static_assert(sizeof(mc_meta) == 32);
+static_assert(sizeof(mc_cni_key) == 88 && std::has_unique_object_representations_v<mc_cni_key>);
+static_assert(sizeof(mc_cni_pod) == 432);
 // Keys of the plain maps.
 static_assert(std::has_unique_object_representations_v<__u64> &&
               std::has_unique_object_representations_v<__u32>);
@@ -35,7 +37,7 @@ inline constexpr std::array<std::string_view, MC_C__N> kCounterNames = {
     "bytes_redirect_node", "msg_pass_no_peer",     "bytes_pass_no_peer",
     "msg_pass_sticky",     "bytes_pass_sticky",    "msg_pass_peer_gone",
     "msg_pass_disabled",   "msg_no_state",         "pairs_redirected",
-    "sock_rto_failed",
+    "sock_rto_failed",     "tc_veth_pass",
 };
 static_assert(kCounterNames.size() == MC_C__N);
 

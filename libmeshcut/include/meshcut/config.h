@@ -20,6 +20,7 @@ struct DaemonConfig {
   std::string log_level = "info";
   std::string metrics_addr = "127.0.0.1:9464";
   uint32_t local_rto_min_us = 5000;  // 0: the kernel's 200 ms
+  uint32_t gc_interval_s = 10;       // stale pod records; 0: off
   std::vector<std::string> warnings;  // unknown keys, reported, not fatal
 };
 

@@ -14,6 +14,8 @@ void set_level(Level l);
 Level level();
 // Where lines go; default stderr. The CNI plugin points this at its log file.
 void set_fd(int fd);
+// Fields added to every line (the CNI plugin: containerID, pod).
+void set_context(const nlohmann::json& fields);
 void write(Level l, std::string_view msg, const nlohmann::json& fields = nlohmann::json::object());
 
 inline void debug(std::string_view m, const nlohmann::json& f = nlohmann::json::object()) { write(Level::debug, m, f); }

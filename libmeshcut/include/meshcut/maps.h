@@ -43,6 +43,13 @@ class PinnedMaps {
   Result<bool> del_pod(uint64_t netns_cookie) const;
   Result<std::vector<std::pair<uint64_t, mc_pod>>> pods() const;
 
+  // CNI attachment records (mc_cni_pods), keyed by container ID + ifname.
+  static Result<mc_cni_key> cni_key(const std::string& container_id, const std::string& ifname);
+  Status put_cni(const mc_cni_key& k, const mc_cni_pod& rec) const;
+  Result<std::optional<mc_cni_pod>> get_cni(const mc_cni_key& k) const;
+  Status del_cni(const mc_cni_key& k) const;
+  Result<std::vector<std::pair<mc_cni_key, mc_cni_pod>>> cni_pods() const;
+
   Result<std::vector<MapUsage>> usage() const;
   int fd(const std::string& name) const;
 

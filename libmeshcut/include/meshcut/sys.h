@@ -32,6 +32,24 @@ Result<uint64_t> netns_cookie(const std::string& netns_path);
 // IPv4 addresses (network order) configured in that netns, loopback excluded.
 Result<std::vector<uint32_t>> netns_ipv4(const std::string& netns_path);
 
+// The ifindex, in the netns it lives in, of the veth peer of IFNAME inside the
+// network namespace at NETNS_PATH (IFLA_LINK of the pod's eth0), and IFNAME's MAC.
+struct LinkInfo {
+  int ifindex = 0;       // in the pod netns
+  int peer_ifindex = 0;  // IFLA_LINK: the peer's ifindex (0 if not a veth)
+  std::string mac;       // "aa:bb:cc:dd:ee:ff"
+};
+Result<LinkInfo> link_in_netns(const std::string& netns_path, const std::string& ifname);
+// Both of the above in one visit of the netns (the CNI ADD path: each setns
+// into a fresh namespace costs about a millisecond).
+struct PodNetns {
+  uint64_t cookie = 0;
+  LinkInfo link;
+};
+Result<PodNetns> pod_netns(const std::string& netns_path, const std::string& ifname);
+// MAC of an interface in the caller's netns.
+std::string mac_of(int ifindex);
+
 std::optional<std::string> read_file(const std::string& path);
 int kernel_version_code();  // KERNEL_VERSION(a,b,c) of uname -r
 
