@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "install_cni.h"
+#include "rescan.h"
 #include "loader.h"
 #include "meshcut/abi.h"
 #include "meshcut/config.h"
@@ -40,7 +41,7 @@ log::Level parse_level(const std::string& s) {
   return log::Level::info;
 }
 
-int cmd_run(DaemonConfig cfg, const install::InstallOptions* cni) {
+int cmd_run(DaemonConfig cfg, const install::InstallOptions* cni, const std::string& cni_cache_dir) {
   log::set_level(parse_level(cfg.log_level));
   for (const auto& w : cfg.warnings) log::warn(w);
   if (auto st = sys::check_bpffs(cfg.pin_root); !st) return fail(st.error());
@@ -98,6 +99,8 @@ int cmd_run(DaemonConfig cfg, const install::InstallOptions* cni) {
                 {{"conf", rep->conf_file}, {"actions", rep->actions}});
   };
   keep_cni(true);
+  // Pods whose ADD failed open while we were down get enrolled now.
+  cni::rescan_cache(cni_cache_dir, cfg.pin_root);
 
   PinLayout layout(cfg.pin_root);
   timespec tick{1, 0};
@@ -116,8 +119,12 @@ int cmd_run(DaemonConfig cfg, const install::InstallOptions* cni) {
     keep_cni(false);
     if (++ticks % static_cast<int>(cfg.gc_interval_s ? cfg.gc_interval_s : 1) == 0 && cfg.gc_interval_s) {
       // Pods whose DEL never came (node crash, runtime bug): their netns is gone.
-      if (auto lock = PinLock::acquire(layout.root))
-        if (auto maps = PinnedMaps::open(layout)) pods::gc_stale(*maps);
+      {
+        auto lock = PinLock::acquire(layout.root);
+        if (lock)
+          if (auto maps = PinnedMaps::open(layout)) pods::gc_stale(*maps);
+      }
+      cni::rescan_cache(cni_cache_dir, cfg.pin_root);  // takes the lock itself
     }
   }
 }
@@ -256,6 +263,10 @@ int main(int argc, char** argv) {
   auto* o_watch = run->add_option("--cni-plugin-src", inst.plugin_src,
                                   "install the CNI plugin from here and keep it chained while running");
   add_cni_dirs(run);
+  std::string cni_cache_dir = "/var/lib/cni";
+  run->add_option("--cni-cache-dir", cni_cache_dir,
+                  "the runtime's CNI result cache: pods that started while meshcutd was down are enrolled from it")
+      ->capture_default_str();
 
   auto* pods = app.add_subcommand("pods", "list enrolled pods");
   add_pin_root(pods);
@@ -282,7 +293,7 @@ int main(int argc, char** argv) {
     if (o_log->count()) cfg.log_level = log_level;
     if (o_rto->count()) cfg.local_rto_min_us = rto_min;
     if (o_gc->count()) cfg.gc_interval_s = gc_interval;
-    return cmd_run(cfg, o_watch->count() ? &inst : nullptr);
+    return cmd_run(cfg, o_watch->count() ? &inst : nullptr, cni_cache_dir);
   }
   if (*detach) return cmd_detach(pin_root);
   if (*status) return cmd_status(pin_root, json);

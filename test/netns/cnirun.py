@@ -6,6 +6,7 @@ the cached result (or without one, like the runtime's second DEL); CHECK runs
 them in order with the cached result. Plugins run inside the node's netns
 (never `ip netns exec`: it remounts /sys).
 """
+import base64
 import json
 import os
 import subprocess
@@ -30,7 +31,7 @@ class Runtime:
         self.conflist = conflist
         self.bin_dirs = bin_dirs
         self.cache_dir = cache_dir
-        os.makedirs(cache_dir, exist_ok=True)
+        os.makedirs(os.path.join(cache_dir, "results"), exist_ok=True)
         self.timings = {}  # plugin type -> [seconds]
 
     def _find(self, typ):
@@ -67,14 +68,19 @@ class Runtime:
         return json.loads(r.stdout) if r.stdout.strip() else None
 
     def _cache(self, cid, ifname):
-        return os.path.join(self.cache_dir, "%s-%s-%s" % (self.conflist["name"], cid, ifname))
+        # libcni's layout and format (cniCacheV1), so meshcutd's re-scan reads it.
+        return os.path.join(self.cache_dir, "results", "%s-%s-%s" % (self.conflist["name"], cid, ifname))
 
     def add(self, cid, netns, ifname="eth0", args="", capability_args=None):
         prev = None
         for p in self.conflist["plugins"]:
             prev = self.exec_plugin(p, "ADD", cid, netns, ifname, args, prev, capability_args=capability_args)
         with open(self._cache(cid, ifname), "w") as f:
-            json.dump({"result": prev, "netns": netns, "args": args}, f)
+            json.dump({"kind": "cniCacheV1", "containerId": cid, "ifName": ifname,
+                       "networkName": self.conflist["name"],
+                       "config": base64.b64encode(json.dumps(self.conflist).encode()).decode(),
+                       "cniArgs": [kv.split("=", 1) for kv in args.split(";") if "=" in kv],
+                       "capabilityArgs": capability_args or {}, "result": prev}, f)
         return prev
 
     def cached(self, cid, ifname="eth0"):

@@ -220,6 +220,25 @@ def main():
              "after meshcutd came back, CHECK enrolled the pod that started without it")
     rt.delete("cid-down", p6.path)
 
+    # --- fail-open, then meshcutd's re-scan of the CNI cache enrolls ----
+    d.stop()
+    d.detach()
+    p8 = new_pod("p8")
+    rt.add("cid-rescan", p8.path, args=k8s_args("rescan-me"))
+    p9 = new_pod("p9")
+    rt.add("cid-rescan-sys", p9.path, args=k8s_args("kube-dns", "kube-system"))
+    d.extra = d.extra + ["--cni-cache-dir", rt.cache_dir]
+    d.start()
+    deadline = time.time() + 5
+    while time.time() < deadline and "cid-rescan" not in [p.get("container_id") for p in pods_json(d)]:
+        time.sleep(0.1)
+    recs = {p.get("container_id"): p for p in pods_json(d)}
+    ck.check("cid-rescan" in recs and recs["cid-rescan"]["name"] == "rescan-me" and "cid-rescan-sys" not in recs,
+             "meshcutd's start-up re-scan of the CNI cache enrolled the pod that started while it was down "
+             "(and left the kube-system one alone)")
+    rt.delete("cid-rescan", p8.path)
+    rt.delete("cid-rescan-sys", p9.path)
+
     # --- socket traffic between two CNI pods is redirected --------------
     pa, pb = new_pod("pa"), new_pod("pb")
     ra = rt.add("cid-a", pa.path, args=k8s_args("a"))
@@ -287,7 +306,7 @@ def main():
     veths = node.run("ip", "-o", "link", "show", "master", br).stdout.strip()
     ck.check(st["maps"]["mc_cni_pods"]["entries"] == 0 and st["maps"]["mc_pods"]["entries"] == 0
              and st["maps"]["mc_pod_ips"]["entries"] == 0 and not left_ips and not veths
-             and not os.listdir(rt.cache_dir),
+             and not os.listdir(os.path.join(rt.cache_dir, "results")),
              "200 pods created and deleted: 0 records, 0 pod IPs, 0 IP reservations, 0 veths, 0 cache files")
     add = rt.timings["meshcut:ADD"]
     inproc = [x["duration_ms"] for x in map(json.loads, open(log_file))
