@@ -223,6 +223,21 @@ def in_netns(netns, fn, *args, **kw):
     return out.get("v")
 
 
+def tcp_pair(netns, ip="127.0.0.1"):
+    """A connected TCP pair (client, accepted server) on IP inside NETNS."""
+
+    def mk():
+        lst = socket.socket()
+        lst.bind((ip, 0))
+        lst.listen(1)
+        c = socket.create_connection(lst.getsockname())
+        s, _ = lst.accept()
+        lst.close()
+        return c, s
+
+    return in_netns(netns, mk)
+
+
 def spawn(cmd, netns=None, cgroup=None, uid=None, gid=None, **popen_kw):
     """Starts CMD in CGROUP first, then in NETNS (never `ip netns exec`, which
     remounts /sys and hides cgroup2), optionally as UID/GID."""

@@ -22,15 +22,6 @@ import mcnet  # noqa: E402
 def duplex(a, total=8 << 20, n=6):
     errors = []
 
-    def mk():
-        lst = socket.socket()
-        lst.bind(("127.0.0.1", 0))
-        lst.listen(8)
-        c = socket.create_connection(lst.getsockname())
-        s, _ = lst.accept()
-        lst.close()
-        return c, s
-
     def writer(sock):
         try:
             buf = b"x" * 65536
@@ -54,7 +45,7 @@ def duplex(a, total=8 << 20, n=6):
 
     ts = []
     for _ in range(n):
-        c, s = mcnet.in_netns(a, mk)
+        c, s = mcnet.tcp_pair(a)
         for sock in (c, s):
             ts += [threading.Thread(target=writer, args=(sock,)), threading.Thread(target=reader, args=(sock,))]
     for t in ts:

@@ -149,15 +149,7 @@ def main():
     c0 = d2.counters()
     conns = []
     for i in range(6):
-        def mk():
-            lst = socket.socket()
-            lst.bind(("127.0.0.1", 0))
-            lst.listen(1)
-            c = socket.create_connection(lst.getsockname())
-            s, _ = lst.accept()
-            lst.close()
-            return c, s
-        conns.append(mcnet.in_netns(a, mk))
+        conns.append(mcnet.tcp_pair(a))
     ok = True
     for i, (c, s) in enumerate(conns):
         data = streams.payload(i, 300000)
