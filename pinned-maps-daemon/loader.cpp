@@ -4,6 +4,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include "mc_sk_msg.skel.h"
 #include "mc_sk_skb.skel.h"
 #include "mc_sockops.skel.h"
+#include "mc_tc_overlay.skel.h"
 #include "mc_tc_veth.skel.h"
 #include "meshcut/abi.h"
 #include "meshcut/libbpf_log.h"
@@ -22,6 +24,7 @@
 #include "meshcut/maps.h"
 #include "meshcut/sys.h"
 #include "meshcut/pods.h"
+#include "meshcut/tc.h"
 
 namespace meshcut::daemon {
 namespace {
@@ -34,6 +37,7 @@ using SockopsSkel = std::unique_ptr<mc_sockops, Deleter<mc_sockops, mc_sockops__
 using SkMsgSkel = std::unique_ptr<mc_sk_msg, Deleter<mc_sk_msg, mc_sk_msg__destroy>>;
 using SkSkbSkel = std::unique_ptr<mc_sk_skb, Deleter<mc_sk_skb, mc_sk_skb__destroy>>;
 using TcVethSkel = std::unique_ptr<mc_tc_veth, Deleter<mc_tc_veth, mc_tc_veth__destroy>>;
+using TcOverlaySkel = std::unique_ptr<mc_tc_overlay, Deleter<mc_tc_overlay, mc_tc_overlay__destroy>>;
 
 // Points every map of OBJ at its pin: libbpf reuses a compatible pinned map
 // (same type, key, value, max_entries, flags) or creates and pins a new one.
@@ -186,19 +190,22 @@ Result<AttachResult> attach_all(const DaemonConfig& cfg, const std::string& cgro
   SkMsgSkel sm(mc_sk_msg__open());
   SkSkbSkel sb(mc_sk_skb__open());
   TcVethSkel tv(mc_tc_veth__open());
-  if (!so || !sm || !sb || !tv) return make_error("couldn't open the BPF skeletons", errno);
+  TcOverlaySkel to(mc_tc_overlay__open());
+  if (!so || !sm || !sb || !tv || !to) return make_error("couldn't open the BPF skeletons", errno);
   so->rodata->mc_local_rto_min_us = static_cast<int>(cfg.local_rto_min_us);
-  for (bpf_object* o : {so->obj, sm->obj, sb->obj, tv->obj})
+  for (bpf_object* o : {so->obj, sm->obj, sb->obj, tv->obj, to->obj})
     if (auto st = set_pin_paths(o, layout, res.max_sockets); !st) return st.error();
   if (int err = mc_sockops__load(so.get())) return load_error("sockops", -err, layout);
   if (int err = mc_sk_msg__load(sm.get())) return load_error("sk_msg", -err, layout);
   if (int err = mc_sk_skb__load(sb.get())) return load_error("sk_skb", -err, layout);
   if (int err = mc_tc_veth__load(tv.get())) return load_error("tc_veth", -err, layout);
+  if (int err = mc_tc_overlay__load(to.get())) return load_error("tc_overlay", -err, layout);
 
   if (auto st = pin_prog(so->progs.mc_sockops, layout.prog(MC_PROG_SOCKOPS)); !st) return st.error();
   if (auto st = pin_prog(sm->progs.mc_sk_msg, layout.prog(MC_PROG_SK_MSG)); !st) return st.error();
   // The CNI plugin attaches this one to each pod's host veth (it loads no BPF).
   if (auto st = pin_prog(tv->progs.mc_tc_veth, layout.prog(MC_PROG_TC_VETH)); !st) return st.error();
+  if (auto st = pin_prog(to->progs.mc_tc_overlay, layout.prog(MC_PROG_TC_OVERLAY)); !st) return st.error();
 
   int sockhash = bpf_map__fd(so->maps.mc_sockhash);
   // sk_msg (and sk_skb) to the map: replaces an older program in place. Sockets
@@ -233,7 +240,26 @@ Result<AttachResult> attach_all(const DaemonConfig& cfg, const std::string& cgro
   meta.started_ns = static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
   meta.max_sockets = res.max_sockets;
   if (auto st = maps->set_meta(meta); !st) return st.error();
-  if (auto st = maps->set_config(mc_config{1, 0}); !st) return st.error();
+  mc_config mc{};
+  mc.enabled = 1;
+  if (!cfg.pod_cidr.empty()) {
+    auto cidr = parse_ipv4_cidr(cfg.pod_cidr);
+    if (!cidr) return cidr.error();
+    mc.pod_cidr = cidr->first;
+    mc.pod_cidr_mask = cidr->second;
+  }
+  if (!cfg.overlay_dev.empty()) {
+    mc.overlay_ifindex = if_nametoindex(cfg.overlay_dev.c_str());
+    if (!mc.overlay_ifindex)
+      return make_error("overlay device '" + cfg.overlay_dev + "' not found", errno,
+                        "pass --overlay-dev with the overlay's name in this netns (ip -d link show type vxlan)");
+    auto att = tc::attach_ingress(static_cast<int>(mc.overlay_ifindex), bpf_program__fd(to->progs.mc_tc_overlay));
+    if (!att) return att.error();
+    res.overlay_attached = true;
+  }
+  if (cfg.cross_node && mc.pod_cidr) mc.flags |= MC_CFG_F_CROSS_NODE;
+  res.cross_node = (mc.flags & MC_CFG_F_CROSS_NODE) != 0;
+  if (auto st = maps->set_config(mc); !st) return st.error();
   return res;
 }
 
@@ -245,7 +271,15 @@ Status detach_all(const PinLayout& layout) {
   //    receivers drain their redirect queues first, so nothing is reordered.
   //    The tc filters the CNI plugin put on pod veths go too.
   if (auto maps = PinnedMaps::open(layout)) {
-    maps->set_config(mc_config{0, 0});
+    auto old = maps->config();
+    maps->set_config(mc_config{});
+    if (old && old->overlay_ifindex) {
+      unsigned id = 0;
+      // Only our filter, and only if it is ours (the overlay may have been recreated).
+      if (tc::attached(static_cast<int>(old->overlay_ifindex), &id))
+        if (auto st = tc::detach_ingress(static_cast<int>(old->overlay_ifindex)); !st)
+          log::warn("couldn't remove the overlay tc filter", {{"error", st.error().format()}});
+    }
     if (auto recs = maps->cni_pods())
       for (const auto& [k, rec] : *recs) pods::detach_tc_if_same(rec);
   }
@@ -268,7 +302,7 @@ Status detach_all(const PinLayout& layout) {
   }
   // 4. Every pin, then the directories.
   for (const auto& n : PinLayout::map_names()) ::unlink(layout.map(n).c_str());
-  for (const char* n : {MC_PROG_SOCKOPS, MC_PROG_SK_MSG, MC_PROG_SK_SKB, MC_PROG_TC_VETH})
+  for (const char* n : {MC_PROG_SOCKOPS, MC_PROG_SK_MSG, MC_PROG_SK_SKB, MC_PROG_TC_VETH, MC_PROG_TC_OVERLAY})
     ::unlink(layout.prog(n).c_str());
   ::unlink(link.c_str());
   for (const auto& d : {layout.maps_dir(), layout.progs_dir(), layout.links_dir(), layout.root})
@@ -276,6 +310,21 @@ Status detach_all(const PinLayout& layout) {
       return make_error("couldn't remove '" + d + "' (something else is pinned there?)", errno,
                         "list it with: ls -la " + d);
   return ok_status();
+}
+
+bool reattach_overlay(const PinLayout& layout) {
+  auto maps = PinnedMaps::open(layout);
+  if (!maps) return false;
+  auto c = maps->config();
+  if (!c || !c->enabled || !c->overlay_ifindex || tc::attached(static_cast<int>(c->overlay_ifindex))) return false;
+  auto prog = open_pinned(layout.prog(MC_PROG_TC_OVERLAY));
+  if (!prog) return false;
+  auto att = tc::attach_ingress(static_cast<int>(c->overlay_ifindex), prog->get());
+  if (!att) {
+    log::warn("couldn't re-attach the overlay tc filter", {{"error", att.error().format()}});
+    return false;
+  }
+  return true;
 }
 
 nlohmann::json attachments_json(const PinLayout& layout) {
@@ -293,6 +342,19 @@ nlohmann::json attachments_json(const PinLayout& layout) {
     }
   }
   j["sockops"] = so;
+  if (auto maps = PinnedMaps::open(layout)) {
+    auto c = maps->config();
+    nlohmann::json ov = {{"attached", false}};
+    if (c && c->overlay_ifindex) {
+      char name[IF_NAMESIZE] = {};
+      unsigned id = 0;
+      ov["device"] = if_indextoname(c->overlay_ifindex, name) ? name : "?";
+      ov["attached"] = tc::attached(static_cast<int>(c->overlay_ifindex), &id);
+      ov["prog_id"] = id;
+    }
+    j["tc_overlay"] = ov;
+    j["cross_node"] = c && (c->flags & MC_CFG_F_CROSS_NODE) && c->pod_cidr;
+  }
   int mfd = bpf_obj_get(layout.map(MC_MAP_SOCKHASH).c_str());
   Fd m(mfd);
   for (auto [name, type] : {std::pair{"sk_msg", BPF_SK_MSG_VERDICT}, std::pair{"sk_skb", BPF_SK_SKB_VERDICT}}) {

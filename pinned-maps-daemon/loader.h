@@ -21,7 +21,13 @@ struct AttachResult {
   bool link_updated = false;    // an existing cgroup link got the new program
   bool skb_verdict = false;     // the no-op SK_SKB verdict is attached
   uint32_t max_sockets = 0;
+  bool overlay_attached = false;  // tc_overlay on the overlay device
+  bool cross_node = false;        // the tc shortcut is on (pod CIDR known, switch on)
 };
+
+// Puts our tc filter back on the overlay device if another agent removed it.
+// Returns true if it had to.
+bool reattach_overlay(const PinLayout& layout);
 
 // Brings the pin root to the attached state for CFG. Idempotent: a second run
 // (daemon restart) reuses the maps and swaps programs in place, with no gap.

@@ -72,6 +72,8 @@ int cmd_run(DaemonConfig cfg, const install::InstallOptions* cni, const std::str
   auto res = daemon::attach_all(cfg, cgroup, feat);
   if (!res) return fail(res.error());
   log::info("ready", {{"pin_root", cfg.pin_root},
+                      {"cross_node", res->cross_node},
+                      {"overlay_attached", res->overlay_attached},
                       {"cgroup", cgroup},
                       {"reused_maps", res->reused_maps},
                       {"link_updated", res->link_updated},
@@ -99,7 +101,9 @@ int cmd_run(DaemonConfig cfg, const install::InstallOptions* cni, const std::str
                 {{"conf", rep->conf_file}, {"actions", rep->actions}});
   };
   keep_cni(true);
-  // Pods whose ADD failed open while we were down get enrolled now.
+  // Pods whose ADD failed open while we were down get enrolled now. Only at
+  // start: while we run, a cache entry without a record is a pod between its
+  // meshcut DEL and the runtime removing the entry, not one to enroll.
   cni::rescan_cache(cni_cache_dir, cfg.pin_root);
 
   PinLayout layout(cfg.pin_root);
@@ -117,6 +121,8 @@ int cmd_run(DaemonConfig cfg, const install::InstallOptions* cni, const std::str
       return 0;
     }
     keep_cni(false);
+    if (daemon::reattach_overlay(layout))
+      log::warn("our tc filter on the overlay device was gone (another agent?): attached again");
     if (++ticks % static_cast<int>(cfg.gc_interval_s ? cfg.gc_interval_s : 1) == 0 && cfg.gc_interval_s) {
       // Pods whose DEL never came (node crash, runtime bug): their netns is gone.
       {
@@ -124,7 +130,6 @@ int cmd_run(DaemonConfig cfg, const install::InstallOptions* cni, const std::str
         if (lock)
           if (auto maps = PinnedMaps::open(layout)) pods::gc_stale(*maps);
       }
-      cni::rescan_cache(cni_cache_dir, cfg.pin_root);  // takes the lock itself
     }
   }
 }
@@ -213,6 +218,11 @@ int main(int argc, char** argv) {
   auto* o_max = run->add_option("--max-sockets", max_sockets, "sockhash capacity")->check(CLI::Range(2u, 1u << 24));
   auto* o_skb = run->add_option("--skb-verdict", skb_verdict, "no-op SK_SKB verdict: auto|on|off")
                     ->check(CLI::IsMember({"auto", "on", "off"}));
+  std::string pod_cidr, overlay_dev, cross_node;
+  auto* o_cidr = run->add_option("--pod-cidr", pod_cidr, "the cluster's pod CIDR (enables the cross-node tc shortcut)");
+  auto* o_ovl = run->add_option("--overlay-dev", overlay_dev, "overlay device for the tc shortcut, e.g. flannel.1");
+  auto* o_cross = run->add_option("--cross-node", cross_node, "the node's switch for the tc shortcut: on|off")
+                      ->check(CLI::IsMember({"on", "off"}));
   uint32_t rto_min = 0, gc_interval = 0;
   auto* o_gc = run->add_option("--gc-interval", gc_interval,
                                "seconds between sweeps of pod records whose netns is gone (0: off)");
@@ -293,6 +303,9 @@ int main(int argc, char** argv) {
     if (o_log->count()) cfg.log_level = log_level;
     if (o_rto->count()) cfg.local_rto_min_us = rto_min;
     if (o_gc->count()) cfg.gc_interval_s = gc_interval;
+    if (o_cidr->count()) cfg.pod_cidr = pod_cidr;
+    if (o_ovl->count()) cfg.overlay_dev = overlay_dev;
+    if (o_cross->count()) cfg.cross_node = cross_node == "on";
     return cmd_run(cfg, o_watch->count() ? &inst : nullptr, cni_cache_dir);
   }
   if (*detach) return cmd_detach(pin_root);

@@ -28,6 +28,8 @@
 #define MC_MAP_POD_IPS "mc_pod_ips"
 #define MC_MAP_PAIR_KIND "mc_pair_kind"
 #define MC_MAP_CNI_PODS "mc_cni_pods"
+#define MC_MAP_FLOWS "mc_flows"
+#define MC_PROG_TC_OVERLAY "tc_overlay"
 #define MC_PROG_TC_VETH "tc_veth"
 /* Our tc filter on a pod's host veth: its own handle and priority, so that it
  * never replaces another agent's filter. */
@@ -146,10 +148,31 @@ struct mc_cni_pod {
 };
 
 /* mc_config: array, one entry. */
+#define MC_CFG_F_CROSS_NODE 0x1u /* the node's switch for the tc shortcut */
 struct mc_config {
-	__u32 enabled; /* 0: every new decision is PASS and REDIRECT turns PASS */
-	__u32 flags;
+	__u32 enabled;         /* 0: every new decision is PASS and REDIRECT turns PASS */
+	__u32 flags;           /* MC_CFG_F_* */
+	__u32 pod_cidr;        /* the cluster's pod CIDR (network order); 0: tc shortcut off */
+	__u32 pod_cidr_mask;   /* network order */
+	__u32 overlay_ifindex; /* the overlay device (flannel.1, vxlan.calico) */
+	__u32 pad;
 };
+
+/* mc_flows: TCP flows between pod IPs that are known to need no translation on
+ * this node (a SYN seen with pod IPs on both ends as it left a local pod, or as
+ * it arrived for one from the overlay). Only those take the tc shortcut, both
+ * directions; everything else (ClusterIP, NodePort, masquerade, UDP) keeps the
+ * normal path and its netfilter. Key: the two ends, smaller IP first. */
+struct mc_flow_key {
+	__u32 ip_lo;   /* network order */
+	__u32 ip_hi;
+	__u16 port_lo; /* network order, the port of ip_lo */
+	__u16 port_hi;
+};
+struct mc_flow {
+	__u64 last_ns; /* bpf_ktime_get_ns of the last packet that refreshed it */
+};
+#define MC_FLOW_IDLE_NS (60ull * 1000000000ull)
 
 /* mc_meta: array, one entry: the layout a pin root holds, and what the daemon found. */
 #define MC_FEAT_NETNS_COOKIE 0x1u   /* bpf_get_netns_cookie in sockops and sk_msg */
@@ -194,8 +217,20 @@ enum mc_counter {
 	MC_C_MSG_NO_STATE,        /* socket in the map without state */
 	MC_C_PAIRS_REDIRECTED,    /* directions that took the redirect */
 	MC_C_SOCK_RTO_FAILED,     /* couldn't shorten the minimum RTO of a local socket */
-	/* tc on pod host veths */
-	MC_C_TC_VETH_PASS,        /* packets seen and passed on (no shortcut yet) */
+	/* tc: pod host veth (leaving a pod) and overlay device (arriving for one) */
+	MC_C_TC_REDIRECT_OVERLAY, /* pod -> overlay device (bpf_redirect, FIB neighbour known) */
+	MC_C_TC_REDIRECT_NEIGH,   /* pod -> overlay device (bpf_redirect_neigh) */
+	MC_C_TC_REDIRECT_PEER,    /* overlay -> into the pod (bpf_redirect_peer) */
+	MC_C_TC_REDIRECT_LOCAL,   /* pod -> pod on this node (bpf_redirect_peer) */
+	MC_C_TC_PASS_NOT_IP,      /* ARP, IPv6, short frame */
+	MC_C_TC_PASS_FRAGMENT,
+	MC_C_TC_PASS_NOT_TCP,     /* UDP (DNS), ICMP: may need NAT, never shortcut */
+	MC_C_TC_PASS_NOT_POD,     /* an end outside the pod CIDR: ClusterIP, NodePort, outside */
+	MC_C_TC_PASS_NO_POD,      /* no pod record, spoofed source, or crossNode off for the pod */
+	MC_C_TC_PASS_UNKNOWN_FLOW,/* flow not seen starting between pod IPs here (maybe NATed) */
+	MC_C_TC_PASS_FIB,         /* no route via the overlay device */
+	MC_C_TC_PASS_DISABLED,    /* node switch off, or no pod CIDR configured */
+	MC_C_TC_PASS_CLOSE,       /* RST ends the flow: normal path from here on */
 	MC_C__N,
 };
 

@@ -66,6 +66,16 @@ struct {
 	__type(value, struct mc_cni_pod);
 } mc_cni_pods SEC(".maps");
 
+/* TCP flows the tc shortcut may carry (see struct mc_flow_key). LRU: flows
+ * that end without FIN/RST seen age out; an entry older than
+ * MC_FLOW_IDLE_NS counts as absent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct mc_flow_key);
+	__type(value, struct mc_flow);
+} mc_flows SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, MC_C__N);

@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "meshcut/config.h"
 
+#include <arpa/inet.h>
+
 #include <cerrno>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "meshcut/sys.h"
@@ -13,6 +16,17 @@ Result<SkbVerdict> parse_skb_verdict(const std::string& s) {
   if (s == "on") return SkbVerdict::on;
   if (s == "off") return SkbVerdict::off;
   return make_error("invalid skbVerdict '" + s + "'", EINVAL, "use one of: auto, on, off");
+}
+
+Result<std::pair<uint32_t, uint32_t>> parse_ipv4_cidr(const std::string& s) {
+  auto slash = s.find('/');
+  in_addr a{};
+  int len = -1;
+  if (slash == std::string::npos || inet_pton(AF_INET, s.substr(0, slash).c_str(), &a) != 1 ||
+      std::sscanf(s.c_str() + slash + 1, "%d", &len) != 1 || len < 1 || len > 32)
+    return make_error("invalid IPv4 CIDR '" + s + "'", EINVAL, "e.g. 10.244.0.0/16");
+  uint32_t mask = htonl(len == 32 ? 0xffffffffu : ~(0xffffffffu >> len));
+  return std::pair<uint32_t, uint32_t>{a.s_addr & mask, mask};
 }
 
 const char* to_string(SkbVerdict v) {
@@ -67,6 +81,15 @@ Result<DaemonConfig> parse_daemon_config(const std::string& text, DaemonConfig c
       st = want("gcIntervalSeconds", v.is_number_unsigned() && v.get<uint64_t>() <= 86400,
                 "an integer from 0 (off) to 86400");
       if (st) c.gc_interval_s = v.get<uint32_t>();
+    } else if (key == "podCIDR") {
+      st = want("podCIDR", v.is_string() && parse_ipv4_cidr(v.get<std::string>()).ok(), "an IPv4 CIDR like 10.244.0.0/16");
+      if (st) c.pod_cidr = v.get<std::string>();
+    } else if (key == "overlayDevice") {
+      st = want("overlayDevice", v.is_string(), "a device name like flannel.1");
+      if (st) c.overlay_dev = v.get<std::string>();
+    } else if (key == "crossNode") {
+      st = want("crossNode", v.is_boolean(), "true or false");
+      if (st) c.cross_node = v.get<bool>();
     } else if (key == "metricsAddr") {
       st = want("metricsAddr", v.is_string(), "a string HOST:PORT");
       if (st) c.metrics_addr = v.get<std::string>();

@@ -16,6 +16,8 @@
 #include "mc_sk_msg.skel.h"
 #include "mc_sk_skb.skel.h"
 #include "mc_sockops.skel.h"
+#include "mc_tc_overlay.skel.h"
+#include "mc_tc_veth.skel.h"
 
 template <typename T, int (*Load)(T*), T* (*Open)(), void (*Destroy)(T*)>
 void load_ok(const char* name) {
@@ -32,6 +34,8 @@ static mc_sockops* open_sockops() { return mc_sockops__open(); }
 static mc_sk_msg* open_sk_msg() { return mc_sk_msg__open(); }
 static mc_sk_skb* open_sk_skb() { return mc_sk_skb__open(); }
 static mc_probe* open_probe() { return mc_probe__open(); }
+static mc_tc_veth* open_tc_veth() { return mc_tc_veth__open(); }
+static mc_tc_overlay* open_tc_overlay() { return mc_tc_overlay__open(); }
 
 TEST_CASE("sockops loads and verifies", "[bpf]") {
   load_ok<mc_sockops, mc_sockops__load, open_sockops, mc_sockops__destroy>("sockops");
@@ -41,6 +45,12 @@ TEST_CASE("sk_msg loads and verifies", "[bpf]") {
 }
 TEST_CASE("sk_skb verdict loads and verifies", "[bpf]") {
   load_ok<mc_sk_skb, mc_sk_skb__load, open_sk_skb, mc_sk_skb__destroy>("sk_skb");
+}
+TEST_CASE("tc on pod veths loads and verifies", "[bpf]") {
+  load_ok<mc_tc_veth, mc_tc_veth__load, open_tc_veth, mc_tc_veth__destroy>("tc_veth");
+}
+TEST_CASE("tc on the overlay device loads and verifies", "[bpf]") {
+  load_ok<mc_tc_overlay, mc_tc_overlay__load, open_tc_overlay, mc_tc_overlay__destroy>("tc_overlay");
 }
 TEST_CASE("feature probe loads and verifies", "[bpf]") {
   load_ok<mc_probe, mc_probe__load, open_probe, mc_probe__destroy>("probe");

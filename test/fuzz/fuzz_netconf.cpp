@@ -46,8 +46,12 @@ bool lenient() {
 
 void unexpected(const char* stage, const char* kind, const char* what) {
   if (!lenient()) finding(stage, kind, what);
+  // One line per class: the variable tail of what() (offsets, bytes, numbers) is cut.
   static std::set<std::string> seen;
-  std::string key = std::string(stage) + " | " + kind + " | " + what;
+  std::string w = what;
+  for (const char* cut : {" at index", " parsing '", ": syntax error", " - "})
+    if (auto pos = w.find(cut); pos != std::string::npos) w.resize(pos);
+  std::string key = std::string(stage) + " | " + kind + " | " + w;
   if (seen.insert(key).second) std::fprintf(stderr, "==meshcut-fuzz== (lenient) %s\n", key.c_str());
 }
 

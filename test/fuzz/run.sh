@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/bin/bash
 # SPDX-License-Identifier: Apache-2.0
 # Fuzz the CNI plugin's config/prevResult/CNI_ARGS parser (libFuzzer + ASan +
 # UBSan + LeakSanitizer) for SECONDS (default 30).
@@ -48,10 +48,30 @@ if [ $stale = 1 ]; then
   echo "fuzz: building $BIN"
   # cni.cpp/plan.cpp need only nlohmann-json and the standard library: no
   # libmeshcut, no libbpf.
+  # shellcheck disable=SC2086 # SRCS is a list of paths without spaces
   "$CXX" -std=c++20 -g -O1 -fno-omit-frame-pointer \
     -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
     -I"$ROOT/cni-plugin" $SRCS -o "$BIN.tmp"
   mv "$BIN.tmp" "$BIN"
+fi
+
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:allocator_may_return_null=1:${ASAN_OPTIONS:-}"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}"
+
+# Regression first: every crash-* reproducer in the seed corpus, replayed
+# whole (the fuzzing run below truncates inputs to -max_len).
+failed=""
+for f in "$HERE"/corpus/netconf/crash-*; do
+  [ -f "$f" ] || continue
+  if ! "$BIN" "$f" >"$OUT/replay.log" 2>&1; then
+    failed="$failed $(basename "$f")"
+    grep -E "meshcut-fuzz|^SUMMARY|ERROR: AddressSanitizer|runtime error" "$OUT/replay.log" | head -3 | cut -c1-240 >&2
+  fi
+done
+if [ -n "$failed" ]; then
+  echo "fuzz: known reproducers still failing:$failed" >&2
+  echo "fuzz: replay one with: $BIN test/fuzz/corpus/netconf/<name>" >&2
+  [ "${MESHCUT_FUZZ_LENIENT:-0}" = 1 ] || exit 1
 fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/meshcut-fuzz-netconf.XXXXXX")
@@ -59,8 +79,6 @@ cleanup() { if [ "${MESHCUT_FUZZ_KEEP:-0}" = 1 ]; then echo "fuzz: work corpus k
 trap cleanup EXIT
 cp "$HERE"/corpus/netconf/* "$WORK"/
 
-export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:allocator_may_return_null=1:${ASAN_OPTIONS:-}"
-export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}"
 set +e
 # shellcheck disable=SC2086
 "$BIN" "$WORK" -dict="$HERE/netconf.dict" -max_total_time="$SECONDS_TO_RUN" -rss_limit_mb=2048 \

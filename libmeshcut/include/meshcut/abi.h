@@ -20,7 +20,8 @@ namespace meshcut {
 static_assert(sizeof(mc_sock_key) == 24 && std::has_unique_object_representations_v<mc_sock_key>);
 static_assert(sizeof(mc_sock_state) == 32);
 static_assert(sizeof(mc_pod) == 36);
-static_assert(sizeof(mc_config) == 8);
+static_assert(sizeof(mc_config) == 24);
+static_assert(sizeof(mc_flow_key) == 12 && std::has_unique_object_representations_v<mc_flow_key>);
 static_assert(sizeof(mc_meta) == 32);
 static_assert(sizeof(mc_cni_key) == 88 && std::has_unique_object_representations_v<mc_cni_key>);
 static_assert(sizeof(mc_cni_pod) == 432);
@@ -37,7 +38,11 @@ inline constexpr std::array<std::string_view, MC_C__N> kCounterNames = {
     "bytes_redirect_node", "msg_pass_no_peer",     "bytes_pass_no_peer",
     "msg_pass_sticky",     "bytes_pass_sticky",    "msg_pass_peer_gone",
     "msg_pass_disabled",   "msg_no_state",         "pairs_redirected",
-    "sock_rto_failed",     "tc_veth_pass",
+    "sock_rto_failed",     "tc_redirect_overlay",  "tc_redirect_neigh",
+    "tc_redirect_peer",    "tc_redirect_local",    "tc_pass_not_ip",
+    "tc_pass_fragment",    "tc_pass_not_tcp",      "tc_pass_not_pod",
+    "tc_pass_no_pod",      "tc_pass_unknown_flow", "tc_pass_fib",
+    "tc_pass_disabled",    "tc_pass_close",
 };
 static_assert(kCounterNames.size() == MC_C__N);
 

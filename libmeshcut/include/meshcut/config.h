@@ -21,6 +21,11 @@ struct DaemonConfig {
   std::string metrics_addr = "127.0.0.1:9464";
   uint32_t local_rto_min_us = 5000;  // 0: the kernel's 200 ms
   uint32_t gc_interval_s = 10;       // stale pod records; 0: off
+  // Cross-node tc shortcut: the cluster's pod CIDR (e.g. 10.244.0.0/16) and the
+  // overlay device (flannel.1). Without a pod CIDR the tc shortcut stays off.
+  std::string pod_cidr;
+  std::string overlay_dev;
+  bool cross_node = true;            // the node's switch
   std::vector<std::string> warnings;  // unknown keys, reported, not fatal
 };
 
@@ -28,6 +33,8 @@ struct DaemonConfig {
 Result<DaemonConfig> parse_daemon_config(const std::string& text, DaemonConfig defaults = {});
 Result<DaemonConfig> load_daemon_config(const std::string& path, DaemonConfig defaults = {});
 Result<SkbVerdict> parse_skb_verdict(const std::string& s);
+// "10.244.0.0/16" -> {network, mask}, both network order.
+Result<std::pair<uint32_t, uint32_t>> parse_ipv4_cidr(const std::string& s);
 const char* to_string(SkbVerdict v);
 
 }  // namespace meshcut

@@ -1,0 +1,146 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Helpers for the CRI e2e tests of meshcut: glue between the CRI kit
+(e2e/cri: CriNode) and the netns-tier harness (test/netns/mcnet.py: Daemon,
+Checks). Nothing here is specific to one test.
+
+  NodeNetns(node)      the node's netns as mcnet.Daemon wants it (.path, .name, .run)
+  NodeCgroup(node)     the node's cgroup v2 directory (where runc puts every pod
+                       container: <cgroup2 root>/<node.cgroup_parent>/<container id>),
+                       created up front so meshcutd can attach sockops to it
+  cni_cache_dir()      where containerd's libcni writes results/ (the kit's CNI_CACHE)
+  pods_json(d), record(d, sid), our_filter(node, dev), plugin_log(path), pct(xs, p)
+  wait_for(pred, timeout)
+  daemon_cleanup(d)    kill + detach that works even if the node netns is gone
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(REPO, "test", "netns"))
+sys.path.insert(0, os.path.join(REPO, "e2e", "cri"))
+
+import mcnet  # noqa: E402
+import node as crinode  # noqa: E402
+
+MC_TC_PREF = "19779"      # MC_TC_PRIO
+MC_TC_HANDLE = "0x4d43"   # MC_TC_HANDLE
+
+
+def cni_cache_dir():
+    """containerd 1.6's go-cni leaves libcni's CacheDir at its default: results
+    land in /var/lib/cni/results/<net name>-<sandbox id>-<ifname> (the kit's
+    CNI_CACHE); meshcutd's --cni-cache-dir is the directory above results/."""
+    return os.path.dirname(crinode.CNI_CACHE)
+
+
+class NodeNetns:
+    """A CriNode's netns in the shape mcnet.Daemon / test_cni expect."""
+
+    def __init__(self, node):
+        self.node = node
+        self.name = node.netns
+        self.path = node.netns_path
+
+    def run(self, *cmd, check=True):
+        return mcnet.sh("ip", "netns", "exec", self.name, *cmd, check=check)
+
+
+class NodeCgroup:
+    """The cgroup v2 directory that holds all of a node's pod containers.
+
+    The kit runs runc with the cgroupfs driver and cgroup_parent = /<node id>;
+    on this hybrid layout runc creates <cgroup2 root>/<node id>/<container id>
+    (checked: pause and app container processes show `0::/<node id>/<cid>`).
+    We create the parent before meshcutd starts so that its sockops program is
+    attached there and inherited by every container runc creates later.
+    The kit's teardown rmdirs it (/sys/fs/cgroup/*/<node id>); remove() is a
+    fallback."""
+
+    def __init__(self, node):
+        self.path = os.path.join(mcnet.cgroup2_root(), node.cgroup_parent.lstrip("/"))
+        os.makedirs(self.path, exist_ok=True)
+        self.procs = os.path.join(self.path, "cgroup.procs")
+        mcnet._cleanups.append(self.remove)
+
+    def remove(self):
+        if not os.path.isdir(self.path):
+            return
+        for d, _, _ in sorted(os.walk(self.path), key=lambda t: len(t[0]), reverse=True):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+
+
+def pods_json(d):
+    return json.loads(d.cli("pods", "--json").stdout)
+
+
+def record(d, sid):
+    recs = [p for p in pods_json(d) if p.get("container_id") == sid]
+    return recs[0] if len(recs) == 1 else (recs or None)
+
+
+def tc_filters(node, dev):
+    return node.sh("tc filter show dev %s ingress" % dev, check=False).stdout
+
+
+def our_filter(node, dev):
+    out = tc_filters(node, dev)
+    return ("pref " + MC_TC_PREF) in out and ("handle " + MC_TC_HANDLE) in out
+
+
+def plugin_log(path):
+    out = []
+    try:
+        with open(path) as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] if xs else float("nan")
+
+
+def wait_for(pred, timeout, step=0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() > deadline:
+            return v
+        time.sleep(step)
+
+
+def link_bytes(node, dev):
+    """(rx, tx) bytes of DEV in the node netns."""
+    out = node.sh("ip -j -s link show dev %s" % dev).stdout
+    st = json.loads(out)[0]["stats64"]
+    return st["rx"]["bytes"], st["tx"]["bytes"]
+
+
+def daemon_cleanup(d):
+    """Stop meshcutd and remove its pins, also when the node netns is already gone
+    (mcnet.Daemon.cli setns()es into it and would fail)."""
+    if d.proc and d.proc.poll() is None:
+        d.proc.send_signal(signal.SIGTERM)
+        try:
+            d.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            d.proc.kill()
+            d.proc.wait()
+    if os.path.exists(d.pin_root):
+        if d.netns is not None and not os.path.exists(d.netns.path):
+            d.netns = None
+        d.cli("detach", check=False)
