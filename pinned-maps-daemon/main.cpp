@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // meshcutd: the resident daemon (`run`) and the operator subcommands.
 #include <arpa/inet.h>
+#include <bpf/bpf.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -278,6 +279,14 @@ int main(int argc, char** argv) {
                   "the runtime's CNI result cache: pods that started while meshcutd was down are enrolled from it")
       ->capture_default_str();
 
+  auto* setc = app.add_subcommand("set", "change a switch of the running node at once");
+  add_pin_root(setc);
+  std::string set_cross;
+  setc->add_option("--cross-node", set_cross, "the node's tc shortcut: on|off (new flows; flows already\n"
+                                              "shortcut go back to the normal path at their next packet)")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->required();
+
   auto* pods = app.add_subcommand("pods", "list enrolled pods");
   add_pin_root(pods);
   pods->add_flag("--json", json, "machine-readable output");
@@ -316,6 +325,32 @@ int main(int argc, char** argv) {
     return cmd_unenroll(pin_root, netns, cookie);
   }
   if (*pods) return cmd_pods(pin_root, json);
+  if (*setc) {
+    PinLayout layout(pin_root);
+    auto lock = PinLock::acquire(layout.root);
+    if (!lock) return fail(lock.error());
+    auto maps = PinnedMaps::open(layout);
+    if (!maps) return fail(maps.error());
+    auto c = maps->config();
+    if (!c) return fail(c.error());
+    if (set_cross == "on" && !c->pod_cidr)
+      return fail(make_error("the tc shortcut needs the pod CIDR", EINVAL, "restart meshcutd with --pod-cidr"));
+    c->flags = set_cross == "on" ? (c->flags | MC_CFG_F_CROSS_NODE) : (c->flags & ~MC_CFG_F_CROSS_NODE);
+    if (auto st = maps->set_config(*c); !st) return fail(st.error());
+    if (set_cross == "off") {
+      // Forget every flow: switched on again, only flows that start then take
+      // the shortcut, so no flow flips from the normal path to the shortcut
+      // mid-stream (which could reorder it).
+      int fd = maps->fd(MC_MAP_FLOWS);
+      mc_flow_key k{}, next{};
+      while (bpf_map_get_next_key(fd, nullptr, &next) == 0) {
+        k = next;
+        bpf_map_delete_elem(fd, &k);
+      }
+    }
+    std::printf("cross-node shortcut %s\n", set_cross.c_str());
+    return 0;
+  }
   if (*icni || *ucni) {
     if (!entry_json.empty()) {
       try {

@@ -32,7 +32,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -71,15 +70,18 @@ std::string mac_str(const uint8_t* m) {
 }
 std::string mac_str(const Mac& m) { return mac_str(m.data()); }
 
+// Via ioctl: /sys/class/net shows the netns sysfs was mounted in, not ours.
 Mac if_mac(const char* name) {
-  std::ifstream f(std::string("/sys/class/net/") + name + "/address");
-  std::string s;
-  f >> s;
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw std::runtime_error("socket: " + std::string(std::strerror(errno)));
+  ifreq ifr{};
+  std::snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", name);
+  int rc = ioctl(fd, SIOCGIFHWADDR, &ifr);
+  int e = errno;
+  close(fd);
+  if (rc != 0) throw std::runtime_error("SIOCGIFHWADDR " + std::string(name) + ": " + std::strerror(e));
   Mac m{};
-  unsigned v[6];
-  if (std::sscanf(s.c_str(), "%x:%x:%x:%x:%x:%x", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5]) != 6)
-    throw std::runtime_error("cannot read MAC of " + std::string(name));
-  for (int i = 0; i < 6; i++) m[i] = uint8_t(v[i]);
+  std::memcpy(m.data(), ifr.ifr_hwaddr.sa_data, 6);
   return m;
 }
 

@@ -97,6 +97,7 @@ def main():
     keep_tmp = False
     before = leftovers()
     d = cg = node = None
+    interrupted = None
 
     try:
         with contextlib.ExitStack() as stack:
@@ -138,6 +139,9 @@ def main():
                 ck.check(not os.path.exists(d.pin_root), "meshcutd stopped and detached: pin root %s gone" % d.pin_root)
             t_td = time.perf_counter()
         tm.phases.append(("7: node teardowns", time.perf_counter() - t_td))
+    except (KeyboardInterrupt, SystemExit) as e:   # Ctrl-C / SIGTERM (mcnet: sys.exit(130)): nodes are torn down
+        interrupted = e.code if isinstance(e, SystemExit) and isinstance(e.code, int) else 130
+        log("interrupted: cleaning up")
     except Exception as e:  # a check that could not even run: fail, still clean up and report
         keep_tmp = True
         traceback.print_exc()
@@ -156,10 +160,16 @@ def main():
     ck.check(cg is None or not os.path.exists(cg.path), "node cgroup v2 dir gone")
     summary["total_s"] = time.perf_counter() - t_start
     print_summary(tm, summary)
-    if ck.failed or keep_tmp:
+    if (ck.failed or keep_tmp) and interrupted is None:
         print("plugin log kept at %s; meshcutd log at %s" % (plugin_log, d.logfile if d else "-"))
     else:
         shutil.rmtree(tmp, ignore_errors=True)
+        if d is not None and os.path.exists(d.logfile):
+            os.unlink(d.logfile)
+    if interrupted is not None:
+        mcnet._sweep()
+        print("interrupted: %d passed, %d failed so far" % (ck.passed, ck.failed))
+        sys.exit(interrupted)
     ck.done()
 
 

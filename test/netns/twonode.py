@@ -459,6 +459,7 @@ def rr_client(addr, seed, req_size, reply_size, timeout=10):
     req = struct.pack("!I", reply_size) + streams.payload(seed, max(0, req_size - 4))
     c = socket.create_connection(addr, timeout=timeout)
     try:
+        view = c.getpeername()
         c.sendall(streams.frame(req))
         c.shutdown(socket.SHUT_WR)
         data = streams.recv_msg(c)
@@ -468,7 +469,7 @@ def rr_client(addr, seed, req_size, reply_size, timeout=10):
             raise streams.StreamError("reply payload differs")
         streams.expect_eof(c)
         _, ip, port = head.decode().split()
-        return (ip, int(port)), c.getpeername()
+        return (ip, int(port)), view
     finally:
         c.close()
 
