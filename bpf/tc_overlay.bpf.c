@@ -26,13 +26,14 @@ int mc_tc_overlay(struct __sk_buff *skb)
 	struct mc_pod *dst;
 	int r;
 
-	if (!cfg || !(cfg->flags & MC_CFG_F_CROSS_NODE) || !cfg->enabled)
+	if (!mc_tc_on(cfg))
 		return pass(MC_C_TC_PASS_DISABLED);
 	r = mc_parse(skb, cfg, &p);
 	if (r)
 		return pass(r);
 	dst = mc_pod_by_ip(p.ip->daddr);
-	if (!dst || !(dst->flags & MC_POD_F_CROSS))
+	/* From the overlay, the source is never one of our pods (spoofed). */
+	if (!dst || !(dst->flags & MC_POD_F_CROSS) || !dst->host_ifindex || mc_pod_by_ip(p.ip->saddr))
 		return pass(MC_C_TC_PASS_NO_POD);
 	r = mc_flow_allows(&p);
 	if (r)

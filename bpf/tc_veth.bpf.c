@@ -33,22 +33,26 @@ int mc_tc_veth(struct __sk_buff *skb)
 	int r;
 	long rc;
 
-	if (!cfg || !(cfg->flags & MC_CFG_F_CROSS_NODE) || !cfg->enabled)
+	if (!mc_tc_on(cfg))
 		return pass(MC_C_TC_PASS_DISABLED);
 	r = mc_parse(skb, cfg, &p);
+	if (r == MC_C_TC_PASS_NOT_POD && p.tcp->syn && !p.tcp->ack)
+		mc_flow_new_syn(&p, 0); /* e.g. to a ClusterIP: see mc_flow_owner */
 	if (r)
 		return pass(r);
 	/* The source must be the pod behind this very veth (no spoofing). */
 	src = mc_pod_by_ip(p.ip->saddr);
 	if (!src || src->host_ifindex != skb->ingress_ifindex || !(src->flags & MC_POD_F_CROSS))
 		return pass(MC_C_TC_PASS_NO_POD);
+	if (p.tcp->syn && !p.tcp->ack)
+		mc_flow_new_syn(&p, 1);
 	r = mc_flow_allows(&p);
 	if (r)
 		return pass(r);
 
 	dst = mc_pod_by_ip(p.ip->daddr);
 	if (dst) {
-		if (!(dst->flags & MC_POD_F_CROSS))
+		if (!(dst->flags & MC_POD_F_CROSS) || !dst->host_ifindex)
 			return pass(MC_C_TC_PASS_NO_POD);
 		mc_count(MC_C_TC_REDIRECT_LOCAL, 1);
 		return mc_to_pod(&p, dst);
@@ -57,7 +61,10 @@ int mc_tc_veth(struct __sk_buff *skb)
 	fib.family = AF_INET;
 	fib.l4_protocol = IPPROTO_TCP;
 	fib.tos = p.ip->tos;
-	fib.tot_len = bpf_ntohs(p.ip->tot_len);
+	/* tot_len 0: the kernel checks the skb against the egress MTU itself,
+	 * GSO-aware (a GSO super-packet is longer than the overlay MTU but is
+	 * segmented there; with its tot_len the lookup would say FRAG_NEEDED). */
+	fib.tot_len = 0;
 	fib.ipv4_src = p.ip->saddr;
 	fib.ipv4_dst = p.ip->daddr;
 	fib.ifindex = skb->ingress_ifindex;

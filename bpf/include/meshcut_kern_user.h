@@ -29,6 +29,7 @@
 #define MC_MAP_PAIR_KIND "mc_pair_kind"
 #define MC_MAP_CNI_PODS "mc_cni_pods"
 #define MC_MAP_FLOWS "mc_flows"
+#define MC_MAP_FLOW_OWNER "mc_flow_owner"
 #define MC_PROG_TC_OVERLAY "tc_overlay"
 #define MC_PROG_TC_VETH "tc_veth"
 /* Our tc filter on a pod's host veth: its own handle and priority, so that it
@@ -172,7 +173,16 @@ struct mc_flow_key {
 struct mc_flow {
 	__u64 last_ns; /* bpf_ktime_get_ns of the last packet that refreshed it */
 };
-#define MC_FLOW_IDLE_NS (60ull * 1000000000ull)
+/* mc_flow_owner: a local pod's (ip, port) -> the flow it last started there. */
+struct mc_flow_owner_key {
+	__u32 ip;    /* network order */
+	__u16 port;  /* network order */
+	__u16 pad;
+};
+/* Idle flows age out (the pod vanished without FIN/RST). Long enough for
+ * keep-alive connections: a flow that falls back mid-stream meets conntrack's
+ * loose pick-up on the normal path. */
+#define MC_FLOW_IDLE_NS (600ull * 1000000000ull)
 
 /* mc_meta: array, one entry: the layout a pin root holds, and what the daemon found. */
 #define MC_FEAT_NETNS_COOKIE 0x1u   /* bpf_get_netns_cookie in sockops and sk_msg */
@@ -230,7 +240,7 @@ enum mc_counter {
 	MC_C_TC_PASS_UNKNOWN_FLOW,/* flow not seen starting between pod IPs here (maybe NATed) */
 	MC_C_TC_PASS_FIB,         /* no route via the overlay device */
 	MC_C_TC_PASS_DISABLED,    /* node switch off, or no pod CIDR configured */
-	MC_C_TC_PASS_CLOSE,       /* RST ends the flow: normal path from here on */
+	MC_C_TC_FLOW_RST,         /* flows ended by RST (the RST itself still takes the shortcut) */
 	MC_C__N,
 };
 

@@ -43,17 +43,34 @@ static __always_inline int mc_parse(struct __sk_buff *skb, const struct mc_confi
 		return MC_C_TC_PASS_FRAGMENT;
 	if (ip->protocol != IPPROTO_TCP)
 		return MC_C_TC_PASS_NOT_TCP;
-	if (!cfg->pod_cidr || (ip->saddr & cfg->pod_cidr_mask) != cfg->pod_cidr ||
-	    (ip->daddr & cfg->pod_cidr_mask) != cfg->pod_cidr)
-		return MC_C_TC_PASS_NOT_POD;
 	tcp = (void *)ip + ip->ihl * 4;
 	if ((void *)(tcp + 1) > end)
 		return MC_C_TC_PASS_NOT_IP;
 	p->eth = eth;
 	p->ip = ip;
 	p->tcp = tcp;
+	/* P is filled from here on (the caller may look at a NOT_POD packet). */
+	if ((ip->saddr & cfg->pod_cidr_mask) != cfg->pod_cidr || (ip->daddr & cfg->pod_cidr_mask) != cfg->pod_cidr)
+		return MC_C_TC_PASS_NOT_POD;
 	return 0;
 }
+
+/* The node's switch and the pod CIDR it needs. */
+static __always_inline int mc_tc_on(const struct mc_config *cfg)
+{
+	return cfg && cfg->enabled && (cfg->flags & MC_CFG_F_CROSS_NODE) && cfg->pod_cidr;
+}
+
+/* A local pod's (ip, port) -> the flow it last started. A new SYN from the
+ * same (ip, port) ends that flow: if the new connection goes to a ClusterIP
+ * and is DNATed to the same backend (ip, port), its replies must not match the
+ * old flow and skip the reverse NAT. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct mc_flow_owner_key);
+	__type(value, struct mc_flow_key);
+} mc_flow_owner SEC(".maps");
 
 static __always_inline struct mc_config *mc_cfg(void)
 {
@@ -77,7 +94,8 @@ static __always_inline void mc_flow_key(const struct mc_pkt *p, struct mc_flow_k
 /*
  * The flow decision, the same on every hook and in both directions: a SYN
  * (without ACK) between pod IPs starts a flow known to need no translation
- * here; later packets of a known, live flow may take the shortcut; RST ends it.
+ * here; later packets of a known, live flow take the shortcut, FIN and RST
+ * included (a flow keeps one path to its end); RST forgets it.
  * Returns 0 to shortcut, else the pass counter.
  */
 static __always_inline int mc_flow_allows(const struct mc_pkt *p)
@@ -88,8 +106,15 @@ static __always_inline int mc_flow_allows(const struct mc_pkt *p)
 
 	mc_flow_key(p, &k);
 	if (p->tcp->rst) {
+		/* The RST goes the way the flow went: on the normal path the node's
+		 * conntrack, which never saw the flow's middle, would call it INVALID
+		 * and kube-proxy's KUBE-FORWARD rule would drop it. */
+		f = bpf_map_lookup_elem(&mc_flows, &k);
+		if (!f || now - f->last_ns > MC_FLOW_IDLE_NS)
+			return MC_C_TC_PASS_UNKNOWN_FLOW;
 		bpf_map_delete_elem(&mc_flows, &k);
-		return MC_C_TC_PASS_CLOSE;
+		mc_count(MC_C_TC_FLOW_RST, 1);
+		return 0;
 	}
 	if (p->tcp->syn && !p->tcp->ack) {
 		nf.last_ns = now;
@@ -102,6 +127,30 @@ static __always_inline int mc_flow_allows(const struct mc_pkt *p)
 	if (now - f->last_ns > 1000000000ull) /* refresh at most once a second */
 		f->last_ns = now;
 	return 0;
+}
+
+/* A local pod sends a SYN from (ip, port): forget the flow it started before
+ * from there; if this one is between pod IPs, remember it as its owner. */
+static __always_inline void mc_flow_new_syn(const struct mc_pkt *p, int pod_to_pod)
+{
+	struct mc_flow_owner_key o = {.ip = p->ip->saddr, .port = p->tcp->source};
+	struct mc_flow_key *old = bpf_map_lookup_elem(&mc_flow_owner, &o);
+	struct mc_flow_key k = {};
+
+	if (pod_to_pod)
+		mc_flow_key(p, &k);
+	if (old) {
+		struct mc_flow_key ok = *old;
+
+		/* field by field: BPF has no memcmp */
+		if (!pod_to_pod || ok.ip_lo != k.ip_lo || ok.ip_hi != k.ip_hi || ok.port_lo != k.port_lo ||
+		    ok.port_hi != k.port_hi)
+			bpf_map_delete_elem(&mc_flows, &ok);
+	}
+	if (pod_to_pod)
+		bpf_map_update_elem(&mc_flow_owner, &o, &k, BPF_ANY);
+	else if (old)
+		bpf_map_delete_elem(&mc_flow_owner, &o);
 }
 
 /* What forwarding would do to the IP header (ip_decrease_ttl). */
@@ -128,6 +177,8 @@ static __always_inline struct mc_pod *mc_pod_by_ip(__u32 ip)
 /* Into pod DST through its host veth's peer, as the bridge would deliver it. */
 static __always_inline long mc_to_pod(struct mc_pkt *p, const struct mc_pod *dst)
 {
+	if (!dst->host_ifindex) /* unknown veth: the caller checked; belt and braces */
+		return TC_ACT_OK;
 	__builtin_memcpy(p->eth->h_dest, dst->pod_mac, ETH_ALEN);
 	__builtin_memcpy(p->eth->h_source, dst->host_mac, ETH_ALEN);
 	return bpf_redirect_peer(dst->host_ifindex, 0);

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <array>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -34,6 +35,7 @@
 #include <cstring>
 #include <memory>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -291,12 +293,12 @@ struct Env {
   Counters counters() const {
     Counters sum(MC_C__N, 0);
     std::vector<uint64_t> per(size_t(ncpu), 0);
-    for (uint32_t i = 0; i < MC_C__N; i++) {
-      int err = bpf_map__lookup_elem(veth->maps.mc_counters, &i, sizeof i, per.data(),
-                                     per.size() * sizeof(uint64_t), 0);
-      REQUIRE(err == 0);
+    int err = 0;
+    for (uint32_t i = 0; i < MC_C__N && !err; i++) {
+      err = bpf_map__lookup_elem(veth->maps.mc_counters, &i, sizeof i, per.data(), per.size() * sizeof(uint64_t), 0);
       for (auto v : per) sum[i] += v;
     }
+    if (err) FAIL("reading mc_counters: " << err << " " << std::strerror(-err));
     return sum;
   }
 
@@ -343,22 +345,33 @@ struct Env {
   }
 };
 
-// The program ran, returned WANT_RET, and exactly counter WANT went up by one.
+// Byte differences as "off: in->out" (hex), for readable failures.
+std::string diff_str(const Bytes& in, const Bytes& out) {
+  std::ostringstream os;
+  if (in.size() != out.size()) os << "size " << in.size() << "->" << out.size() << "; ";
+  char b[32];
+  for (size_t i = 0; i < in.size() && i < out.size(); i++) {
+    if (in[i] == out[i]) continue;
+    std::snprintf(b, sizeof b, "%zu: %02x->%02x ", i, in[i], out[i]);
+    os << b;
+  }
+  std::string r = os.str();
+  return r.empty() ? "identical" : r;
+}
+
+// The program ran, returned WANT_RET, and exactly counter WANT went up by one
+// (and no other counter moved).
 void expect(const Result& r, int want_ret, int want) {
-  INFO("counter deltas: " << r.deltas());
-  INFO("expected: retval " << want_ret << ", " << meshcut::kCounterNames[want] << " +1");
+  INFO("test_run: " << r.err << " " << std::strerror(-r.err));
   REQUIRE(r.err == 0);
   CHECK(r.retval == want_ret);
-  for (int i = 0; i < MC_C__N; i++) {
-    INFO("counter " << meshcut::kCounterNames[i]);
-    CHECK(r.after[i] - r.before[i] == (i == want ? 1u : 0u));
-  }
+  CHECK(r.deltas() == std::string(meshcut::kCounterNames[want]) + " +1");
 }
 
 // A passed frame is not touched.
 void expect_pass(const Result& r, const Bytes& in, int want) {
   expect(r, kTcActOk, want);
-  CHECK(r.out == in);
+  CHECK(diff_str(in, r.out) == "identical");
 }
 
 // A forwarded frame: new MACs, TTL - 1, IP checksum valid, nothing else changed.
@@ -366,17 +379,22 @@ void expect_forwarded(const Result& r, const Bytes& in, const Mac& dst, const Ma
                       bool ttl_dec = true) {
   expect(r, kTcActRedirect, want);
   REQUIRE(r.out.size() == in.size());
-  INFO("dst MAC " << mac_str(&r.out[0]) << " want " << mac_str(dst));
-  CHECK(std::memcmp(&r.out[0], dst.data(), 6) == 0);
-  INFO("src MAC " << mac_str(&r.out[6]) << " want " << mac_str(src));
-  CHECK(std::memcmp(&r.out[6], src.data(), 6) == 0);
-  CHECK(int(r.out[22]) == int(in[22]) - (ttl_dec ? 1 : 0));
-  INFO("IP checksum out 0x" << std::hex << (r.out[24] << 8 | r.out[25]));
-  CHECK(ip_csum(&r.out[14], 20) == 0);
-  Bytes a(in.begin() + 12, in.end()), b(r.out.begin() + 12, r.out.end());
-  a[22 - 12] = b[22 - 12] = 0;                     // TTL
-  a[24 - 12] = b[24 - 12] = a[25 - 12] = b[25 - 12] = 0;  // IP checksum
-  CHECK(a == b);
+  CHECK("dst " + mac_str(&r.out[0]) == "dst " + mac_str(dst));
+  CHECK("src " + mac_str(&r.out[6]) == "src " + mac_str(src));
+  CHECK(int(r.out[22]) == int(in[22]) - (ttl_dec ? 1 : 0));  // TTL
+  {
+    INFO("IP checksum out 0x" << std::hex << (r.out[24] << 8 | r.out[25]));
+    CHECK(ip_csum(&r.out[14], 20) == 0);
+  }
+  // Nothing else changed: compare with the expected rewrite.
+  Bytes want_out = in;
+  std::memcpy(&want_out[0], dst.data(), 6);
+  std::memcpy(&want_out[6], src.data(), 6);
+  want_out[22] = r.out[22];
+  want_out[24] = r.out[24];
+  want_out[25] = r.out[25];
+  INFO("differences from the expected frame (offset: want->got)");
+  CHECK(diff_str(want_out, r.out) == "identical");
 }
 
 Pkt flow8(uint8_t flags) {  // 10.244.1.5:40000 -> 10.244.2.7:8080
@@ -411,11 +429,40 @@ TEST_CASE("02 veth: IPv6 frame passes (not_ip)", "[tc]") {
   expect_pass(e.veth_run(in), in, MC_C_TC_PASS_NOT_IP);
 }
 
-TEST_CASE("03 veth: short frame (20 bytes, IPv4 ethertype) passes (not_ip)", "[tc]") {
+TEST_CASE("03 veth: short frames pass (not_ip)", "[tc]") {
   Env e;
+  // A 20-byte frame with the IPv4 ethertype: BPF_PROG_TEST_RUN itself refuses
+  // IPv4 frames shorter than ETH_HLEN + 20 (IPv6: + 40) with EINVAL on 6.18, so
+  // the program never sees it there; on a kernel that lets it through it must
+  // be not_ip.
   Bytes in = build(flow8(SYN));
   in.resize(20);
-  expect_pass(e.veth_run(in), in, MC_C_TC_PASS_NOT_IP);
+  Result r = e.veth_run(in);
+  if (r.err == -EINVAL) {
+    WARN("test_run refuses a 20-byte IPv4 frame (EINVAL): kernel check, program not run");
+  } else {
+    expect_pass(r, in, MC_C_TC_PASS_NOT_IP);
+  }
+  // 20 bytes of something else: not_ip at the ethertype.
+  Bytes other(20, 0);
+  std::memcpy(&other[0], kCni0Mac.data(), 6);
+  put16(other, 12, 0x88cc);  // LLDP
+  expect_pass(e.veth_run(other), other, MC_C_TC_PASS_NOT_IP);
+  // The IPv4 header is there, the TCP header is cut short: not_ip at the TCP bound.
+  Bytes cut = build(flow8(SYN));
+  cut.resize(14 + 20 + 10);
+  expect_pass(e.veth_run(cut), cut, MC_C_TC_PASS_NOT_IP);
+  // IHL 15 (60-byte header claimed) in a 54-byte frame: the TCP header would start past the end.
+  Bytes ihl = build(flow8(SYN));
+  ihl[14] = 0x4f;
+  put16(ihl, 24, 0);
+  put16(ihl, 24, ip_csum(&ihl[14], 20));
+  expect_pass(e.veth_run(ihl), ihl, MC_C_TC_PASS_NOT_IP);
+  // IHL 4: not a valid IPv4 header.
+  Bytes ihl4 = build(flow8(SYN));
+  ihl4[14] = 0x44;
+  expect_pass(e.veth_run(ihl4), ihl4, MC_C_TC_PASS_NOT_IP);
+  CHECK(e.flow_count() == 0);
 }
 
 TEST_CASE("04 veth: IPv4 fragment (MF) passes (fragment)", "[tc]") {
@@ -481,12 +528,18 @@ TEST_CASE("10 overlay: SYN-ACK of the flow goes into the pod (redirect_peer)", "
   expect_forwarded(e.ovl_run(in), in, kPod5Mac, kHost5Mac, MC_C_TC_REDIRECT_PEER);
 }
 
-TEST_CASE("11 RST ends the flow (pass_close), the next ACK is unknown_flow", "[tc]") {
+TEST_CASE("11 RST takes the flow's shortcut and ends it (flow_rst), the next ACK is unknown_flow", "[tc]") {
   Env e;
   expect(e.veth_run(build(flow8(SYN))), kTcActRedirect, MC_C_TC_REDIRECT_OVERLAY);
   expect(e.ovl_run(build(flow8_reply(SYN | ACK))), kTcActRedirect, MC_C_TC_REDIRECT_PEER);
   Bytes rst = build(flow8(RST | ACK));
-  expect_pass(e.veth_run(rst), rst, MC_C_TC_PASS_CLOSE);
+  // The RST goes the way the flow went (on the normal path conntrack would
+  // call it INVALID): redirected, and the flow is forgotten.
+  Result rr = e.veth_run(rst);
+  REQUIRE(rr.err == 0);
+  CHECK(rr.retval == kTcActRedirect);
+  CHECK(rr.deltas() == std::string(meshcut::kCounterNames[MC_C_TC_REDIRECT_OVERLAY]) + " +1, " +
+                           std::string(meshcut::kCounterNames[MC_C_TC_FLOW_RST]) + " +1");
   CHECK(e.flow_count() == 0);
   Bytes ack = build(flow8(ACK));
   expect_pass(e.veth_run(ack), ack, MC_C_TC_PASS_UNKNOWN_FLOW);
@@ -537,6 +590,9 @@ TEST_CASE("16 node switch off (mc_config.flags = 0) passes (disabled)", "[tc]") 
   expect_pass(e.veth_run(in), in, MC_C_TC_PASS_DISABLED);
   Bytes r = build(flow8_reply(SYN));
   expect_pass(e.ovl_run(r), r, MC_C_TC_PASS_DISABLED);
+  e.set_config(0, MC_CFG_F_CROSS_NODE);  // meshcut as a whole off (detach)
+  expect_pass(e.veth_run(in), in, MC_C_TC_PASS_DISABLED);
+  expect_pass(e.ovl_run(r), r, MC_C_TC_PASS_DISABLED);
   CHECK(e.flow_count() == 0);
 }
 
@@ -549,6 +605,81 @@ TEST_CASE("17 overlay: unknown flow and outside source pass", "[tc]") {
   Bytes syn = build(p);
   expect_pass(e.ovl_run(syn), syn, MC_C_TC_PASS_NOT_POD);
   CHECK(e.flow_count() == 0);
+}
+
+// ---- Beyond the table: edges found while writing it. ----
+
+TEST_CASE("18 TTL 1 is left to the normal path (fib), both programs", "[tc]") {
+  Env e;
+  Pkt p = flow8(SYN);
+  p.ttl = 1;
+  Bytes in = build(p);
+  expect_pass(e.veth_run(in), in, MC_C_TC_PASS_FIB);
+  Pkt q = flow8_reply(SYN | ACK);
+  q.ttl = 1;
+  Bytes rin = build(q);
+  expect_pass(e.ovl_run(rin), rin, MC_C_TC_PASS_FIB);
+}
+
+TEST_CASE("19 pods without the crossNode flag are not shortcut (no_pod)", "[tc]") {
+  Env e;
+  e.add_pod(1001, "10.244.1.5", e.h5, kPod5Mac, kHost5Mac, MC_POD_F_INTRA | MC_POD_F_NODE);
+  Bytes in = build(flow8(SYN));
+  expect_pass(e.veth_run(in), in, MC_C_TC_PASS_NO_POD);  // as source
+  Bytes rin = build(flow8_reply(SYN));
+  expect_pass(e.ovl_run(rin), rin, MC_C_TC_PASS_NO_POD);  // as destination from the overlay
+  Pkt p = flow8(SYN);  // as local destination
+  p.saddr = "10.244.1.6";
+  p.daddr = "10.244.1.5";
+  Bytes lin = build(p);
+  expect_pass(e.veth_run(lin, e.h6), lin, MC_C_TC_PASS_NO_POD);
+}
+
+TEST_CASE("20 overlay: SYN from a remote pod starts the flow both ways", "[tc]") {
+  Env e;
+  Bytes syn = build(flow8_reply(SYN));
+  expect_forwarded(e.ovl_run(syn), syn, kPod5Mac, kHost5Mac, MC_C_TC_REDIRECT_PEER);
+  CHECK(e.flow_count() == 1);
+  Bytes synack = build(flow8(SYN | ACK));
+  expect_forwarded(e.veth_run(synack), synack, kNeighMac, e.ovl_mac, MC_C_TC_REDIRECT_OVERLAY);
+}
+
+TEST_CASE("21 route not via the overlay device is left alone (fib)", "[tc]") {
+  Env e;
+  Pkt p = flow8(SYN);
+  p.daddr = "10.244.7.7";  // no route at all in the test netns
+  Bytes in = build(p);
+  expect_pass(e.veth_run(in), in, MC_C_TC_PASS_FIB);
+}
+
+// The enum says MC_C_TC_PASS_DISABLED counts "node switch off, or no pod CIDR
+// configured"; mc_parse charges MC_C_TC_PASS_NOT_POD when pod_cidr == 0.
+// [!mayfail] until bpf/ and the comment agree (drop the tag then).
+TEST_CASE("F1 no pod CIDR configured counts as disabled", "[tc][finding][!mayfail]") {
+  Env e;
+  e.set_config(1, MC_CFG_F_CROSS_NODE, "0.0.0.0", "0.0.0.0");
+  Bytes in = build(flow8(SYN));
+  expect_pass(e.veth_run(in), in, MC_C_TC_PASS_DISABLED);
+  Bytes rin = build(flow8_reply(SYN));
+  expect_pass(e.ovl_run(rin), rin, MC_C_TC_PASS_DISABLED);
+}
+
+// mc_pod.host_ifindex is "0 if unknown", but mc_to_pod redirects to it
+// unchecked: bpf_redirect_peer(0) returns TC_ACT_REDIRECT and skb_do_redirect
+// then drops the packet (no device 0). Such a destination must pass.
+// [!mayfail] until bpf/ checks host_ifindex (drop the tag then).
+TEST_CASE("F2 a destination pod with host_ifindex 0 is not redirected", "[tc][finding][!mayfail]") {
+  Env e;
+  e.add_pod(1003, "10.244.1.7", 0, kPod6Mac, kHost6Mac);
+  Pkt p = flow8(SYN);
+  p.daddr = "10.244.1.7";
+  p.dst = kPod6Mac;
+  Bytes in = build(p);
+  expect_pass(e.veth_run(in), in, MC_C_TC_PASS_NO_POD);
+  Pkt q = flow8_reply(SYN);
+  q.daddr = "10.244.1.7";
+  Bytes rin = build(q);
+  expect_pass(e.ovl_run(rin), rin, MC_C_TC_PASS_NO_POD);
 }
 
 int main(int argc, char** argv) {

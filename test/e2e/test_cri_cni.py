@@ -40,7 +40,9 @@ import crimc  # noqa: E402  (puts test/netns and e2e/cri on sys.path)
 import mcnet  # noqa: E402
 from mcnet import log  # noqa: E402
 
-PLUGIN = os.path.join(mcnet.BUILD, "cni-plugin", "meshcut")
+# the plugin next to the meshcutd under test (CTest sets MESHCUTD), or $MESHCUT_CNI_PLUGIN
+PLUGIN = os.environ.get("MESHCUT_CNI_PLUGIN") or os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(mcnet.MESHCUTD))), "cni-plugin", "meshcut")
 MC_CIDR = "10.244.61.0/24"
 BASE_CIDR = "10.244.62.0/24"
 PAYLOAD = 2 << 20   # bytes moved between the two pods
@@ -95,8 +97,7 @@ def main():
     plugin_log = os.path.join(tmp, "meshcut-cni.log")
     summary = {}
     keep_tmp = False
-    before = leftovers()
-    d = cg = node = None
+    d = cg = node = base = None
     interrupted = None
 
     try:
@@ -124,7 +125,6 @@ def main():
                 check_opt_out(ck, node, d, plugin_log)
             with tm.phase("5: traffic between CRI pods"):
                 check_traffic(ck, node, d, summary)
-            base = None
             if not opt.no_baseline:
                 with tm.phase("setup: baseline node (no meshcut)"):
                     base = stack.enter_context(CriNode("base", BASE_CIDR, cni_bin_dirs=["/usr/lib/cni"]))
@@ -153,7 +153,9 @@ def main():
         crimc.daemon_cleanup(d)
     if cg is not None:
         cg.remove()
-    left = {k: sorted(set(v) - set(before.get(k, []))) for k, v in leftovers().items()}
+    # only what our nodes left: other sessions may run CRI nodes at the same time
+    ids = [n.id for n in (node, base) if n is not None]
+    left = {k: [x for x in v if any(i in x for i in ids)] for k, v in leftovers().items()}
     left = {k: v for k, v in left.items() if v}
     ck.check(not left, "nothing left by the nodes (netns, dirs, CNI cache, cgroups): %s" % (left or "none"))
     ck.check(d is None or not os.path.exists(d.pin_root), "no pins left")

@@ -187,8 +187,12 @@ class Node:
     def run(self, *cmd, check=True):
         return self.ns.run(*cmd, check=check)
 
+    def link_info(self, dev):
+        """`ip -j link show DEV` in the node: ifindex, address, mtu, ..."""
+        return json.loads(mcnet.sh("ip", "-n", self.ns.name, "-j", "link", "show", "dev", dev).stdout)[0]
+
     def ifindex(self, dev):
-        return json.loads(mcnet.sh("ip", "-n", self.ns.name, "-j", "link", "show", "dev", dev).stdout)[0]["ifindex"]
+        return self.link_info(dev)["ifindex"]
 
     def link_stats(self, dev):
         return _ip_link_stats(self.ns, dev)
@@ -202,6 +206,15 @@ class Node:
             log("%s: meshcutd status failed: %s" % (self.name, e))
             return {}
 
+    def invalid_drops(self):
+        """Packets kube-proxy's `KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP`
+        dropped on this node (conntrack judged them out of the flow it knows)."""
+        r = self.run("iptables", "-t", "filter", "-nvxL", "KUBE-FORWARD", check=False)
+        for line in r.stdout.splitlines():
+            if "ctstate INVALID" in line and "DROP" in line:
+                return int(line.split()[0])
+        return 0
+
     def iptables_save(self):
         return self.run("iptables-save").stdout
 
@@ -212,12 +225,16 @@ class Cluster:
     by mcnet's cleanup sweep (or ck.done())."""
 
     def __init__(self, cg, meshcut=True, cross_node=True, daemon_extra=(), meshcut_conf=None,
-                 kube_forward_invalid_drop=True, daemon_cgroup=None):
+                 kube_forward_invalid_drop=True, conntrack_liberal=False, daemon_cgroup=None):
         """CG: the test cgroup (already joined by the caller). MESHCUT: chain
         the meshcut plugin and run a meshcutd per node. CROSS_NODE: the
         plugin's crossNode switch. DAEMON_EXTRA: extra `meshcutd run` args
         (a list, or a function node -> list). MESHCUT_CONF: extra keys for the
-        plugin's conf. DAEMON_CGROUP: the cgroup meshcutd attaches sockops to
+        plugin's conf. KUBE_FORWARD_INVALID_DROP: kube-proxy's
+        `KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP` (its default);
+        CONNTRACK_LIBERAL: net.netfilter.nf_conntrack_tcp_be_liberal=1 (what
+        kube-proxy's conntrack.tcpBeLiberal sets; it then omits that drop rule:
+        pass kube_forward_invalid_drop=False too). DAEMON_CGROUP: the cgroup meshcutd attaches sockops to
         (default CG; pass an empty one to keep the socket shortcut out)."""
         self.cg = cg
         self.meshcut = meshcut
@@ -225,6 +242,7 @@ class Cluster:
         self.daemon_extra = daemon_extra
         self.meshcut_conf = dict(meshcut_conf or {})
         self.kube_forward_invalid_drop = kube_forward_invalid_drop
+        self.conntrack_liberal = conntrack_liberal
         self.daemon_cgroup = daemon_cgroup or cg
         self.tmp = tempfile.mkdtemp(prefix="mc-2node-")
         mcnet._cleanups.append(lambda: shutil.rmtree(self.tmp, ignore_errors=True))
@@ -264,13 +282,15 @@ class Cluster:
         ns = n.ns
         ns.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
         ns.run("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1", check=False)  # kube-proxy needs it
+        if self.conntrack_liberal:
+            ns.run("sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_be_liberal=1")
         # flanneld's vxlan device.
         ns.ip("link", "add", VXLAN_DEV, "type", "vxlan", "id", "1", "local", n.underlay_ip, "dev", WIRE_DEV,
               "dstport", str(VXLAN_PORT), "nolearning")
         ns.ip("link", "set", VXLAN_DEV, "mtu", str(VXLAN_MTU))
         ns.ip("addr", "add", n.vtep_ip + "/32", "dev", VXLAN_DEV)
         ns.ip("link", "set", VXLAN_DEV, "up")
-        n.vtep_mac = json.loads(mcnet.sh("ip", "-n", ns.name, "-j", "link", "show", "dev", VXLAN_DEV).stdout)[0]["address"]
+        n.vtep_mac = n.link_info(VXLAN_DEV)["address"]
         # Base iptables: kube-proxy's jumps first, then flannel's masquerade
         # exemption for pod-to-pod traffic (the bridge plugin's ipMasq rule,
         # appended per pod, would otherwise SNAT pod -> pod on another node).
@@ -363,7 +383,10 @@ class Cluster:
         """Per node: meshcutd counters and link counters of cni0, flannel.1, eth0."""
         out = {}
         for n in self.nodes.values():
-            out[n.name] = {"counters": n.counters(),
+            c = dict(n.counters())
+            if self.kube_forward_invalid_drop:
+                c["ct_invalid_dropped"] = n.invalid_drops()
+            out[n.name] = {"counters": c,
                            "links": {d: n.link_stats(d) or {} for d in (BRIDGE, VXLAN_DEV, WIRE_DEV)}}
         return out
 
@@ -384,13 +407,19 @@ class Cluster:
         first, all listed), packets/bytes of cni0 and flannel.1."""
         lines = []
         for node, x in sorted(d.items()):
-            tc = " ".join("%s=%+d" % (k, v) for k, v in sorted(x["counters"].items()) if k.startswith(prefix))
+            mine = sorted((k, v) for k, v in x["counters"].items() if k.startswith(prefix))
+            tc = " ".join("%s=%+d" % (k, v) for k, v in mine if v)
+            zero = [k for k, v in mine if not v]
+            if zero:
+                tc += " (%d others +0)" % len(zero) if len(zero) > 3 else " " + " ".join("%s=+0" % k for k in zero)
             lk = []
             for dev in (BRIDGE, VXLAN_DEV):
                 s = x["links"].get(dev, {})
                 lk.append("%s rx %+d pk/%+d B tx %+d pk/%+d B" % (dev, s.get("rx_packets", 0), s.get("rx_bytes", 0),
                                                               s.get("tx_packets", 0), s.get("tx_bytes", 0)))
-            lines.append("  %s: %s | %s" % (node, tc or "(no %s* counters)" % prefix, " | ".join(lk)))
+            inv = x["counters"].get("ct_invalid_dropped")
+            lines.append("  %s: %s | %s%s" % (node, tc or "(no %s* counters)" % prefix, " | ".join(lk),
+                                             "" if inv is None else " | conntrack INVALID dropped %+d" % inv))
         return "\n".join(lines)
 
 
@@ -447,6 +476,10 @@ class RRServer:
             c.close()
 
     def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes accept()
+        except OSError:
+            pass
         try:
             self.sock.close()
         except OSError:

@@ -21,6 +21,7 @@ static_assert(sizeof(mc_sock_key) == 24 && std::has_unique_object_representation
 static_assert(sizeof(mc_sock_state) == 32);
 static_assert(sizeof(mc_pod) == 36);
 static_assert(sizeof(mc_config) == 24);
+static_assert(sizeof(mc_flow_owner_key) == 8 && std::has_unique_object_representations_v<mc_flow_owner_key>);
 static_assert(sizeof(mc_flow_key) == 12 && std::has_unique_object_representations_v<mc_flow_key>);
 static_assert(sizeof(mc_meta) == 32);
 static_assert(sizeof(mc_cni_key) == 88 && std::has_unique_object_representations_v<mc_cni_key>);
@@ -42,7 +43,7 @@ inline constexpr std::array<std::string_view, MC_C__N> kCounterNames = {
     "tc_redirect_peer",    "tc_redirect_local",    "tc_pass_not_ip",
     "tc_pass_fragment",    "tc_pass_not_tcp",      "tc_pass_not_pod",
     "tc_pass_no_pod",      "tc_pass_unknown_flow", "tc_pass_fib",
-    "tc_pass_disabled",    "tc_pass_close",
+    "tc_pass_disabled",    "tc_flow_rst",
 };
 static_assert(kCounterNames.size() == MC_C__N);
 
