@@ -122,8 +122,15 @@ int cmd_run(DaemonConfig cfg, const install::InstallOptions* cni, const std::str
       return 0;
     }
     keep_cni(false);
-    if (daemon::reattach_overlay(layout))
-      log::warn("our tc filter on the overlay device was gone (another agent?): attached again");
+    if (cfg.recheck_interval_s && ticks % static_cast<int>(cfg.recheck_interval_s) == 0) {
+      // Our tc filters that another agent removed: the overlay's and the pods'.
+      if (daemon::reattach_overlay(layout))
+        log::warn("our tc filter on the overlay device was gone (another agent?): attached again");
+      auto lock = PinLock::acquire(layout.root);
+      auto maps = lock ? PinnedMaps::open(layout) : Result<PinnedMaps>(lock.error());
+      auto prog = open_pinned(layout.prog(MC_PROG_TC_VETH));
+      if (maps && prog) pods::reattach_tc(*maps, prog->get());
+    }
     if (++ticks % static_cast<int>(cfg.gc_interval_s ? cfg.gc_interval_s : 1) == 0 && cfg.gc_interval_s) {
       // Pods whose DEL never came (node crash, runtime bug): their netns is gone.
       {
@@ -224,7 +231,9 @@ int main(int argc, char** argv) {
   auto* o_ovl = run->add_option("--overlay-dev", overlay_dev, "overlay device for the tc shortcut, e.g. flannel.1");
   auto* o_cross = run->add_option("--cross-node", cross_node, "the node's switch for the tc shortcut: on|off")
                       ->check(CLI::IsMember({"on", "off"}));
-  uint32_t rto_min = 0, gc_interval = 0;
+  uint32_t rto_min = 0, gc_interval = 0, recheck = 0;
+  auto* o_recheck = run->add_option("--recheck-interval", recheck,
+                                    "seconds between checks that our tc filters are still attached (0: off)");
   auto* o_gc = run->add_option("--gc-interval", gc_interval,
                                "seconds between sweeps of pod records whose netns is gone (0: off)");
   auto* o_rto = run->add_option("--local-rto-min-us", rto_min,
@@ -312,6 +321,7 @@ int main(int argc, char** argv) {
     if (o_log->count()) cfg.log_level = log_level;
     if (o_rto->count()) cfg.local_rto_min_us = rto_min;
     if (o_gc->count()) cfg.gc_interval_s = gc_interval;
+    if (o_recheck->count()) cfg.recheck_interval_s = recheck;
     if (o_cidr->count()) cfg.pod_cidr = pod_cidr;
     if (o_ovl->count()) cfg.overlay_dev = overlay_dev;
     if (o_cross->count()) cfg.cross_node = cross_node == "on";

@@ -32,6 +32,27 @@ void remove(const PinnedMaps& maps, const mc_cni_key& key, const mc_cni_pod& rec
   if (auto st = maps.del_cni(key); !st) log::warn(st.error().format());
 }
 
+int reattach_tc(const PinnedMaps& maps, int prog_fd) {
+  auto recs = maps.cni_pods();
+  if (!recs) return 0;
+  int n = 0;
+  for (const auto& [k, r] : *recs) {
+    if (!(r.cni_flags & MC_CNI_F_TC_ATTACHED) || !r.pod.host_ifindex) continue;
+    char name[IF_NAMESIZE] = {};
+    if (!if_indextoname(r.pod.host_ifindex, name) || std::strncmp(name, r.host_ifname, sizeof(r.host_ifname)) != 0)
+      continue;  // the veth is gone (GC's business)
+    if (tc::attached(static_cast<int>(r.pod.host_ifindex))) continue;
+    if (auto att = tc::attach_ingress(static_cast<int>(r.pod.host_ifindex), prog_fd); !att) {
+      log::warn("couldn't re-attach a pod's tc filter", {{"veth", name}, {"error", att.error().format()}});
+      continue;
+    }
+    log::warn("a pod's tc filter was gone (another agent?): attached again",
+              {{"veth", name}, {"containerID", container_id(k)}});
+    ++n;
+  }
+  return n;
+}
+
 int gc_stale(const PinnedMaps& maps) {
   auto recs = maps.cni_pods();
   if (!recs) {

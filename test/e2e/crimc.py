@@ -78,7 +78,13 @@ class NodeCgroup:
 
 
 def pods_json(d):
-    return json.loads(d.cli("pods", "--json").stdout)
+    for i in range(20):
+        try:
+            return json.loads(d.cli("pods", "--json").stdout)
+        except OSError:   # meshcutd mid-rebuild in a shared build dir (EACCES/ETXTBSY): retry briefly
+            if i == 19:
+                raise
+            time.sleep(0.25)
 
 
 def record(d, sid):
@@ -140,7 +146,13 @@ def daemon_cleanup(d):
         except subprocess.TimeoutExpired:
             d.proc.kill()
             d.proc.wait()
-    if os.path.exists(d.pin_root):
+    for _ in range(20):   # retried: the binary may be mid-rebuild (EACCES/ETXTBSY) for a moment
+        if not os.path.exists(d.pin_root):
+            return
         if d.netns is not None and not os.path.exists(d.netns.path):
             d.netns = None
-        d.cli("detach", check=False)
+        try:
+            d.cli("detach", check=False)
+        except OSError as e:
+            print("meshcutd detach: %s (retrying)" % e, file=sys.stderr)
+            time.sleep(0.5)

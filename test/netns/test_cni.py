@@ -68,7 +68,8 @@ def main():
     node = mcnet.Netns("node")
     tmp = tempfile.mkdtemp(prefix="mc-cni-")
     mcnet._cleanups.append(lambda: shutil.rmtree(tmp, ignore_errors=True))
-    d = mcnet.Daemon(cg, "cni", netns=node, extra=["--gc-interval", "1"])
+    # --recheck-interval 0: the test removes our tc filter on purpose (CHECK must see it)
+    d = mcnet.Daemon(cg, "cni", netns=node, extra=["--gc-interval", "1", "--recheck-interval", "0"])
     d.start()
     log_file = os.path.join(tmp, "meshcut-cni.log")
     br = "mcbr%s" % mcnet.RUN_ID[-3:]

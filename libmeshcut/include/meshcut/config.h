@@ -21,6 +21,7 @@ struct DaemonConfig {
   std::string metrics_addr = "127.0.0.1:9464";
   uint32_t local_rto_min_us = 5000;  // 0: the kernel's 200 ms
   uint32_t gc_interval_s = 10;       // stale pod records; 0: off
+  uint32_t recheck_interval_s = 2;   // our tc filters still attached; 0: off
   // Cross-node tc shortcut: the cluster's pod CIDR (e.g. 10.244.0.0/16) and the
   // overlay device (flannel.1). Without a pod CIDR the tc shortcut stays off.
   std::string pod_cidr;

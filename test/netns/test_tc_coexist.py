@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+"""netns tier, cross-node shortcut: coexistence (invariant 6) and re-checks.
+
+Another agent's tc filter (foreign_tc.bpf.c: drops TCP to port 9, passes the
+rest on) sits before meshcut's on a pod's host veth and on the overlay device:
+both keep running in their order (port 9 stays blocked, the rest is still
+shortcut). meshcutd puts back its own filters when another agent removes them,
+and `meshcutd detach` removes only its own.
+"""
+import os
+import socket
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mcnet  # noqa: E402
+import streams  # noqa: E402
+import twonode  # noqa: E402
+
+FOREIGN = os.path.join(mcnet.BUILD, "bpf", "mc_foreign_tc.bpf.o")
+OURS = ("pref 19779", "handle 0x4d43")
+
+
+def filters(node, dev):
+    return node.run("tc", "filter", "show", "dev", dev, "ingress", check=False).stdout
+
+
+def main():
+    mcnet.require_root()
+    ck = mcnet.Checks()
+    cg = mcnet.Cgroup("coexist")
+    cg.join()
+    quiet = mcnet.Cgroup("coexist-d")  # sockops elsewhere: measure tc alone
+    cl = twonode.Cluster(cg, daemon_cgroup=quiet, daemon_extra=[
+        "--pod-cidr", "10.244.0.0/16", "--overlay-dev", "flannel.1", "--recheck-interval", "1"]).up()
+    n1, n2 = cl.nodes["n1"], cl.nodes["n2"]
+    c1 = cl.add_pod("n1", "c1")
+    s2 = cl.add_pod("n2", "s2")
+    for node, dev in ((n1, c1.host_veth), (n2, "flannel.1")):
+        node.run("tc", "filter", "add", "dev", dev, "ingress", "prio", "1", "handle", "1", "bpf", "da",
+                 "obj", FOREIGN, "sec", "tc")
+    lst = twonode.listen_tcp(s2.ns, s2.ip, 8080)
+    blk = twonode.listen_tcp(s2.ns, s2.ip, 9)
+
+    def exchange():
+        c = mcnet.in_netns(c1.ns, socket.create_connection, (s2.ip, 8080), 5)
+        s, _ = lst.accept()
+        data = streams.payload(1, 1 << 20)
+        t = threading.Thread(target=c.sendall, args=(data,))
+        t.start()
+        ok = streams.recv_exact(s, len(data)) == data
+        t.join()
+        t = threading.Thread(target=s.sendall, args=(data[::-1],))
+        t.start()
+        ok = ok and streams.recv_exact(c, len(data)) == data[::-1]
+        t.join()
+        c.close()
+        s.close()
+        return ok
+
+    c0 = (n1.counters(), n2.counters())
+    ok = exchange()
+    d1, d2 = mcnet.delta(n1.counters(), c0[0]), mcnet.delta(n2.counters(), c0[1])
+    ck.check(ok and d1["tc_redirect_overlay"] > 0 and d2["tc_redirect_peer"] > 0,
+             "with another agent's filter first, meshcut's still runs after it and shortcuts (n1 overlay +%d, "
+             "n2 peer +%d)" % (d1["tc_redirect_overlay"], d2["tc_redirect_peer"]))
+    try:
+        mcnet.in_netns(c1.ns, socket.create_connection, (s2.ip, 9), 1).close()
+        blocked = False
+    except OSError:
+        blocked = True
+    ck.check(blocked, "and the other agent's filter still runs first (TCP to port 9 dropped)")
+    f = filters(n1, c1.host_veth)
+    ck.check("pref 1 " in f and all(x in f for x in OURS), "both filters on the pod veth, in their order")
+
+    for node, dev, what in ((n2, "flannel.1", "overlay device"), (n1, c1.host_veth, "pod veth")):
+        node.run("tc", "filter", "del", "dev", dev, "ingress", "pref", "19779", "handle", "0x4d43", "bpf")
+        gone = not all(x in filters(node, dev) for x in OURS)
+        deadline = time.time() + 5
+        while time.time() < deadline and not all(x in filters(node, dev) for x in OURS):
+            time.sleep(0.1)
+        back = all(x in filters(node, dev) for x in OURS)
+        ck.check(gone and back and "attached again" in open(node.daemon.logfile).read(),
+                 "meshcut's filter removed from the %s by another agent: meshcutd put it back (logged)" % what)
+    ck.check(exchange(), "traffic still flows after the re-attach")
+
+    for node in (n1, n2):
+        node.daemon.stop()
+        node.daemon.detach()
+    ck.check(not any(x in filters(n2, "flannel.1") for x in OURS) and "pref 1 " in filters(n2, "flannel.1")
+             and "pref 1 " in filters(n1, c1.host_veth) and not any(x in filters(n1, c1.host_veth) for x in OURS),
+             "meshcutd detach removed only its own filters; the other agent's stay")
+    ck.done()
+
+
+if __name__ == "__main__":
+    main()
