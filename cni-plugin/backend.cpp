@@ -125,14 +125,30 @@ Status enroll(const Plan& plan, Pins& pins) {
 
 }  // namespace
 
+// ADD statistics for meshcutd's /metrics; the caller holds the pin lock.
+void record_add(const PinnedMaps& maps, uint32_t outcome, std::chrono::steady_clock::time_point t0) {
+  static constexpr uint64_t bounds[MC_ADD_BUCKETS] = MC_ADD_BUCKET_BOUNDS_US;
+  auto us = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count());
+  uint32_t b = 0;
+  while (b + 1 < MC_ADD_BUCKETS && us > bounds[b]) ++b;
+  for (uint32_t idx : {static_cast<uint32_t>(MC_S_ADD), outcome, static_cast<uint32_t>(MC_S_ADD_BUCKET0) + b})
+    maps.add_cni_stat(idx, 1);
+  maps.add_cni_stat(MC_S_ADD_US_SUM, us);
+}
+
 nlohmann::json cmd_add(const NetConf& conf, const Env& env) {
+  auto t0 = std::chrono::steady_clock::now();
   Plan plan = make_plan(conf, env);
   if (!plan.enroll) {
     log::info("not enrolled: " + plan.skip_reason);
+    if (exists(conf.pin_root))
+      if (auto pins = open_pins(conf.pin_root)) record_add(*pins->maps, MC_S_ADD_SKIPPED, t0);
     return plan.result;
   }
   auto pins = open_pins(conf.pin_root);
   Status st = pins ? enroll(plan, *pins) : Status(pins.error());
+  if (pins) record_add(*pins->maps, st ? MC_S_ADD_ENROLLED : MC_S_ADD_FAILED, t0);
   if (!st) {
     if (conf.fail_closed)
       throw CniError{kEnrollFailed, "meshcut could not enroll the pod (failPolicy closed)", st.error().format()};
@@ -157,6 +173,7 @@ void cmd_del(const NetConf& conf, const Env& env) {
     log::warn("DEL: " + key.error().format());
     return;
   }
+  pins->maps->add_cni_stat(MC_S_DEL, 1);
   auto rec = pins->maps->get_cni(*key);
   if (rec && rec->has_value()) {
     pods::remove(*pins->maps, *key, **rec);
@@ -170,15 +187,10 @@ void cmd_del(const NetConf& conf, const Env& env) {
   log::info("DEL: nothing recorded for this attachment");
 }
 
-void cmd_check(const NetConf& conf, const Env& env) {
-  Plan plan = make_plan(conf, env);
-  if (!plan.enroll) return;
-  auto pins = open_pins(conf.pin_root);
-  if (!pins) {
-    if (conf.fail_closed) throw CniError{kPluginNotAvailable, "meshcutd is not running", pins.error().format()};
-    log::warn("CHECK: meshcutd not running (fail-open)", {{"error", pins.error().format()}});
-    return;
-  }
+namespace {
+// CHECK of an enrolled pod, or enrollment of one that never was.
+void check_record(const Plan& plan, const Env& env, Pins& pins_) {
+  Pins* pins = &pins_;
   auto key = PinnedMaps::cni_key(env.container_id, env.ifname);
   if (!key) throw CniError{kInvalidEnv, key.error().format(), ""};
   auto rec = pins->maps->get_cni(*key);
@@ -201,6 +213,25 @@ void cmd_check(const NetConf& conf, const Env& env) {
   if (!in_map) throw CniError{kCheckMismatch, "the pod is missing from " MC_MAP_PODS, ""};
   if ((r.cni_flags & MC_CNI_F_TC_ATTACHED) && !tc::attached(static_cast<int>(r.pod.host_ifindex)))
     throw CniError{kCheckMismatch, std::string("meshcut's tc filter is missing on ") + r.host_ifname, ""};
+}
+}  // namespace
+
+void cmd_check(const NetConf& conf, const Env& env) {
+  Plan plan = make_plan(conf, env);
+  if (!plan.enroll) return;
+  auto pins = open_pins(conf.pin_root);
+  if (!pins) {
+    if (conf.fail_closed) throw CniError{kPluginNotAvailable, "meshcutd is not running", pins.error().format()};
+    log::warn("CHECK: meshcutd not running (fail-open)", {{"error", pins.error().format()}});
+    return;
+  }
+  pins->maps->add_cni_stat(MC_S_CHECK, 1);
+  try {
+    check_record(plan, env, *pins);
+  } catch (const CniError&) {
+    pins->maps->add_cni_stat(MC_S_CHECK_FAILED, 1);
+    throw;
+  }
 }
 
 void cmd_status(const NetConf& conf) {
@@ -231,6 +262,7 @@ void cmd_gc(const NetConf& conf) {
     pods::remove(*pins->maps, k, r);
     ++removed;
   }
+  pins->maps->add_cni_stat(MC_S_GC_REMOVED, removed);
   log::info("GC done", {{"removed", removed}, {"kept", recs->size() - removed}});
 }
 

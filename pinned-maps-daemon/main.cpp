@@ -14,6 +14,7 @@
 #include "install_cni.h"
 #include "rescan.h"
 #include "loader.h"
+#include "metrics.h"
 #include "meshcut/abi.h"
 #include "meshcut/config.h"
 #include "meshcut/libbpf_log.h"
@@ -108,6 +109,8 @@ int cmd_run(DaemonConfig cfg, const install::InstallOptions* cni, const std::str
   cni::rescan_cache(cni_cache_dir, cfg.pin_root);
 
   PinLayout layout(cfg.pin_root);
+  if (!cfg.metrics_addr.empty() && cfg.metrics_addr != "off")
+    if (auto st = daemon::start_http(cfg.metrics_addr, layout); !st) return fail(st.error());
   timespec tick{1, 0};
   int ticks = 0;
   for (;;) {
@@ -226,6 +229,9 @@ int main(int argc, char** argv) {
   auto* o_max = run->add_option("--max-sockets", max_sockets, "sockhash capacity")->check(CLI::Range(2u, 1u << 24));
   auto* o_skb = run->add_option("--skb-verdict", skb_verdict, "no-op SK_SKB verdict: auto|on|off")
                     ->check(CLI::IsMember({"auto", "on", "off"}));
+  std::string metrics_addr;
+  auto* o_metrics = run->add_option("--metrics-addr", metrics_addr,
+                                    "HOST:PORT for /metrics, /healthz, /readyz (default 127.0.0.1:9464; off)");
   std::string pod_cidr, overlay_dev, cross_node;
   auto* o_cidr = run->add_option("--pod-cidr", pod_cidr, "the cluster's pod CIDR (enables the cross-node tc shortcut)");
   auto* o_ovl = run->add_option("--overlay-dev", overlay_dev, "overlay device for the tc shortcut, e.g. flannel.1");
@@ -323,6 +329,7 @@ int main(int argc, char** argv) {
     if (o_gc->count()) cfg.gc_interval_s = gc_interval;
     if (o_recheck->count()) cfg.recheck_interval_s = recheck;
     if (o_cidr->count()) cfg.pod_cidr = pod_cidr;
+    if (o_metrics->count()) cfg.metrics_addr = metrics_addr;
     if (o_ovl->count()) cfg.overlay_dev = overlay_dev;
     if (o_cross->count()) cfg.cross_node = cross_node == "on";
     return cmd_run(cfg, o_watch->count() ? &inst : nullptr, cni_cache_dir);

@@ -30,6 +30,7 @@
 #define MC_MAP_CNI_PODS "mc_cni_pods"
 #define MC_MAP_FLOWS "mc_flows"
 #define MC_MAP_FLOW_OWNER "mc_flow_owner"
+#define MC_MAP_CNI_STATS "mc_cni_stats"
 #define MC_PROG_TC_OVERLAY "tc_overlay"
 #define MC_PROG_TC_VETH "tc_veth"
 /* Our tc filter on a pod's host veth: its own handle and priority, so that it
@@ -199,6 +200,24 @@ struct mc_meta {
 	__u64 started_ns;     /* CLOCK_REALTIME of the last daemon start */
 	__u32 max_sockets;
 	__u32 pad;
+};
+
+/* mc_cni_stats: array of __u64 the CNI plugin updates (under the pin lock)
+ * and meshcutd exports. ADD durations as a histogram in microseconds. */
+#define MC_ADD_BUCKETS 9
+#define MC_ADD_BUCKET_BOUNDS_US {250, 500, 1000, 2000, 5000, 10000, 25000, 100000, 0 /* +Inf */}
+enum mc_cni_stat {
+	MC_S_ADD = 0,
+	MC_S_ADD_ENROLLED,
+	MC_S_ADD_SKIPPED,       /* selection: namespace, annotation, switches */
+	MC_S_ADD_FAILED,        /* enrollment failed (fail-open: pod started anyway) */
+	MC_S_DEL,
+	MC_S_CHECK,
+	MC_S_CHECK_FAILED,
+	MC_S_GC_REMOVED,
+	MC_S_ADD_US_SUM,
+	MC_S_ADD_BUCKET0,       /* MC_ADD_BUCKETS cumulative-less buckets follow */
+	MC_S__N = MC_S_ADD_BUCKET0 + MC_ADD_BUCKETS,
 };
 
 /* mc_counters: per-CPU array indexed by enum mc_counter; user space sums CPUs. */

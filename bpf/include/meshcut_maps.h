@@ -90,6 +90,14 @@ struct {
 	__type(value, struct mc_config);
 } mc_config SEC(".maps");
 
+/* CNI plugin statistics (user space only; see enum mc_cni_stat). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MC_S__N);
+	__type(key, __u32);
+	__type(value, __u64);
+} mc_cni_stats SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);

@@ -180,6 +180,22 @@ Result<std::vector<std::pair<mc_cni_key, mc_cni_pod>>> PinnedMaps::cni_pods() co
   return out;
 }
 
+Status PinnedMaps::add_cni_stat(uint32_t idx, uint64_t n) const {
+  uint64_t v = 0;
+  if (bpf_map_lookup_elem(fd(MC_MAP_CNI_STATS), &idx, &v) != 0) return make_error("couldn't read mc_cni_stats", errno);
+  v += n;
+  if (bpf_map_update_elem(fd(MC_MAP_CNI_STATS), &idx, &v, BPF_ANY) != 0)
+    return make_error("couldn't write mc_cni_stats", errno);
+  return ok_status();
+}
+
+Result<std::array<uint64_t, MC_S__N>> PinnedMaps::cni_stats() const {
+  std::array<uint64_t, MC_S__N> out{};
+  for (uint32_t i = 0; i < MC_S__N; ++i)
+    if (bpf_map_lookup_elem(fd(MC_MAP_CNI_STATS), &i, &out[i]) != 0) return make_error("couldn't read mc_cni_stats", errno);
+  return out;
+}
+
 Result<std::vector<MapUsage>> PinnedMaps::usage() const {
   std::vector<MapUsage> out;
   for (const auto& [name, f] : fds_) {

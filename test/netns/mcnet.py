@@ -272,7 +272,8 @@ class Daemon:
         self.pin_root = "/sys/fs/bpf/mc-test-%s-%s" % (RUN_ID, name)
         self.cgroup = cgroup
         self.netns = netns  # the node's netns (where pod host veths live); None: root
-        self.extra = list(extra)
+        # No HTTP endpoint unless the test asks (tests run many daemons).
+        self.extra = list(extra) if "--metrics-addr" in extra else list(extra) + ["--metrics-addr", "off"]
         self.proc = None
         self.logfile = "/tmp/mc-test-%s-%s.log" % (RUN_ID, name)
         _cleanups.append(self.cleanup)

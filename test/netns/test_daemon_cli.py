@@ -70,7 +70,7 @@ def main():
              and not st["daemon"]["running"], "after SIGTERM the attachments stay, status says daemon not running")
     # Restart: same link, new program, maps reused.
     prog_before = st["attachments"]["sockops"]["prog_id"]
-    d.extra = ["--max-sockets", "4096"]
+    d.extra = ["--max-sockets", "4096", "--metrics-addr", "off"]
     st = d.start()
     ck.check(st["attachments"]["sockops"]["link_id"] == link_id and
              st["attachments"]["sockops"]["prog_id"] != prog_before,

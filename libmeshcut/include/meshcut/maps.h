@@ -50,6 +50,10 @@ class PinnedMaps {
   Status del_cni(const mc_cni_key& k) const;
   Result<std::vector<std::pair<mc_cni_key, mc_cni_pod>>> cni_pods() const;
 
+  // CNI statistics (mc_cni_stats); the caller holds the pin lock to add.
+  Status add_cni_stat(uint32_t idx, uint64_t n) const;
+  Result<std::array<uint64_t, MC_S__N>> cni_stats() const;
+
   Result<std::vector<MapUsage>> usage() const;
   int fd(const std::string& name) const;
 

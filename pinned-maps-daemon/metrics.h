@@ -1,0 +1,23 @@
+// SPDX-License-Identifier: Apache-2.0
+// meshcutd's HTTP endpoint: Prometheus text exposition at /metrics, /healthz
+// (the process answers) and /readyz (programs attached, pins sane).
+#pragma once
+
+#include <string>
+
+#include "meshcut/error.h"
+#include "meshcut/pins.h"
+
+namespace meshcut::daemon {
+
+// The exposition text for the pin root (every value read from the pinned maps,
+// so counters survive daemon restarts and never go backwards).
+std::string render_metrics(const PinLayout& layout);
+// "" when ready, else why not.
+std::string not_ready_reason(const PinLayout& layout);
+
+// Serves ADDR ("127.0.0.1:9464") on a background thread until the process
+// exits. Errors (bad address, port in use) are returned at once.
+Status start_http(const std::string& addr, const PinLayout& layout);
+
+}  // namespace meshcut::daemon
