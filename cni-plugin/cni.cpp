@@ -57,13 +57,25 @@ std::vector<std::string> string_list(const json& v, const std::string& key) {
 
 }  // namespace
 
-NetConf parse_netconf(const std::string& text) {
-  NetConf c;
+json parse_json(const std::string& text) {
+  // Depth bound: a deeply nested document would exhaust the stack in the
+  // recursive copies and dumps (found by fuzzing). No CNI config nests deeper.
+  constexpr int kMaxDepth = 64;
+  auto limit = [](int depth, json::parse_event_t, json&) {
+    if (depth > kMaxDepth)
+      throw CniError{kDecodeFailure, "network configuration nests deeper than 64 levels", ""};
+    return true;
+  };
   try {
-    c.raw = json::parse(text);
-  } catch (const json::parse_error& e) {
+    return json::parse(text, limit);
+  } catch (const json::exception& e) {  // parse_error, out_of_range (1e999), ...
     throw CniError{kDecodeFailure, "network configuration on stdin is not valid JSON", e.what()};
   }
+}
+
+NetConf parse_netconf(const std::string& text) {
+  NetConf c;
+  c.raw = parse_json(text);
   const json& j = c.raw;
   if (!j.is_object()) throw CniError{kDecodeFailure, "network configuration must be a JSON object", ""};
   want(j.contains("cniVersion") && j["cniVersion"].is_string(), "cniVersion", "a string");
@@ -125,7 +137,6 @@ NetConf parse_netconf(const std::string& text) {
 json convert_result(const json& result, const std::string& to) {
   if (!version_supported(to)) throw CniError{kIncompatibleVersion, "cannot convert a result to cniVersion " + to, ""};
   json out = result;
-  std::string from = result.value("cniVersion", to);
   bool to_v1 = compare_versions(to, "1.0.0") >= 0;
   if (out.contains("ips") && out["ips"].is_array()) {
     for (auto& ip : out["ips"]) {
@@ -133,12 +144,11 @@ json convert_result(const json& result, const std::string& to) {
       if (to_v1) {
         ip.erase("version");  // 1.0.0 dropped it
       } else if (!ip.contains("version")) {
-        std::string a = ip.value("address", "");
+        std::string a = ip.contains("address") && ip["address"].is_string() ? ip["address"].get<std::string>() : "";
         ip["version"] = a.find(':') != std::string::npos ? "6" : "4";
       }
     }
   }
-  (void)from;
   out["cniVersion"] = to;
   return out;
 }
@@ -146,7 +156,8 @@ json convert_result(const json& result, const std::string& to) {
 std::string error_json(const CniError& e, const std::string& v) {
   json j = {{"cniVersion", version_supported(v) ? v : "1.1.0"}, {"code", e.code}, {"msg", e.msg}};
   if (!e.details.empty()) j["details"] = e.details;
-  return j.dump();
+  // Messages may quote the caller's bytes (not always UTF-8): never throw here.
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 std::string version_json(const std::string& v) {

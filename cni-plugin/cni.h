@@ -72,6 +72,8 @@ struct NetConf {
 // Parses stdin. Throws CniError: kDecodeFailure (not JSON), kIncompatibleVersion,
 // kInvalidConfig (wrong types, bad failPolicy).
 NetConf parse_netconf(const std::string& text);
+// JSON with a nesting bound; throws CniError(kDecodeFailure).
+nlohmann::json parse_json(const std::string& text);
 
 // Converts a result (any supported version) to TO_VERSION. 0.3.x/0.4.0 carry
 // ips[].version; 1.x does not. Throws CniError(kIncompatibleVersion).

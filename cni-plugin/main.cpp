@@ -58,7 +58,7 @@ int main() {
     bool v11 = compare_versions(version, "1.1.0") >= 0;
     if (env.command == "ADD") {
       nlohmann::json out = cmd_add(conf, env);
-      std::cout << out.dump() << std::endl;
+      std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
     } else if (env.command == "DEL") {
       cmd_del(conf, env);
     } else if (env.command == "CHECK") {

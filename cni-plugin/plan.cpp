@@ -30,6 +30,13 @@ bool contains(const std::vector<std::string>& v, const std::string& s) {
 
 std::string strip_prefix(const std::string& cidr) { return cidr.substr(0, cidr.find('/')); }
 
+// A string field, or "" when absent or of another type (prevResult comes from
+// another plugin: tolerate, never throw on its shape).
+std::string str(const json& o, const char* key) {
+  auto it = o.find(key);
+  return it != o.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
 // Why this pod is left alone, or "" if it is meshed.
 std::string selection(const NetConf& c, const Plan& p) {
   if (!p.pod_namespace.empty() && contains(c.ns_exclude, p.pod_namespace))
@@ -68,16 +75,21 @@ Plan make_plan(const NetConf& c, const Env& env) {
 
   // The container interface: CNI_IFNAME inside the sandbox. Its index in
   // "interfaces" is what ips[].interface points to.
-  const json& ifs = c.prev_result.value("interfaces", json::array());
-  int cidx = -1;
+  static const json kNone = json::array();
+  auto field = [&](const char* k) -> const json& {
+    auto it = c.prev_result.find(k);
+    return it != c.prev_result.end() && it->is_array() ? *it : kNone;
+  };
+  const json& ifs = field("interfaces");
+  int64_t cidx = -1;
   for (size_t i = 0; i < ifs.size(); ++i) {
     const json& f = ifs[i];
     if (!f.is_object()) continue;
-    bool in_sandbox = f.contains("sandbox") && f["sandbox"].is_string() && !f["sandbox"].get<std::string>().empty();
-    std::string name = f.value("name", "");
+    bool in_sandbox = !str(f, "sandbox").empty();
+    std::string name = str(f, "name");
     if (in_sandbox && name == env.ifname && cidx < 0) {
-      cidx = static_cast<int>(i);
-      p.pod_mac = f.value("mac", "");
+      cidx = static_cast<int64_t>(i);
+      p.pod_mac = str(f, "mac");
     } else if (!in_sandbox && !name.empty()) {
       p.host_candidates.push_back(name);
     }
@@ -85,10 +97,10 @@ Plan make_plan(const NetConf& c, const Env& env) {
   // Some main plugins (Calico) list only the host side and give ips no
   // "interface": then every address is the pod's, and the MAC is read from the
   // pod's interface at apply time.
-  for (const auto& ip : c.prev_result.value("ips", json::array())) {
-    if (!ip.is_object() || !ip.contains("address") || !ip["address"].is_string()) continue;
+  for (const auto& ip : field("ips")) {
+    if (!ip.is_object() || str(ip, "address").empty()) continue;
     if (cidx >= 0 && ip.contains("interface") && ip["interface"].is_number_integer() &&
-        ip["interface"].get<int>() != cidx)
+        ip["interface"].get<int64_t>() != cidx)
       continue;
     std::string a = strip_prefix(ip["address"].get<std::string>());
     (a.find(':') != std::string::npos ? p.ipv6 : p.ipv4).push_back(a);

@@ -60,9 +60,11 @@ int rescan_cache(const std::string& cache_dir, const std::string& pin_root) {
   for (const auto& f : fs::directory_iterator(dir, ec)) {
     try {
       std::ifstream in(f.path());
-      json c = json::parse(in);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      json c = parse_json(ss.str());
       if (c.value("kind", "") != "cniCacheV1") continue;
-      json netconf = json::parse(base64_decode(c.value("config", "")));
+      json netconf = parse_json(base64_decode(c.value("config", "")));
       const json* entry = nullptr;  // points into netconf: iterate it, not a copy
       if (netconf.contains("plugins") && netconf["plugins"].is_array())
         for (const auto& p : netconf["plugins"])

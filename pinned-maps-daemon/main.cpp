@@ -255,6 +255,9 @@ int main(int argc, char** argv) {
   bool json = false;
   add_pin_root(status);
   status->add_flag("--json", json, "machine-readable output");
+  bool require_running = false;
+  status->add_flag("--require-running", require_running,
+                   "exit 4 unless the daemon that attached the programs is alive (readiness probes)");
 
   auto* enroll = app.add_subcommand("enroll", "register a network namespace as a meshed pod (debugging)");
   std::string netns;
@@ -288,6 +291,9 @@ int main(int argc, char** argv) {
   // run can keep the entry in place when the main CNI rewrites its config.
   auto* o_watch = run->add_option("--cni-plugin-src", inst.plugin_src,
                                   "install the CNI plugin from here and keep it chained while running");
+  std::string run_entry;
+  run->add_option("--cni-entry", run_entry, "the conflist entry to keep chained, as JSON (default: type meshcut, "
+                                            "pinRoot, logFile, capabilities)");
   add_cni_dirs(run);
   std::string cni_cache_dir = "/var/lib/cni";
   run->add_option("--cni-cache-dir", cni_cache_dir,
@@ -332,10 +338,17 @@ int main(int argc, char** argv) {
     if (o_metrics->count()) cfg.metrics_addr = metrics_addr;
     if (o_ovl->count()) cfg.overlay_dev = overlay_dev;
     if (o_cross->count()) cfg.cross_node = cross_node == "on";
+    if (!run_entry.empty()) {
+      try {
+        inst.plugin_entry = nlohmann::json::parse(run_entry);
+      } catch (const std::exception& e) {
+        return fail(make_error(std::string("--cni-entry is not valid JSON: ") + e.what(), EINVAL));
+      }
+    }
     return cmd_run(cfg, o_watch->count() ? &inst : nullptr, cni_cache_dir);
   }
   if (*detach) return cmd_detach(pin_root);
-  if (*status) return cmd_status(pin_root, json);
+  if (*status) return cmd_status(pin_root, json, require_running);
   if (*enroll) return cmd_enroll(pin_root, netns, pod_ips, !no_intra, !no_node);
   if (*unenroll) {
     if (!o_ns->count() && !o_cookie->count()) return fail(make_error("unenroll needs --netns or --cookie", EINVAL));

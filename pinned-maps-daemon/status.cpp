@@ -37,7 +37,7 @@ int not_running(const std::string& pin_root, bool json, const Error& e) {
 
 }  // namespace
 
-int cmd_status(const std::string& pin_root, bool json) {
+int cmd_status(const std::string& pin_root, bool json, bool require_running) {
   PinLayout layout(pin_root);
   auto maps = PinnedMaps::open(layout);
   if (!maps) return not_running(pin_root, json, maps.error());
@@ -69,9 +69,10 @@ int cmd_status(const std::string& pin_root, bool json) {
   c["redirect_bytes"] = v[MC_C_BYTES_REDIRECT_INTRA] + v[MC_C_BYTES_REDIRECT_NODE];
   j["counters"] = c;
 
+  int rc = require_running && !alive ? 4 : 0;
   if (json) {
     std::printf("%s\n", j.dump(2).c_str());
-    return 0;
+    return rc;
   }
   std::printf("meshcut  pin root %s  layout v%u  %s\n", pin_root.c_str(), meta->layout_version,
               cfg->enabled ? "ENABLED" : "DISABLED");
@@ -88,7 +89,7 @@ int cmd_status(const std::string& pin_root, bool json) {
   for (auto& [k, val] : c.items()) std::printf("%-22s %14llu\n", k.c_str(), val.get<unsigned long long>());
   std::printf("\nFEATURE\n");
   for (auto& [k, val] : j["features"].items()) std::printf("  %-28s %s\n", k.c_str(), val.dump().c_str());
-  return 0;
+  return rc;
 }
 
 std::string mac_str(const uint8_t* m) {
