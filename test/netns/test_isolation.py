@@ -140,6 +140,32 @@ def main():
         c6.close()
         s6.close()
 
+    # 2c. IP reuse: a deleted pod's live sockets never pair with a new pod that
+    #     got its IP (keys carry both ISNs; mc_pod_ips follows the new owner).
+    nodeR = mcnet.Node("nr", subnet="10.250.51")
+    old = nodeR.add_pod("old", 2)
+    srv = nodeR.add_pod("srv", 3)
+    d.enroll(old, old.pod_ip)
+    d.enroll(srv, srv.pod_ip)
+    lst = mcnet.in_netns(srv, lambda: (lambda x: (x.bind((srv.pod_ip, 7070)), x.listen(8), x)[2])(socket.socket()))
+    c_old = mcnet.in_netns(old, socket.create_connection, (srv.pod_ip, 7070))
+    s_old, _ = lst.accept()
+    d.cli("unenroll", "--netns", old.path)          # the pod's DEL ...
+    old.ip("addr", "flush", "dev", "eth0")          # ... its IP is released, its socket lives on
+    new = nodeR.add_pod("new", 2)                   # same IP, new netns
+    d.enroll(new, new.pod_ip)
+    c_new = mcnet.in_netns(new, socket.create_connection, (srv.pod_ip, 7070))
+    s_new, _ = lst.accept()
+    out = {}
+    exchange(c_new, s_new, b"NEW|" * 100000, b"new-reply|" * 40000, out, "new")
+    exchange(c_old, s_old, b"OLD|" * 100000, b"old-reply|" * 40000, out, "old")
+    ck.check(out["new"] == (True, True) and out["old"] == (True, True),
+             "IP reuse: the new pod and the deleted pod's live connection each got exactly their own bytes (%s)" % out)
+    ck.check(mcnet.tcp_wire_stats(c_new)["data_segs_out"] == 0 and mcnet.tcp_wire_stats(c_old)["data_segs_out"] == 0,
+             "both connections kept their shortcut, each paired with its own peer")
+    for x in (c_new, s_new, c_old, s_old, lst):
+        x.close()
+
     # 3. full map: a daemon whose sockhash holds 4 sockets, 6 connections open.
     d.stop()
     d.detach()

@@ -1,0 +1,577 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
+"""meshcut mesh benchmark across two nodes: the socket shortcut on the sidecar
+hops combined with the cross-node tc shortcut (a benchmark, not a test).
+
+Two nodes in network namespaces (test/netns/twonode.py: VXLAN flannel.1 over a
+veth "wire", pods through the real bridge + host-local CNI chain with the
+meshcut plugin, one meshcutd per node with --pod-cidr 10.244.0.0/16
+--overlay-dev flannel.1). Client pod c1 on n1, server pod s2 on n2, both
+Istio-like (test/netns/istio_pod.py: istio-init's nat rules + an HAProxy
+sidecar as uid 1337 forwarding to SO_ORIGINAL_DST, `nbthread 1`). The app
+client (build/bench/rtt, root, not uid 1337) connects to s2's pod IP; a round
+trip goes
+
+    rtt client -> sidecar(n1):15001 -> [VXLAN] -> sidecar(n2):15006
+               -> (from 127.0.0.6) rtt server, and back.
+
+Modes, alternating inside each repetition and size (A B C D A B C D ...):
+
+  baseline  socket shortcut off, tc shortcut off (both nodes);
+  socket    socket shortcut on for the intra-pod hops (app <-> sidecar on n1
+            and on n2), tc off;
+  tc        tc shortcut on both nodes (`meshcutd set --cross-node on`), socket off;
+  full      both on.
+
+Switches. tc: `meshcutd set --cross-node on|off` on each node. Socket: every
+process (sidecars, apps) lives in the cgroup the meshcutds attach sockops to,
+and the pod's MC_POD_F_INTRA flag in that node's pinned mc_pods record is set
+or cleared (bpftool map update; the rest of the record -- IPs, host veth
+ifindex, MC_POD_F_CROSS, MACs, which the tc programs need -- is kept). There is
+no meshcutd switch for it: `meshcutd unenroll` + `enroll --no-intra-pod` would
+rewrite the record without host_ifindex and MC_POD_F_CROSS (the CLI enroll
+knows neither), which would silently turn the tc shortcut off too. Both
+decisions are per connection (sockops at establishment, tc at the SYN), so
+every sample opens a new connection after the switch.
+
+Each sample is checked with the meshcutd counters of both nodes: with the
+socket shortcut on, bytes_redirect_intra grew on each node by at least the
+payload of both directions (request to the sidecar and reply to the app); off,
+no msg_redirect_* moved. With tc on, tc_redirect_overlay(+_neigh) and
+tc_redirect_peer grew by at least one per round trip on each node and cni0
+carried ~none of the payload; off, no tc_redirect_* moved and cni0 carried it.
+
+Sizes 64 B, 1 KiB, 64 KiB with all four processes (both apps, both sidecars)
+pinned to one CPU (--cpu, default the last one), plus 64 B unpinned (the
+sidecars' affinity is switched per sample with sched_setaffinity).
+
+Prints a Markdown table and writes samples.csv, results.json, table.md to
+--out (default ./bench-out/mesh-crossnode). Exit 0 ok, 1 error, 3 a check
+failed, 77 skipped (no root, outside CI).
+
+Usage:  sudo /usr/bin/python3 bench/mesh_crossnode_bench.py [--quick] [--out DIR]
+"""
+
+import argparse
+import csv
+import json
+import os
+import platform
+import select
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NETNS_DIR = os.path.join(REPO, "test", "netns")
+
+MODES = ["baseline", "socket", "tc", "full"]
+SOCKET_ON = {"baseline": False, "socket": True, "tc": False, "full": True}
+TC_ON = {"baseline": False, "socket": False, "tc": True, "full": True}
+CONFIGS = [(64, "pinned"), (1024, "pinned"), (65536, "pinned"), (64, "unpinned")]
+
+TO_OVERLAY = ("tc_redirect_overlay", "tc_redirect_neigh")
+PEER = "tc_redirect_peer"
+MC_POD_F_INTRA = 0x1
+MC_POD_MAX_IPS = 4
+FLAGS_OFF = 4 * MC_POD_MAX_IPS  # struct mc_pod: __u32 ip4[4]; __u32 flags; ...
+SO_NETNS_COOKIE = 71
+# cni0 bytes (rx + tx) per payload byte: with tc on a node carries at most
+# this much of the payload over its bridge, with tc off at least BRIDGE_MIN.
+SHORTCUT_BRIDGE_MAX = 0.05
+BRIDGE_MIN = 0.5
+
+REF = ("shared/BENCH.md, this VM, 64 B same vCPU: two HAProxy sidecars (Istio-style rules) 74–86 µs vs "
+       "18–21 µs direct; cross-node tc alone 0.67–0.78× of 25.5 µs pod↔pod; target: mesh request latency, "
+       "pods on two nodes, c=1: ≥ 15 % lower (paper: full optimisation 10–21 %)")
+
+
+def size_label(size):
+    return f"{size // 1024} KiB" if size >= 1024 else f"{size} B"
+
+
+def cfg_label(size, placement):
+    return size_label(size) + ("" if placement == "pinned" else f" {placement}")
+
+
+class BenchError(Exception):
+    pass
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="./bench-out/mesh-crossnode",
+                    help="output directory (default ./bench-out/mesh-crossnode)")
+    ap.add_argument("--quick", action="store_true", help="1 repetition, few iterations (CI smoke run)")
+    ap.add_argument("--reps", type=int, help="repetitions (default 5, --quick 1)")
+    ap.add_argument("--iters", type=int, help="round trips per 64 B / 1 KiB pinned sample (64 KiB does a "
+                                              "quarter, unpinned half; default 20000, --quick 1000)")
+    ap.add_argument("--cpu", type=int, default=os.cpu_count() - 1,
+                    help="CPU the pinned rows put all four processes on (default: the last one)")
+    ap.add_argument("--port", type=int, default=18200, help="first TCP port used by the servers in s2")
+    ap.add_argument("--build-dir", default=os.environ.get("MESHCUT_BUILD", os.path.join(REPO, "build")))
+    a = ap.parse_args()
+    a.reps = a.reps or (1 if a.quick else 5)
+    a.iters = a.iters or (1000 if a.quick else 20000)
+    a.out = os.path.abspath(a.out)
+    a.build_dir = os.path.abspath(a.build_dir)
+    if a.reps < 1 or a.iters < 1:
+        ap.error("--reps and --iters must be >= 1")
+    return a
+
+
+ARGS = parse_args()
+# mcnet reads these at import; don't litter test/netns with __pycache__.
+os.environ["MESHCUT_BUILD"] = ARGS.build_dir
+os.environ.setdefault("MESHCUTD", os.path.join(ARGS.build_dir, "pinned-maps-daemon", "meshcutd"))
+sys.dont_write_bytecode = True
+sys.path.insert(0, NETNS_DIR)
+import istio_pod  # noqa: E402
+import mcnet  # noqa: E402
+import twonode  # noqa: E402
+
+
+def log(msg):
+    print(f"[mesh_crossnode_bench] {msg}", file=sys.stderr, flush=True)
+
+
+def set_affinity_all_threads(pid, cpus):
+    """sched_setaffinity on every thread of PID (taskset -a -p)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except ProcessLookupError:
+            pass
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.rtt_bin = os.path.join(args.build_dir, "bench", "rtt")
+        self.samples = []
+        self.problems = []
+        self.procs = []
+        self.mode = None
+        self.sidecar_cpus = None
+        self.meta = {}
+        self.ipods = []
+
+    # ---- processes: in the sockops cgroup first, then the pod's netns --------
+
+    def spawn(self, cmd, pod, cpu=None, **kw):
+        argv = (["taskset", "-c", str(cpu)] if cpu is not None else []) + cmd
+        p = mcnet.spawn(argv, netns=pod.ns, cgroup=self.cg, start_new_session=True, **kw)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p, grace=2.0):
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        if p in self.procs:
+            self.procs.remove(p)
+        for f in (p.stdout, p.stderr):
+            if f:
+                f.close()
+
+    def run_client(self, cmd, pod, cpu=None, timeout=120):
+        p = self.spawn(cmd, pod, cpu, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"timeout after {timeout}s: {' '.join(cmd)}")
+        finally:
+            self.stop(p)
+        if p.returncode != 0:
+            raise BenchError(f"{' '.join(cmd)} exited {p.returncode}: {err.strip()}")
+        return out
+
+    @staticmethod
+    def wait_line(p, needle, timeout=10.0):
+        """Wait until a server prints NEEDLE (raw fd reads: no buffered readline)."""
+        deadline = time.monotonic() + timeout
+        seen = b""
+        fd = p.stdout.fileno()
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not r:
+                break
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                err = p.stderr.read().decode(errors="replace") if p.stderr else ""
+                raise BenchError(f"server exited before ready: {' '.join(p.args)}: {err.strip()}")
+            seen += chunk
+            if needle.encode() in seen:
+                return
+        raise BenchError(f"server not ready after {timeout}s: {' '.join(p.args)}")
+
+    # ---- cluster -------------------------------------------------------------
+
+    def setup(self):
+        # One cgroup for everything in the pods, and meshcutd's sockops on it:
+        # the socket shortcut is then switched per pod (MC_POD_F_INTRA).
+        self.cg = mcnet.Cgroup("mxbench")
+        extra = ["--pod-cidr", twonode.CLUSTER_CIDR, "--overlay-dev", twonode.VXLAN_DEV, "--cross-node", "off"]
+        self.meta["daemon_extra"] = extra
+        t0 = time.monotonic()
+        self.cl = twonode.Cluster(self.cg, daemon_extra=extra, daemon_cgroup=self.cg).up()
+        self.c1 = self.cl.add_pod("n1", "c1")
+        self.s2 = self.cl.add_pod("n2", "s2")
+        self.nodes = self.cl.nodes
+        for n in self.nodes.values():
+            att = n.daemon.status()["attachments"]
+            if not (att.get("tc_overlay") or {}).get("attached"):
+                raise BenchError(f"{n.name}: meshcutd did not attach tc_overlay to {twonode.VXLAN_DEV}: {att}")
+        # Istio-like pods: istio-init rules + HAProxy as uid 1337, one thread.
+        hx = ["nbthread 1"]
+        for pod in (self.c1, self.s2):
+            ip = istio_pod.IstioPod(pod.ns.name, pod.ip, sidecar="haproxy", cgroup_procs=self.cg.procs,
+                                    haproxy_extra_global=hx)
+            mcnet._cleanups.append(ip.stop)  # before the cgroup and netns go (cleanups run in reverse)
+            ip.start()
+            pod.istio = ip
+            self.ipods.append(ip)
+        self.meta["pods"] = {p.name: {"node": p.node.name, "ip": p.ip, "host_veth": p.host_veth,
+                                      "sidecar_pid": p.istio.sidecar_pid} for p in (self.c1, self.s2)}
+        # The pods' records in their node's mc_pods, as the CNI plugin wrote them.
+        self.pod_rec = {}
+        for pod in (self.c1, self.s2):
+            cookie = mcnet.in_netns(pod.ns, self.netns_cookie)
+            val = self.pod_lookup(pod, cookie)
+            flags = struct.unpack_from("<I", val, FLAGS_OFF)[0]
+            host_ifindex = struct.unpack_from("<I", val, FLAGS_OFF + 4)[0]
+            if not flags & MC_POD_F_INTRA or not flags & 0x4 or not host_ifindex:
+                raise BenchError(f"{pod.name}: unexpected mc_pods record (flags {flags:#x}, host_ifindex "
+                                 f"{host_ifindex}): not enrolled by the CNI plugin with intra-pod and cross-node?")
+            self.pod_rec[pod.name] = (cookie, val)
+            self.meta["pods"][pod.name].update({"netns_cookie": cookie, "cni_flags": flags})
+        log(f"cluster up in {time.monotonic() - t0:.1f}s: c1 {self.c1.ip} on n1, s2 {self.s2.ip} on n2, "
+            f"HAProxy sidecars pid {self.c1.istio.sidecar_pid} / {self.s2.istio.sidecar_pid}")
+        self.set_mode("baseline")
+        # Reachability through both sidecars (and neighbour warm-up).
+        self.rtt_sample(0, "baseline", 64, "unpinned", 20, 5, self.args.port + 9, record=False)
+
+    @staticmethod
+    def netns_cookie():
+        s = socket.socket()
+        try:
+            return struct.unpack("<Q", s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))[0]
+        finally:
+            s.close()
+
+    @staticmethod
+    def _hex(b):
+        return [f"{x:02x}" for x in b]
+
+    def _pods_map(self, pod):
+        return os.path.join(pod.node.daemon.pin_root, "maps", "mc_pods")
+
+    def pod_lookup(self, pod, cookie):
+        r = mcnet.sh("bpftool", "-j", "map", "lookup", "pinned", self._pods_map(pod), "key", "hex",
+                     *self._hex(struct.pack("<Q", cookie)))
+        v = json.loads(r.stdout)
+        raw = v.get("value") if isinstance(v, dict) else None
+        if not isinstance(raw, list):
+            raise BenchError(f"bpftool map lookup: unexpected output {r.stdout[:300]}")
+        return bytes(int(x, 16) for x in raw)
+
+    def set_socket(self, on):
+        """Set or clear MC_POD_F_INTRA in both pods' records, keeping the rest."""
+        for pod in (self.c1, self.s2):
+            cookie, val = self.pod_rec[pod.name]
+            b = bytearray(val)
+            flags = struct.unpack_from("<I", b, FLAGS_OFF)[0]
+            flags = (flags | MC_POD_F_INTRA) if on else (flags & ~MC_POD_F_INTRA)
+            struct.pack_into("<I", b, FLAGS_OFF, flags)
+            mcnet.sh("bpftool", "map", "update", "pinned", self._pods_map(pod), "key", "hex",
+                     *self._hex(struct.pack("<Q", cookie)), "value", "hex", *self._hex(b), "exist")
+            got = self.pod_lookup(pod, cookie)
+            if got != bytes(b):
+                raise BenchError(f"{pod.name}: mc_pods update did not take")
+
+    def set_mode(self, mode):
+        if mode == self.mode:
+            return
+        prev = self.mode
+        if prev is None or SOCKET_ON[prev] != SOCKET_ON[mode]:
+            self.set_socket(SOCKET_ON[mode])
+        if prev is None or TC_ON[prev] != TC_ON[mode]:
+            want = "on" if TC_ON[mode] else "off"
+            for name, n in self.nodes.items():
+                n.daemon.cli("set", "--cross-node", want)
+                got = n.daemon.status()["attachments"].get("cross_node")
+                if got != TC_ON[mode]:
+                    raise BenchError(f"{name}: meshcutd set --cross-node {want} did not take (cross_node={got})")
+        self.mode = mode
+
+    def place_sidecars(self, cpu):
+        cpus = {cpu} if cpu is not None else set(range(os.cpu_count()))
+        if cpus == self.sidecar_cpus:
+            return
+        for ip in self.ipods:
+            set_affinity_all_threads(ip.sidecar_pid, cpus)
+        self.sidecar_cpus = cpus
+
+    # ---- counters --------------------------------------------------------------
+
+    def snapshot(self):
+        out = {}
+        for name, n in self.nodes.items():
+            c = n.daemon.counters()
+            links = n.link_stats(twonode.BRIDGE) or {}
+            out[name] = {
+                "intra_bytes": int(c.get("bytes_redirect_intra", 0)),
+                "intra_msgs": int(c.get("msg_redirect_intra", 0)),
+                "node_msgs": int(c.get("msg_redirect_node", 0)),
+                "pairs": int(c.get("pairs_redirected", 0)),
+                "skip_disabled": int(c.get("sock_skip_disabled", 0)),
+                "overlay": sum(int(c.get(k, 0)) for k in TO_OVERLAY),
+                "peer": int(c.get(PEER, 0)),
+                "local": int(c.get("tc_redirect_local", 0)),
+                "cni0_bytes": links.get("rx_bytes", 0) + links.get("tx_bytes", 0),
+                "ct_invalid": n.invalid_drops(),
+            }
+        return out
+
+    def check(self, row, before, after, payload_bytes, iters):
+        mode = row["mode"]
+        what = f"{row['config']} {mode} rep {row['rep']}"
+        for node in ("n1", "n2"):
+            d = {k: after[node][k] - before[node][k] for k in after[node]}
+            for k in ("intra_bytes", "intra_msgs", "pairs", "skip_disabled", "overlay", "peer", "ct_invalid"):
+                row[f"{node}_{k}"] = d[k]
+            row[f"{node}_cni0_share"] = round(d["cni0_bytes"] / payload_bytes, 4)
+            if SOCKET_ON[mode]:
+                # Each round trip: the request app -> sidecar and the reply sidecar -> app
+                # on n1, sidecar -> app and app -> sidecar on n2.
+                if d["intra_bytes"] < payload_bytes or d["pairs"] < 1:
+                    self.problems.append(f"{what}: {node} socket shortcut carried too little: bytes_redirect_intra "
+                                         f"+{d['intra_bytes']} (want >= {payload_bytes}), pairs_redirected "
+                                         f"+{d['pairs']}")
+            else:
+                if d["intra_msgs"] or d["node_msgs"] or d["pairs"]:
+                    self.problems.append(f"{what}: {node} socket shortcut off but it redirected (msg_redirect_intra "
+                                         f"+{d['intra_msgs']}, msg_redirect_node +{d['node_msgs']}, pairs "
+                                         f"+{d['pairs']})")
+            if TC_ON[mode]:
+                if d["overlay"] < iters or d["peer"] < iters:
+                    self.problems.append(f"{what}: {node} tc shortcut carried too little: tc_redirect_overlay "
+                                         f"+{d['overlay']}, tc_redirect_peer +{d['peer']} (want >= {iters})")
+                if row[f"{node}_cni0_share"] > SHORTCUT_BRIDGE_MAX:
+                    self.problems.append(f"{what}: {node} cni0 carried {row[f'{node}_cni0_share']:.3f} of the "
+                                         f"payload bytes with the tc shortcut on")
+            else:
+                if d["overlay"] or d["peer"] or d["local"]:
+                    self.problems.append(f"{what}: {node} tc off but it redirected (overlay +{d['overlay']}, "
+                                         f"peer +{d['peer']}, local +{d['local']})")
+                if row[f"{node}_cni0_share"] < BRIDGE_MIN:
+                    self.problems.append(f"{what}: {node} cni0 carried only {row[f'{node}_cni0_share']:.3f} of "
+                                         f"the payload bytes with tc off")
+            if d["ct_invalid"]:
+                self.problems.append(f"{what}: {node} conntrack INVALID drops +{d['ct_invalid']}")
+
+    # ---- samples -----------------------------------------------------------------
+
+    def rtt_sample(self, rep, mode, size, placement, iters, warmup, port, record=True):
+        cpu = self.args.cpu if placement == "pinned" else None
+        self.place_sidecars(cpu)
+        row = {"rep": rep, "mode": mode, "size": size, "placement": placement,
+               "config": cfg_label(size, placement), "iters": iters, "warmup": warmup}
+        addr = f"{self.s2.ip}:{port}"
+        before = self.snapshot()
+        server = self.spawn([self.rtt_bin, "server", "--tcp", addr, "--once"], self.s2, cpu,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        t0 = time.monotonic()
+        try:
+            self.wait_line(server, "ready")
+            out = self.run_client([self.rtt_bin, "client", "--tcp", addr, "--size", str(size), "--iters", str(iters),
+                                   "--warmup", str(warmup)], self.c1, cpu)
+            server.wait(timeout=10)
+        finally:
+            self.stop(server)
+        row["wall_s"] = round(time.monotonic() - t0, 3)
+        time.sleep(0.03)  # the closing handshakes, before the counters and before any switch
+        if not record:
+            return None
+        for k, v in json.loads(out).items():
+            row.setdefault(k, v)
+        self.check(row, before, self.snapshot(), 2 * size * (iters + warmup), iters)
+        return row
+
+    def measure(self):
+        a = self.args
+        for rep in range(1, a.reps + 1):
+            t0 = time.monotonic()
+            for size, placement in CONFIGS:
+                if placement != "pinned":
+                    iters = max(1, a.iters // 2)
+                elif size >= 65536:
+                    iters = max(1, a.iters // 4)
+                else:
+                    iters = a.iters
+                warmup = max(10, iters // 10)
+                # Rotate the order each repetition so no mode always follows the same one.
+                order = MODES[(rep - 1) % len(MODES):] + MODES[:(rep - 1) % len(MODES)]
+                for mode in order:
+                    self.set_mode(mode)
+                    self.samples.append(self.rtt_sample(rep, mode, size, placement, iters, warmup,
+                                                        a.port + MODES.index(mode)))
+            log(f"repetition {rep}/{a.reps} done in {time.monotonic() - t0:.1f} s")
+        self.set_mode("baseline")
+
+    # ---- report --------------------------------------------------------------------
+
+    @staticmethod
+    def paired_ratio(rows, base_rows, key):
+        """Per-repetition ratio to the baseline of the same repetition: (median, min, max)."""
+        base = {s["rep"]: s[key] for s in base_rows}
+        r = [s[key] / base[s["rep"]] for s in rows if base.get(s["rep"])]
+        return (statistics.median(r), min(r), max(r)) if r else None
+
+    @staticmethod
+    def fmt_ratio(r):
+        if not r:
+            return ""
+        return f"{r[0]:.2f}×" if r[1] == r[2] else f"{r[0]:.2f}× [{r[1]:.2f}–{r[2]:.2f}]"
+
+    @staticmethod
+    def fmt_med(vals, digits=1):
+        m = statistics.median(vals)
+        if len(vals) == 1:
+            return f"{m:.{digits}f}"
+        return f"{m:.{digits}f} ({min(vals):.{digits}f}–{max(vals):.{digits}f})"
+
+    def report(self):
+        a = self.args
+        summary = []
+        lines = ["### Mesh request across two nodes: app → sidecar (n1) → VXLAN → sidecar (n2) → app, "
+                 "socket shortcut × tc shortcut\n",
+                 f"Round trip of one request/response (build/bench/rtt, one connection per sample): median µs of "
+                 f"{a.reps} sample medians (min–max); pinned = both apps and both HAProxy sidecars on CPU {a.cpu}. "
+                 f"Ratios to baseline: median [min–max] of per-repetition ratios (modes alternate inside each "
+                 f"repetition and size).\n",
+                 "| size | baseline µs | socket µs | tc µs | full µs | socket / base | tc / base | full / base "
+                 "| p99 µs base / full |",
+                 "|---|---|---|---|---|---|---|---|---|"]
+        for size, placement in CONFIGS:
+            cfg = cfg_label(size, placement)
+            by = {m: [s for s in self.samples if s["config"] == cfg and s["mode"] == m] for m in MODES}
+            if not all(by.values()):
+                continue
+            cells, ratios = [], []
+            rec = {"config": cfg, "size": size, "placement": placement}
+            for m in MODES:
+                med = [s["median_us"] for s in by[m]]
+                rec[m] = {"median_us": statistics.median(med), "min_us": min(med), "max_us": max(med),
+                          "p99_us": statistics.median(s["p99_us"] for s in by[m]),
+                          "mean_us": statistics.median(s["mean_us"] for s in by[m])}
+                cells.append(self.fmt_med(med))
+            for m in MODES[1:]:
+                r = self.paired_ratio(by[m], by["baseline"], "median_us")
+                rec[f"{m}_vs_baseline"] = r
+                ratios.append(self.fmt_ratio(r))
+            summary.append(rec)
+            lines.append(f"| {cfg} | " + " | ".join(cells) + " | " + " | ".join(ratios) +
+                         f" | {rec['baseline']['p99_us']:.1f} / {rec['full']['p99_us']:.1f} |")
+        lines += ["\n### Which path carried the samples (per-sample counter deltas, min–max over all samples "
+                  "of the mode)\n",
+                  "| mode | n1 bytes_redirect_intra / payload | n2 bytes_redirect_intra / payload "
+                  "| n1 tc overlay / peer per RT | n2 tc overlay / peer per RT | n1 cni0 / payload "
+                  "| n2 cni0 / payload |",
+                  "|---|---|---|---|---|---|---|"]
+
+        def rng(vals, f="{:.2f}"):
+            return (f.format(min(vals)) + ("" if min(vals) == max(vals) else "–" + f.format(max(vals)))) if vals \
+                else ""
+
+        for m in MODES:
+            ss = [s for s in self.samples if s["mode"] == m]
+            pl = [2 * s["size"] * (s["iters"] + s["warmup"]) for s in ss]
+            rts = [s["iters"] + s["warmup"] for s in ss]
+            cells = [rng([s[f"{n}_intra_bytes"] / p for s, p in zip(ss, pl)]) for n in ("n1", "n2")]
+            cells += [rng([s[f"{n}_overlay"] / r for s, r in zip(ss, rts)], "{:.1f}") + " / " +
+                      rng([s[f"{n}_peer"] / r for s, r in zip(ss, rts)], "{:.1f}") for n in ("n1", "n2")]
+            cells += [rng([s[f"{n}_cni0_share"] for s in ss], "{:.3f}") for n in ("n1", "n2")]
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines += ["",
+                  "Modes: baseline = no shortcut; socket = sockops/sk_msg redirect between app and sidecar inside "
+                  "each pod (MC_POD_F_INTRA set in both pods' mc_pods records), tc off; tc = `meshcutd set "
+                  "--cross-node on` on both nodes (pod veth → flannel.1 by bpf_redirect, flannel.1 → pod by "
+                  "bpf_redirect_peer), socket off; full = both. The sidecar↔sidecar hop crosses the nodes and "
+                  "stays TCP in every mode.",
+                  f"Reference: {REF}.",
+                  f"Load average at start / end: {self.meta.get('loadavg_start')} / {self.meta.get('loadavg_end')}; "
+                  f"total {self.meta.get('seconds')} s."]
+        if self.problems:
+            lines.append(f"\n**{len(self.problems)} check(s) failed** (see results.json \"problems\"): "
+                         + "; ".join(self.problems[:5]))
+        table = "\n".join(lines) + "\n"
+        print(table)
+        os.makedirs(a.out, exist_ok=True)
+        with open(os.path.join(a.out, "table.md"), "w") as f:
+            f.write(table)
+        keys = []
+        for s in self.samples:
+            keys += [k for k in s if k not in keys]
+        with open(os.path.join(a.out, "samples.csv"), "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(self.samples)
+        self.meta.update({
+            "kernel": platform.release(), "cpus": os.cpu_count(), "pinned_cpu": a.cpu, "reps": a.reps,
+            "iters": a.iters, "quick": a.quick, "modes": MODES, "socket_on": SOCKET_ON, "tc_on": TC_ON,
+            "meshcutd": mcnet.MESHCUTD, "rtt": self.rtt_bin, "sidecar": "haproxy nbthread 1",
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "reference": REF})
+        with open(os.path.join(a.out, "results.json"), "w") as f:
+            json.dump({"meta": self.meta, "summary": summary, "samples": self.samples, "problems": self.problems},
+                      f, indent=1)
+        log(f"raw numbers: {a.out}/samples.csv, {a.out}/results.json, table: {a.out}/table.md")
+
+    def main(self):
+        if not os.access(self.rtt_bin, os.X_OK):
+            raise BenchError(f"{self.rtt_bin} missing: cmake --build {self.args.build_dir} --target meshcut_bench_rtt")
+        for tool in ("taskset", "bpftool", istio_pod.HAPROXY):
+            if not (os.access(tool, os.X_OK) or any(os.access(os.path.join(d, tool), os.X_OK)
+                                                    for d in os.environ.get("PATH", "").split(":"))):
+                raise BenchError(f"{tool} not found")
+        if self.args.cpu >= os.cpu_count() or self.args.cpu < 0:
+            raise BenchError(f"--cpu {self.args.cpu}: this machine has {os.cpu_count()} CPUs")
+        os.makedirs(self.args.out, exist_ok=True)
+        self.meta["loadavg_start"] = open("/proc/loadavg").read().split()[:3]
+        t0 = time.monotonic()
+        self.setup()
+        self.measure()
+        self.meta["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+        self.meta["seconds"] = round(time.monotonic() - t0, 1)
+        self.report()
+        log(f"total {time.monotonic() - t0:.1f} s")
+
+
+def main():
+    mcnet.require_root()  # exits 77 (skip) without root, 1 under CI=true
+    bench = Bench(ARGS)
+    rc = 0
+    try:
+        bench.main()
+    except (BenchError, RuntimeError, subprocess.TimeoutExpired, OSError, ValueError) as e:
+        log(f"error: {e}")
+        rc = 1
+    finally:
+        for p in list(bench.procs):
+            bench.stop(p)
+        mcnet._sweep()  # sidecars, daemons (detach), pods (CNI DEL), netns, cgroups
+    if rc == 0 and bench.problems:
+        log(f"{len(bench.problems)} check(s) failed:\n  " + "\n  ".join(bench.problems))
+        rc = 3
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
