@@ -75,6 +75,9 @@ CONFIGS = [(64, "pinned"), (1024, "pinned"), (65536, "pinned"), (64, "unpinned")
 
 TO_OVERLAY = ("tc_redirect_overlay", "tc_redirect_neigh")
 PEER = "tc_redirect_peer"
+# Socket-shortcut counters recorded per sample (to tell why a connection was not redirected).
+SOCK_DETAIL = ("sock_added_active", "sock_added_passive", "sock_add_failed", "sock_skip_early_data",
+               "sock_not_enrolled", "msg_pass_no_peer", "msg_pass_sticky", "msg_pass_peer_gone")
 MC_POD_F_INTRA = 0x1
 MC_POD_MAX_IPS = 4
 FLAGS_OFF = 4 * MC_POD_MAX_IPS  # struct mc_pod: __u32 ip4[4]; __u32 flags; ...
@@ -337,6 +340,7 @@ class Bench:
                 "local": int(c.get("tc_redirect_local", 0)),
                 "cni0_bytes": links.get("rx_bytes", 0) + links.get("tx_bytes", 0),
                 "ct_invalid": n.invalid_drops(),
+                "all": {k: int(v) for k, v in c.items() if isinstance(v, int)},
             }
         return out
 
@@ -344,7 +348,11 @@ class Bench:
         mode = row["mode"]
         what = f"{row['config']} {mode} rep {row['rep']}"
         for node in ("n1", "n2"):
-            d = {k: after[node][k] - before[node][k] for k in after[node]}
+            d = {k: after[node][k] - before[node][k] for k in after[node] if k != "all"}
+            allc = {k: v - before[node]["all"].get(k, 0) for k, v in after[node]["all"].items()}
+            for k in SOCK_DETAIL:
+                row[f"{node}_{k}"] = allc.get(k, 0)
+            nproblems = len(self.problems)
             for k in ("intra_bytes", "intra_msgs", "pairs", "skip_disabled", "overlay", "peer", "ct_invalid"):
                 row[f"{node}_{k}"] = d[k]
             row[f"{node}_cni0_share"] = round(d["cni0_bytes"] / payload_bytes, 4)
@@ -376,6 +384,9 @@ class Bench:
                                          f"the payload bytes with tc off")
             if d["ct_invalid"]:
                 self.problems.append(f"{what}: {node} conntrack INVALID drops +{d['ct_invalid']}")
+            if len(self.problems) > nproblems:  # say what the counters did instead
+                self.problems[-1] += " [%s counters: %s]" % (node, " ".join(
+                    f"{k}=+{v}" for k, v in sorted(allc.items()) if v and not k.startswith("tc_")))
 
     # ---- samples -----------------------------------------------------------------
 

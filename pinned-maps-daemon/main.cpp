@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "conns.h"
 #include "install_cni.h"
 #include "rescan.h"
 #include "loader.h"
@@ -308,6 +309,12 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"on", "off"}))
       ->required();
 
+  auto* conns = app.add_subcommand("conns", "live accelerated connections; --explain SRC DST says why (not)");
+  add_pin_root(conns);
+  conns->add_flag("--json", json, "machine-readable output");
+  std::vector<std::string> explain;
+  conns->add_option("--explain", explain, "SRC DST as ip:port (SRC: the connect()ing side)")->expected(2);
+
   auto* pods = app.add_subcommand("pods", "list enrolled pods");
   add_pin_root(pods);
   pods->add_flag("--json", json, "machine-readable output");
@@ -355,6 +362,7 @@ int main(int argc, char** argv) {
     return cmd_unenroll(pin_root, netns, cookie);
   }
   if (*pods) return cmd_pods(pin_root, json);
+  if (*conns) return cmd_conns(pin_root, json, explain.size() == 2 ? explain[0] : "", explain.size() == 2 ? explain[1] : "");
   if (*setc) {
     PinLayout layout(pin_root);
     auto lock = PinLock::acquire(layout.root);

@@ -5,6 +5,7 @@ live daemon. Values match the traffic the test made (exact bytes), `promtool
 check metrics` passes, counters survive a daemon restart, CNI ADD/DEL counts
 and the ADD histogram come from the plugin, readiness follows detach.
 """
+import json
 import os
 import re
 import shutil
@@ -74,6 +75,23 @@ def main():
     t.join()
     s.sendall(b"x" * 4321)
     streams.recv_exact(c, 4321)
+    # conns: the live pair, and --explain for it and for a host connection.
+    cj = json.loads(d.cli("conns", "--json").stdout)
+    me = "%s:%d" % c.getsockname()
+    mine = [p for p in cj if p["initiator"] == me]
+    ck.check(len(mine) == 1 and mine[0]["paired"] and mine[0]["active_socket_cookie"] and mine[0]["passive_socket_cookie"],
+             "conns lists the live connection %s as a paired (accelerated) pair with both socket cookies" % me)
+    ex = json.loads(d.cli("conns", "--json", "--explain", me, "%s:%d" % s.getsockname()).stdout)
+    ck.check(ex["accelerated"] and ex["initiator_in_map"] and ex["responder_in_map"],
+             "conns --explain says the connection is accelerated")
+    host = mcnet.Netns("host")
+    hc, hs = mcnet.tcp_pair(host)
+    hsrc = "%s:%d" % hc.getsockname()
+    ex = json.loads(d.cli("conns", "--json", "--explain", hsrc, "%s:%d" % hs.getsockname()).stdout)
+    ck.check(not ex["accelerated"] and any("is in the sockhash" in w for w in ex["why"]),
+             "conns --explain says why a host connection is not accelerated: %s" % ex["why"][:1])
+    hc.close()
+    hs.close()
     c.close()
     s.close()
     st, m1 = get(node, port, "/metrics")
