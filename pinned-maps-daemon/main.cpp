@@ -26,6 +26,7 @@
 #include "meshcut/sys.h"
 #include "probe.h"
 #include "status.h"
+#include "trace.h"
 
 using namespace meshcut;
 
@@ -319,6 +320,10 @@ int main(int argc, char** argv) {
   add_pin_root(pods);
   pods->add_flag("--json", json, "machine-readable output");
 
+  daemon::TraceOptions trace_opt;
+  auto* trace = daemon::add_trace_subcommand(app, trace_opt);
+  add_pin_root(trace);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -362,6 +367,10 @@ int main(int argc, char** argv) {
     return cmd_unenroll(pin_root, netns, cookie);
   }
   if (*pods) return cmd_pods(pin_root, json);
+  if (*trace) {
+    trace_opt.pin_root = pin_root;
+    return daemon::cmd_trace(trace_opt);
+  }
   if (*conns) return cmd_conns(pin_root, json, explain.size() == 2 ? explain[0] : "", explain.size() == 2 ? explain[1] : "");
   if (*setc) {
     PinLayout layout(pin_root);
