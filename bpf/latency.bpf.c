@@ -124,7 +124,9 @@ static __always_inline int record(void *ctx, struct sock *sk, int ret, int flags
 	e->dir = dir;
 	e->pad[0] = e->pad[1] = e->pad[2] = 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	bpf_ringbuf_submit(e, 0);
+	/* No wakeup: on a VM the wakeup's self-IPI costs ~10 us per event; user
+	 * space drains the ring every 20 ms instead. */
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 	stat_inc(MC_TS_EVENTS);
 	return 0;
 }

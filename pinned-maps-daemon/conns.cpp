@@ -15,16 +15,11 @@
 #include "meshcut/abi.h"
 #include "meshcut/maps.h"
 #include "meshcut/pins.h"
+#include "meshcut/sys.h"
 
 using namespace meshcut;
 
 namespace {
-
-std::string ip_str(uint32_t be) {
-  char b[INET_ADDRSTRLEN] = {};
-  inet_ntop(AF_INET, &be, b, sizeof(b));
-  return b;
-}
 
 struct Entry {
   mc_sock_key key;
@@ -127,7 +122,7 @@ int cmd_conns(const std::string& pin_root, bool json, const std::string& src, co
   nlohmann::json arr = nlohmann::json::array();
   for (const auto& [id, v] : pairs) {
     const mc_sock_key& k = v.front().key;
-    nlohmann::json p = {{"initiator", ip_str(k.init_ip) + ":" + std::to_string(k.init_port)},
+    nlohmann::json p = {{"initiator", sys::ipv4_str(k.init_ip) + ":" + std::to_string(k.init_port)},
                         {"netns_cookie", k.scope},
                         {"paired", v.size() == 2}};
     for (const auto& e : v)

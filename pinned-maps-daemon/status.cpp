@@ -13,18 +13,13 @@
 #include "meshcut/abi.h"
 #include "meshcut/maps.h"
 #include "meshcut/pins.h"
+#include "meshcut/sys.h"
 #include "meshcut/pods.h"
 #include "probe.h"
 
 using namespace meshcut;
 
 namespace {
-
-std::string ip_str(uint32_t be) {
-  char b[INET_ADDRSTRLEN] = {};
-  inet_ntop(AF_INET, &be, b, sizeof(b));
-  return b;
-}
 
 int not_running(const std::string& pin_root, bool json, const Error& e) {
   if (json) {
@@ -111,7 +106,7 @@ int cmd_pods(const std::string& pin_root, bool json) {
   for (const auto& [cookie, pod] : *pods) {
     nlohmann::json ips = nlohmann::json::array();
     for (uint32_t ip : pod.ip4)
-      if (ip) ips.push_back(ip_str(ip));
+      if (ip) ips.push_back(sys::ipv4_str(ip));
     nlohmann::json p = {{"netns_cookie", cookie},
                         {"ips", ips},
                         {"mac", mac_str(pod.pod_mac)},

@@ -30,6 +30,8 @@ With --conn-log, each proxied connection prints one line on stdout, once the
 upstream connection is established (istio_pod.py uses it to link hops):
   CONN <out|in> client=<ip:port> local=<ip:port> upstream_src=<ip:port> upstream_dst=<ip:port>
 "READY" is printed on stdout once both listeners are bound.
+--delay-ms N delays every chunk it forwards, in both directions, by N ms
+(test/netns/test_trace.py injects a known proxy delay with it).
 """
 import argparse
 import asyncio
@@ -56,6 +58,7 @@ class Sidecar:
     def __init__(self, args):
         self.args = args
         self.conn_log = args.conn_log
+        self.delay = max(0, args.delay_ms) / 1000.0
 
     async def pipe(self, reader, writer, other_writer, done):
         """Copy reader -> writer; on EOF half-close writer."""
@@ -64,6 +67,8 @@ class Sidecar:
                 data = await reader.read(256 * 1024)
                 if not data:
                     break
+                if self.delay:
+                    await asyncio.sleep(self.delay)  # --delay-ms: a slow proxy, for tests
                 writer.write(data)
                 await writer.drain()
             if writer.can_write_eof() and not writer.is_closing():
@@ -145,6 +150,8 @@ def main():
                    help="source address of connections to the local app (Istio: 127.0.0.6)")
     p.add_argument("--user", help="UID[:GID] to drop to after binding (if started as root)")
     p.add_argument("--conn-log", action="store_true", help="print one CONN line per connection")
+    p.add_argument("--delay-ms", type=float, default=0,
+                   help="delay each forwarded chunk by this many ms, both directions (tests; default 0)")
     args = p.parse_args()
     try:
         asyncio.run(Sidecar(args).main())

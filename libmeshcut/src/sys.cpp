@@ -2,6 +2,7 @@
 #include "meshcut/sys.h"
 
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
 #include <sched.h>
@@ -269,6 +270,12 @@ std::string mac_of(int ifindex) {
   if (!if_indextoname(ifindex, name)) return "";
   auto li = getlink(name);
   return li ? li->mac : "";
+}
+
+std::string ipv4_str(uint32_t be) {
+  char b[INET_ADDRSTRLEN] = {};
+  inet_ntop(AF_INET, &be, b, sizeof(b));
+  return b;
 }
 
 int kernel_version_code() {

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+
+#include "root_tier.h"
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -68,15 +70,7 @@ TEST_CASE("programs have the types meshcutd attaches them as", "[bpf]") {
 }
 
 int main(int argc, char** argv) {
-  if (geteuid() != 0) {
-    const char* ci = std::getenv("CI");
-    if (ci && std::strcmp(ci, "true") == 0) {
-      std::fprintf(stderr, "FAIL: the bpf tier needs root (CI=true: no skipping)\n");
-      return 1;
-    }
-    std::fprintf(stderr, "SKIP: the bpf tier needs root\n");
-    return 77;
-  }
+  if (int rc = bpf_tier_needs_root(); rc >= 0) return rc;
   libbpf_set_print(nullptr);  // the verifier log would flood CTest's output; errors still fail
   return Catch::Session().run(argc, argv);
 }

@@ -27,6 +27,8 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+
+#include "root_tier.h"
 #include <array>
 #include <cerrno>
 #include <cstdint>
@@ -683,15 +685,7 @@ TEST_CASE("F2 a destination pod with host_ifindex 0 is not redirected", "[tc][fi
 }
 
 int main(int argc, char** argv) {
-  if (geteuid() != 0) {
-    const char* ci = std::getenv("CI");
-    if (ci && std::strcmp(ci, "true") == 0) {
-      std::fprintf(stderr, "FAIL: the bpf tier needs root (CI=true: no skipping)\n");
-      return 1;
-    }
-    std::fprintf(stderr, "SKIP: the bpf tier needs root\n");
-    return 77;
-  }
+  if (int rc = bpf_tier_needs_root(); rc >= 0) return rc;
   // bpf_fib_lookup runs in the caller's netns: give this process its own.
   if (unshare(CLONE_NEWNET) != 0) {
     std::fprintf(stderr, "FAIL: unshare(CLONE_NEWNET): %s\n", std::strerror(errno));

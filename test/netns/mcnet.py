@@ -31,6 +31,7 @@ SKIP = 77
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 _cleanups = []
+_logfiles = []  # daemon logs: kept when a check failed, removed otherwise
 RUN_ID = "%x" % (os.getpid() & 0xFFFFF)
 
 
@@ -276,6 +277,7 @@ class Daemon:
         self.extra = list(extra) if "--metrics-addr" in extra else list(extra) + ["--metrics-addr", "off"]
         self.proc = None
         self.logfile = "/tmp/mc-test-%s-%s.log" % (RUN_ID, name)
+        _logfiles.append(self.logfile)
         _cleanups.append(self.cleanup)
 
     def cli(self, *args, check=True):
@@ -377,5 +379,11 @@ class Checks:
 
     def done(self):
         _sweep()
+        for f in _logfiles:
+            if self.failed:
+                if os.path.exists(f):
+                    print("daemon log kept: %s" % f)
+            elif os.path.exists(f):
+                os.unlink(f)
         print("%d passed, %d failed" % (self.passed, self.failed))
         sys.exit(1 if self.failed else 0)

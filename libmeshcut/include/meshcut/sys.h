@@ -50,6 +50,9 @@ Result<PodNetns> pod_netns(const std::string& netns_path, const std::string& ifn
 // MAC of an interface in the caller's netns.
 std::string mac_of(int ifindex);
 
+// "10.244.1.5" from a network-order IPv4 address.
+std::string ipv4_str(uint32_t be);
+
 std::optional<std::string> read_file(const std::string& path);
 int kernel_version_code();  // KERNEL_VERSION(a,b,c) of uname -r
 
