@@ -78,6 +78,21 @@ def loadavg():
         return f.read().split()[:3]
 
 
+def setup_measure_report(bench, log):
+    """Run BENCH's setup(), measure() and report(), recording in bench.meta the
+    load average before and after (a busy host skews every number) and the
+    seconds taken."""
+    os.makedirs(bench.args.out, exist_ok=True)
+    bench.meta["loadavg_start"] = loadavg()
+    t0 = time.monotonic()
+    bench.setup()
+    bench.measure()
+    bench.meta["loadavg_end"] = loadavg()
+    bench.meta["seconds"] = round(time.monotonic() - t0, 1)
+    bench.report()
+    log(f"total {time.monotonic() - t0:.1f} s")
+
+
 def import_netns_helpers(build_dir, *names):
     """Import the test/netns modules NAMES (mcnet, twonode, ...) and return them.
 
@@ -160,6 +175,42 @@ class Children:
         finally:
             self.stop(server)
         return out
+
+
+class PodBench:
+    """What the benchmarks on a test/netns cluster (crossnode, mesh_crossnode)
+    share: their state, and starting their processes in a pod.
+
+    A subclass sets self.cg (the mcnet.Cgroup its processes start in) in its
+    setup(), and provides main(), setup(), measure() and report()."""
+
+    def __init__(self, args, mcnet):
+        self.args = args
+        self.mcnet = mcnet  # imported by the script (import_netns_helpers), after its argument parsing
+        self.rtt_bin = os.path.join(args.build_dir, "bench", "rtt")
+        self.samples = []
+        self.problems = []
+        self.children = Children()
+        self.mode = None
+        self.meta = {}
+        self.cg = None
+
+    def spawn(self, cmd, pod, cpu=None, **kw):
+        """Start CMD in self.cg first, then in POD's netns (mcnet.spawn: never
+        `ip netns exec`, which remounts /sys and hides cgroup2), on CPU if given.
+        Own session: a terminal's Ctrl-C reaches only us."""
+        p = self.mcnet.spawn(taskset(cpu) + cmd, netns=pod.ns, cgroup=self.cg, start_new_session=True, **kw)
+        return self.children.track(p)
+
+    def run_client(self, cmd, pod, cpu=None, timeout=120):
+        """Run a client in POD and return its stdout; it must exit 0 within TIMEOUT."""
+        p = self.spawn(cmd, pod, cpu, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return self.children.output(p, cmd, timeout)
+
+    @staticmethod
+    def fmt_ratio(r):
+        # Quick runs have one repetition: no [min–max] then.
+        return fmt_ratio(r, collapse=True)
 
 
 def wait_line(p, needle, timeout=10.0):
@@ -340,4 +391,21 @@ def run_bench(main, cleanup, log, errors=(BenchError, subprocess.TimeoutExpired,
             for s in SIGNALS:
                 signal.signal(s, signal.SIG_IGN)
         cleanup()
+    return rc
+
+
+def run_cluster_bench(bench, mcnet, log, errors):
+    """main() of a benchmark on a test/netns cluster (mcnet): exit 77 (skip)
+    without root outside CI, 1 after one of ERRORS, 3 if a check failed, else 0.
+    Everything the run created is removed by mcnet's cleanups, children first."""
+    mcnet.require_root()  # exits 77 (skip) without root, 1 under CI=true
+
+    def cleanup():
+        bench.children.stop_all()
+        mcnet._sweep()  # sidecars, daemons (detach), pods (CNI DEL), netns, cgroups
+
+    rc = run_bench(bench.main, cleanup, log, errors)
+    if rc == 0 and bench.problems:
+        log(f"{len(bench.problems)} check(s) failed:\n  " + "\n  ".join(bench.problems))
+        rc = 3
     return rc

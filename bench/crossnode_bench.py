@@ -46,18 +46,17 @@ Usage:  sudo /usr/bin/python3 bench/crossnode_bench.py [--quick] [--out DIR]
 """
 
 import argparse
-import csv
 import json
 import os
-import platform
-import select
 import statistics
 import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NETNS_DIR = os.path.join(REPO, "test", "netns")
+import benchlib
+from benchlib import BRIDGE_MIN, PEER, SHORTCUT_BRIDGE_MAX, BenchError, cfg_label, fmt_med, paired_ratio
+
+REPO = benchlib.REPO
 
 MODES = ["bridge", "tc", "tc-one-way"]
 # node -> cross-node switch per mode
@@ -68,31 +67,13 @@ SWITCH = {"bridge": {"n1": "off", "n2": "off"},
 # vCPU costs 40-80 us on this VM and would hide the data path).
 CONFIGS = [(64, "pinned"), (1024, "pinned"), (65536, "pinned"), (64, "unpinned")]
 
-TO_OVERLAY = ("tc_redirect_overlay", "tc_redirect_neigh")
-PEER = "tc_redirect_peer"
-ALL_REDIRECTS = TO_OVERLAY + (PEER, "tc_redirect_local")
+ALL_REDIRECTS = benchlib.TO_OVERLAY + (PEER, "tc_redirect_local")
 SOCK_COUNTERS = ("redirect_msgs", "redirect_bytes")
-# cni0 bytes (rx + tx) per payload byte: a shortcut node carries at most
-# this much of the payload over its bridge, a bridge node at least BRIDGE_MIN.
-SHORTCUT_BRIDGE_MAX = 0.05
-BRIDGE_MIN = 0.5
 
 # Reference figures for the footnote.
 REF_KERNEL = "kernel commit adding bpf_redirect_peer: TCP_RR 122 µs → 44 µs (vs bpf_redirect)"
 REF_FLOOR = ("shared/BENCH.md floors on this VM, same vCPU, 64 B: 25.5 µs bridge vs 19.7 µs both directions "
              "bypassed (0.67–0.78×); iperf3 1.13–1.16×; one direction alone gains little or nothing")
-
-
-def size_label(size):
-    return f"{size // 1024} KiB" if size >= 1024 else f"{size} B"
-
-
-def cfg_label(size, placement):
-    return size_label(size) + ("" if placement == "pinned" else f" {placement}")
-
-
-class BenchError(Exception):
-    pass
 
 
 def parse_args():
@@ -109,10 +90,7 @@ def parse_args():
     ap.add_argument("--port", type=int, default=18100, help="first TCP port used by the servers in s2")
     ap.add_argument("--build-dir", default=os.environ.get("MESHCUT_BUILD", os.path.join(REPO, "build")))
     a = ap.parse_args()
-    a.reps = a.reps or (1 if a.quick else 5)
-    a.iters = a.iters or (1000 if a.quick else 20000)
-    a.iperf_time = a.iperf_time or (1 if a.quick else 3)
-    a.out = os.path.abspath(a.out)
+    benchlib.apply_quick_defaults(a)
     a.build_dir = os.path.abspath(a.build_dir)
     if a.reps < 1 or a.iters < 1 or a.iperf_time < 1:
         ap.error("--reps, --iters and --iperf-time must be >= 1")
@@ -120,81 +98,13 @@ def parse_args():
 
 
 ARGS = parse_args()
-# mcnet reads these at import; don't litter test/netns with __pycache__.
-os.environ["MESHCUT_BUILD"] = ARGS.build_dir
-os.environ.setdefault("MESHCUTD", os.path.join(ARGS.build_dir, "pinned-maps-daemon", "meshcutd"))
-sys.dont_write_bytecode = True
-sys.path.insert(0, NETNS_DIR)
-import mcnet  # noqa: E402
-import twonode  # noqa: E402
+mcnet, twonode = benchlib.import_netns_helpers(ARGS.build_dir, "mcnet", "twonode")
+log = benchlib.logger("crossnode_bench")
 
 
-def log(msg):
-    print(f"[crossnode_bench] {msg}", file=sys.stderr, flush=True)
-
-
-class Bench:
+class Bench(benchlib.PodBench):
     def __init__(self, args):
-        self.args = args
-        self.rtt_bin = os.path.join(args.build_dir, "bench", "rtt")
-        self.samples = []
-        self.problems = []
-        self.procs = []
-        self.mode = None
-        self.meta = {}
-
-    # ---- processes in the bench cgroup, then the pod's netns ----------------
-
-    def spawn(self, cmd, pod, cpu=None, **kw):
-        argv = (["taskset", "-c", str(cpu)] if cpu is not None else []) + cmd
-        p = mcnet.spawn(argv, netns=pod.ns, cgroup=self.cg, start_new_session=True, **kw)
-        self.procs.append(p)
-        return p
-
-    def stop(self, p, grace=2.0):
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        if p in self.procs:
-            self.procs.remove(p)
-        for f in (p.stdout, p.stderr):
-            if f:
-                f.close()
-
-    def run_client(self, cmd, pod, cpu=None, timeout=120):
-        p = self.spawn(cmd, pod, cpu, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            out, err = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise BenchError(f"timeout after {timeout}s: {' '.join(cmd)}")
-        finally:
-            self.stop(p)
-        if p.returncode != 0:
-            raise BenchError(f"{' '.join(cmd)} exited {p.returncode}: {err.strip()}")
-        return out
-
-    @staticmethod
-    def wait_line(p, needle, timeout=10.0):
-        """Wait until a server prints NEEDLE (raw fd reads: no buffered readline)."""
-        deadline = time.monotonic() + timeout
-        seen = b""
-        fd = p.stdout.fileno()
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-            if not r:
-                break
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                err = p.stderr.read().decode(errors="replace") if p.stderr else ""
-                raise BenchError(f"server exited before ready: {' '.join(p.args)}: {err.strip()}")
-            seen += chunk
-            if needle.encode() in seen:
-                return
-        raise BenchError(f"server not ready after {timeout}s: {' '.join(p.args)}")
+        super().__init__(args, mcnet)
 
     # ---- cluster ---------------------------------------------------------------
 
@@ -240,15 +150,10 @@ class Bench:
         out = {}
         for name, n in self.nodes.items():
             c = n.daemon.counters()
-            links = n.link_stats(twonode.BRIDGE) or {}
             out[name] = {
-                "overlay": sum(int(c.get(k, 0)) for k in TO_OVERLAY),
-                "peer": int(c.get(PEER, 0)),
-                "local": int(c.get("tc_redirect_local", 0)),
+                **benchlib.tc_counters(n, c, twonode.BRIDGE),
                 "pass_disabled": int(c.get("tc_pass_disabled", 0)),
                 "sock": sum(int(c.get(k, 0)) for k in SOCK_COUNTERS),
-                "cni0_bytes": links.get("rx_bytes", 0) + links.get("tx_bytes", 0),
-                "ct_invalid": n.invalid_drops(),
             }
         return out
 
@@ -258,7 +163,7 @@ class Bench:
         mode = row["mode"]
         what = f"{row['kind']} {row.get('config', '')} {mode} rep {row['rep']}".replace("  ", " ")
         for node in ("n1", "n2"):
-            d = {k: after[node][k] - before[node][k] for k in after[node]}
+            d = benchlib.delta(before[node], after[node])
             row[f"{node}_tc_redirect_overlay"] = d["overlay"]
             row[f"{node}_tc_redirect_peer"] = d["peer"]
             row[f"{node}_tc_pass_disabled"] = d["pass_disabled"]
@@ -294,18 +199,12 @@ class Bench:
         before = self.snapshot()
         server = self.spawn([self.rtt_bin, "server", "--tcp", addr, "--once"], self.s2, cpu,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            self.wait_line(server, "ready")
-            out = self.run_client([self.rtt_bin, "client", "--tcp", addr, "--size", str(size), "--iters", str(iters),
-                                   "--warmup", str(warmup)], self.c1, cpu)
-            server.wait(timeout=10)
-        finally:
-            self.stop(server)
+        out = self.children.serve(server, "ready", lambda: self.run_client(
+            [self.rtt_bin, "client", "--tcp", addr] + benchlib.rtt_client_args(size, iters, warmup), self.c1, cpu))
         time.sleep(0.03)  # the closing handshake, before the counters and before any switch
         if not record:
             return None
-        for k, v in json.loads(out).items():
-            row.setdefault(k, v)
+        benchlib.merge_rtt(row, out)
         # Each timed round trip is at least one skb each way through each node's programs.
         self.check(row, before, self.snapshot(), 2 * size * (iters + warmup), iters)
         return row
@@ -327,29 +226,20 @@ class Bench:
     def bulk_sample(self, rep, mode, seconds, port):
         before = self.snapshot()
         cli0, srv0 = self.tcp_stats(self.c1), self.tcp_stats(self.s2)
-        server = self.spawn(["iperf3", "-s", "-1", "-B", self.s2.ip, "-p", str(port), "--forceflush"], self.s2,
+        server = self.spawn(benchlib.iperf_server_cmd(self.s2.ip, port), self.s2,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            self.wait_line(server, "listening")
-            out = self.run_client(["iperf3", "-c", self.s2.ip, "-p", str(port), "-t", str(seconds), "-J"],
-                                  self.c1, timeout=seconds + 30)
-            server.wait(timeout=10)
-        finally:
-            self.stop(server)
+        out = self.children.serve(server, "listening", lambda: self.run_client(
+            benchlib.iperf_client_cmd(self.s2.ip, port, seconds), self.c1, timeout=seconds + 30))
         time.sleep(0.05)
         cli1, srv1 = self.tcp_stats(self.c1), self.tcp_stats(self.s2)
-        end = json.loads(out)["end"]
-        recv = end["sum_received"]
-        row = {"kind": "bulk", "rep": rep, "mode": mode, "config": "iperf3",
-               "gbit_s": round(recv["bits_per_second"] / 1e9, 3), "bytes": recv["bytes"],
-               "seconds": round(recv["seconds"], 3), "retransmits": end["sum_sent"].get("retransmits", 0),
+        row = {"kind": "bulk", "rep": rep, "mode": mode, "config": "iperf3", **benchlib.iperf_result(out),
                # Why TCP retransmitted: reordering (receiver's out-of-order queue,
                # DSACKs = spurious retransmits) or loss (timeouts).
                "client_fast_retrans": cli1.get("TcpExt:TCPFastRetrans", 0) - cli0.get("TcpExt:TCPFastRetrans", 0),
                "client_dsack_recv": cli1.get("TcpExt:TCPDSACKRecv", 0) - cli0.get("TcpExt:TCPDSACKRecv", 0),
                "client_rto": cli1.get("TcpExt:TCPTimeouts", 0) - cli0.get("TcpExt:TCPTimeouts", 0),
                "server_ofo_queue": srv1.get("TcpExt:TCPOFOQueue", 0) - srv0.get("TcpExt:TCPOFOQueue", 0)}
-        self.check(row, before, self.snapshot(), recv["bytes"], 100)
+        self.check(row, before, self.snapshot(), row["bytes"], 100)
         return row
 
     def measure(self):
@@ -371,26 +261,6 @@ class Bench:
 
     # ---- report ------------------------------------------------------------------
 
-    @staticmethod
-    def paired_ratio(rows, base_rows, key):
-        """Per-repetition ratio to the baseline of the same repetition: (median, min, max)."""
-        base = {s["rep"]: s[key] for s in base_rows}
-        r = [s[key] / base[s["rep"]] for s in rows if base.get(s["rep"])]
-        return (statistics.median(r), min(r), max(r)) if r else None
-
-    @staticmethod
-    def fmt_ratio(r):
-        if not r:
-            return ""
-        return f"{r[0]:.2f}×" if r[1] == r[2] else f"{r[0]:.2f}× [{r[1]:.2f}–{r[2]:.2f}]"
-
-    @staticmethod
-    def fmt_med(vals, digits=1):
-        m = statistics.median(vals)
-        if len(vals) == 1:
-            return f"{m:.{digits}f}"
-        return f"{m:.{digits}f} ({min(vals):.{digits}f}–{max(vals):.{digits}f})"
-
     def report(self):
         a = self.args
         summary = []
@@ -408,12 +278,10 @@ class Bench:
                 continue
             cells, rec = [], {"kind": "rtt", "config": cfg, "size": size, "placement": placement}
             for m in MODES:
-                med = [s["median_us"] for s in by[m]]
-                rec[m] = {"median_us": statistics.median(med), "min_us": min(med), "max_us": max(med),
-                          "p99_us": statistics.median(s["p99_us"] for s in by[m])}
-                cells.append(self.fmt_med(med))
-            r_tc = self.paired_ratio(by["tc"], by["bridge"], "median_us")
-            r_ow = self.paired_ratio(by["tc-one-way"], by["bridge"], "median_us")
+                rec[m] = benchlib.rtt_stats(by[m])
+                cells.append(fmt_med([s["median_us"] for s in by[m]]))
+            r_tc = paired_ratio(by["tc"], by["bridge"], "median_us")
+            r_ow = paired_ratio(by["tc-one-way"], by["bridge"], "median_us")
             rec["tc_vs_bridge"], rec["one_way_vs_bridge"] = r_tc, r_ow
             summary.append(rec)
             lines.append(f"| {cfg} | " + " | ".join(cells) + f" | {self.fmt_ratio(r_tc)} | {self.fmt_ratio(r_ow)} | "
@@ -427,9 +295,9 @@ class Bench:
                 g = [s["gbit_s"] for s in by[m]]
                 rec[m] = {"gbit_s": statistics.median(g), "min": min(g), "max": max(g),
                           "retransmits_max": max(s["retransmits"] for s in by[m])}
-                cells.append(self.fmt_med(g, 2))
-            rec["tc_vs_bridge"] = self.paired_ratio(by["tc"], by["bridge"], "gbit_s")
-            rec["one_way_vs_bridge"] = self.paired_ratio(by["tc-one-way"], by["bridge"], "gbit_s")
+                cells.append(fmt_med(g, 2))
+            rec["tc_vs_bridge"] = paired_ratio(by["tc"], by["bridge"], "gbit_s")
+            rec["one_way_vs_bridge"] = paired_ratio(by["tc-one-way"], by["bridge"], "gbit_s")
             summary.append(rec)
             lines.append(f"| iperf3 Gbit/s | " + " | ".join(cells) + f" | {self.fmt_ratio(rec['tc_vs_bridge'])} | "
                          f"{self.fmt_ratio(rec['one_way_vs_bridge'])} | |")
@@ -438,7 +306,7 @@ class Bench:
                       "receiver out-of-order segments |", "|---|---|---|---|---|---|"]
             for m in MODES:
                 lines.append(f"| {m} | " + " | ".join(
-                    self.fmt_med([s[k] for s in by[m]], 0)
+                    fmt_med([s[k] for s in by[m]], 0)
                     for k in ("retransmits", "client_fast_retrans", "client_dsack_recv", "client_rto",
                               "server_ofo_queue")) + " |")
         # Proof of the path, per mode over every sample.
@@ -447,13 +315,11 @@ class Bench:
                   "n2 tc_redirect_peer | n1 cni0 bytes / payload | n2 cni0 bytes / payload |",
                   "|---|---|---|---|---|---|---|"]
 
-        def rng(vals, f="{:d}"):
-            return (f.format(min(vals)) + ("" if min(vals) == max(vals) else "–" + f.format(max(vals)))) if vals else ""
-
+        rng = benchlib.fmt_range
         for m in MODES:
             ss = [s for s in self.samples if s["mode"] == m]
             lines.append(f"| {m} | " + " | ".join(
-                rng([s[f"{n}_tc_redirect_{k}"] for s in ss]) for n in ("n1", "n2") for k in ("overlay", "peer"))
+                rng([s[f"{n}_tc_redirect_{k}"] for s in ss], "{:d}") for n in ("n1", "n2") for k in ("overlay", "peer"))
                 + " | " + " | ".join(rng([s[f"{n}_cni0_share"] for s in ss], "{:.3f}") for n in ("n1", "n2"))
                 + " |")
         lines += ["",
@@ -465,62 +331,22 @@ class Bench:
         if self.problems:
             lines.append(f"\n**{len(self.problems)} check(s) failed** (see results.json \"problems\"): "
                          + "; ".join(self.problems[:5]))
-        table = "\n".join(lines) + "\n"
-        print(table)
-        os.makedirs(a.out, exist_ok=True)
-        with open(os.path.join(a.out, "table.md"), "w") as f:
-            f.write(table)
-        keys = []
-        for s in self.samples:
-            keys += [k for k in s if k not in keys]
-        with open(os.path.join(a.out, "samples.csv"), "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(self.samples)
         self.meta.update({
-            "kernel": platform.release(), "cpus": os.cpu_count(), "pinned_cpu": a.cpu, "reps": a.reps,
-            "iters": a.iters, "iperf_seconds": a.iperf_time, "quick": a.quick, "modes": MODES, "switch": SWITCH,
-            "meshcutd": mcnet.MESHCUTD, "rtt": self.rtt_bin, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "references": [REF_KERNEL, REF_FLOOR]})
-        with open(os.path.join(a.out, "results.json"), "w") as f:
-            json.dump({"meta": self.meta, "summary": summary, "samples": self.samples, "problems": self.problems},
-                      f, indent=1)
-        log(f"raw numbers: {a.out}/samples.csv, {a.out}/results.json, table: {a.out}/table.md")
+            **benchlib.host_meta(a), "iperf_seconds": a.iperf_time, "quick": a.quick, "modes": MODES,
+            "switch": SWITCH, "meshcutd": mcnet.MESHCUTD, "rtt": self.rtt_bin,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "references": [REF_KERNEL, REF_FLOOR]})
+        benchlib.write_outputs(a.out, "\n".join(lines) + "\n", self.samples, self.meta, summary, self.problems, log)
 
     def main(self):
         if not os.access(self.rtt_bin, os.X_OK):
             raise BenchError(f"{self.rtt_bin} missing: cmake --build {self.args.build_dir} --target meshcut_bench_rtt")
-        for tool in ("taskset", "iperf3"):
-            if not any(os.access(os.path.join(d, tool), os.X_OK) for d in os.environ.get("PATH", "").split(":")):
-                raise BenchError(f"{tool} not found")
-        os.makedirs(self.args.out, exist_ok=True)
-        self.meta["loadavg_start"] = open("/proc/loadavg").read().split()[:3]
-        t0 = time.monotonic()
-        self.setup()
-        self.measure()
-        self.meta["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
-        self.meta["seconds"] = round(time.monotonic() - t0, 1)
-        self.report()
-        log(f"total {time.monotonic() - t0:.1f} s")
+        benchlib.require_tools(("taskset", "iperf3"))
+        benchlib.setup_measure_report(self, log)
 
 
 def main():
-    mcnet.require_root()  # exits 77 (skip) without root, 1 under CI=true
-    bench = Bench(ARGS)
-    rc = 0
-    try:
-        bench.main()
-    except (BenchError, RuntimeError, subprocess.TimeoutExpired, OSError) as e:
-        log(f"error: {e}")
-        rc = 1
-    finally:
-        for p in list(bench.procs):
-            bench.stop(p)
-        mcnet._sweep()  # daemons (detach), pods (CNI DEL), netns, cgroups
-    if rc == 0 and bench.problems:
-        log(f"{len(bench.problems)} check(s) failed:\n  " + "\n  ".join(bench.problems))
-        rc = 3
-    return rc
+    return benchlib.run_cluster_bench(Bench(ARGS), mcnet, log,
+                                      (BenchError, RuntimeError, subprocess.TimeoutExpired, OSError))
 
 
 if __name__ == "__main__":

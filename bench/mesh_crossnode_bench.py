@@ -53,11 +53,8 @@ Usage:  sudo /usr/bin/python3 bench/mesh_crossnode_bench.py [--quick] [--out DIR
 """
 
 import argparse
-import csv
 import json
 import os
-import platform
-import select
 import socket
 import statistics
 import struct
@@ -65,16 +62,16 @@ import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NETNS_DIR = os.path.join(REPO, "test", "netns")
+import benchlib
+from benchlib import BRIDGE_MIN, SHORTCUT_BRIDGE_MAX, BenchError, cfg_label, fmt_med, paired_ratio
+
+REPO = benchlib.REPO
 
 MODES = ["baseline", "socket", "tc", "full"]
 SOCKET_ON = {"baseline": False, "socket": True, "tc": False, "full": True}
 TC_ON = {"baseline": False, "socket": False, "tc": True, "full": True}
 CONFIGS = [(64, "pinned"), (1024, "pinned"), (65536, "pinned"), (64, "unpinned")]
 
-TO_OVERLAY = ("tc_redirect_overlay", "tc_redirect_neigh")
-PEER = "tc_redirect_peer"
 # Socket-shortcut counters recorded per sample (to tell why a connection was not redirected).
 SOCK_DETAIL = ("sock_added_active", "sock_added_passive", "sock_add_failed", "sock_skip_early_data",
                "sock_not_enrolled", "msg_pass_no_peer", "msg_pass_sticky", "msg_pass_peer_gone")
@@ -82,26 +79,10 @@ MC_POD_F_INTRA = 0x1
 MC_POD_MAX_IPS = 4
 FLAGS_OFF = 4 * MC_POD_MAX_IPS  # struct mc_pod: __u32 ip4[4]; __u32 flags; ...
 SO_NETNS_COOKIE = 71
-# cni0 bytes (rx + tx) per payload byte: with tc on a node carries at most
-# this much of the payload over its bridge, with tc off at least BRIDGE_MIN.
-SHORTCUT_BRIDGE_MAX = 0.05
-BRIDGE_MIN = 0.5
 
 REF = ("shared/BENCH.md, this VM, 64 B same vCPU: two HAProxy sidecars (Istio-style rules) 74–86 µs vs "
        "18–21 µs direct; cross-node tc alone 0.67–0.78× of 25.5 µs pod↔pod; target: mesh request latency, "
        "pods on two nodes, c=1: ≥ 15 % lower (paper: full optimisation 10–21 %)")
-
-
-def size_label(size):
-    return f"{size // 1024} KiB" if size >= 1024 else f"{size} B"
-
-
-def cfg_label(size, placement):
-    return size_label(size) + ("" if placement == "pinned" else f" {placement}")
-
-
-class BenchError(Exception):
-    pass
 
 
 def parse_args():
@@ -117,9 +98,7 @@ def parse_args():
     ap.add_argument("--port", type=int, default=18200, help="first TCP port used by the servers in s2")
     ap.add_argument("--build-dir", default=os.environ.get("MESHCUT_BUILD", os.path.join(REPO, "build")))
     a = ap.parse_args()
-    a.reps = a.reps or (1 if a.quick else 5)
-    a.iters = a.iters or (1000 if a.quick else 20000)
-    a.out = os.path.abspath(a.out)
+    benchlib.apply_quick_defaults(a)
     a.build_dir = os.path.abspath(a.build_dir)
     if a.reps < 1 or a.iters < 1:
         ap.error("--reps and --iters must be >= 1")
@@ -127,18 +106,8 @@ def parse_args():
 
 
 ARGS = parse_args()
-# mcnet reads these at import; don't litter test/netns with __pycache__.
-os.environ["MESHCUT_BUILD"] = ARGS.build_dir
-os.environ.setdefault("MESHCUTD", os.path.join(ARGS.build_dir, "pinned-maps-daemon", "meshcutd"))
-sys.dont_write_bytecode = True
-sys.path.insert(0, NETNS_DIR)
-import istio_pod  # noqa: E402
-import mcnet  # noqa: E402
-import twonode  # noqa: E402
-
-
-def log(msg):
-    print(f"[mesh_crossnode_bench] {msg}", file=sys.stderr, flush=True)
+istio_pod, mcnet, twonode = benchlib.import_netns_helpers(ARGS.build_dir, "istio_pod", "mcnet", "twonode")
+log = benchlib.logger("mesh_crossnode_bench")
 
 
 def set_affinity_all_threads(pid, cpus):
@@ -150,70 +119,11 @@ def set_affinity_all_threads(pid, cpus):
             pass
 
 
-class Bench:
+class Bench(benchlib.PodBench):
     def __init__(self, args):
-        self.args = args
-        self.rtt_bin = os.path.join(args.build_dir, "bench", "rtt")
-        self.samples = []
-        self.problems = []
-        self.procs = []
-        self.mode = None
+        super().__init__(args, mcnet)
         self.sidecar_cpus = None
-        self.meta = {}
         self.ipods = []
-
-    # ---- processes: in the sockops cgroup first, then the pod's netns --------
-
-    def spawn(self, cmd, pod, cpu=None, **kw):
-        argv = (["taskset", "-c", str(cpu)] if cpu is not None else []) + cmd
-        p = mcnet.spawn(argv, netns=pod.ns, cgroup=self.cg, start_new_session=True, **kw)
-        self.procs.append(p)
-        return p
-
-    def stop(self, p, grace=2.0):
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        if p in self.procs:
-            self.procs.remove(p)
-        for f in (p.stdout, p.stderr):
-            if f:
-                f.close()
-
-    def run_client(self, cmd, pod, cpu=None, timeout=120):
-        p = self.spawn(cmd, pod, cpu, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            out, err = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise BenchError(f"timeout after {timeout}s: {' '.join(cmd)}")
-        finally:
-            self.stop(p)
-        if p.returncode != 0:
-            raise BenchError(f"{' '.join(cmd)} exited {p.returncode}: {err.strip()}")
-        return out
-
-    @staticmethod
-    def wait_line(p, needle, timeout=10.0):
-        """Wait until a server prints NEEDLE (raw fd reads: no buffered readline)."""
-        deadline = time.monotonic() + timeout
-        seen = b""
-        fd = p.stdout.fileno()
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-            if not r:
-                break
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                err = p.stderr.read().decode(errors="replace") if p.stderr else ""
-                raise BenchError(f"server exited before ready: {' '.join(p.args)}: {err.strip()}")
-            seen += chunk
-            if needle.encode() in seen:
-                return
-        raise BenchError(f"server not ready after {timeout}s: {' '.join(p.args)}")
 
     # ---- cluster -------------------------------------------------------------
 
@@ -328,18 +238,13 @@ class Bench:
         out = {}
         for name, n in self.nodes.items():
             c = n.daemon.counters()
-            links = n.link_stats(twonode.BRIDGE) or {}
             out[name] = {
                 "intra_bytes": int(c.get("bytes_redirect_intra", 0)),
                 "intra_msgs": int(c.get("msg_redirect_intra", 0)),
                 "node_msgs": int(c.get("msg_redirect_node", 0)),
                 "pairs": int(c.get("pairs_redirected", 0)),
                 "skip_disabled": int(c.get("sock_skip_disabled", 0)),
-                "overlay": sum(int(c.get(k, 0)) for k in TO_OVERLAY),
-                "peer": int(c.get(PEER, 0)),
-                "local": int(c.get("tc_redirect_local", 0)),
-                "cni0_bytes": links.get("rx_bytes", 0) + links.get("tx_bytes", 0),
-                "ct_invalid": n.invalid_drops(),
+                **benchlib.tc_counters(n, c, twonode.BRIDGE),
                 "all": {k: int(v) for k, v in c.items() if isinstance(v, int)},
             }
         return out
@@ -348,8 +253,8 @@ class Bench:
         mode = row["mode"]
         what = f"{row['config']} {mode} rep {row['rep']}"
         for node in ("n1", "n2"):
-            d = {k: after[node][k] - before[node][k] for k in after[node] if k != "all"}
-            allc = {k: v - before[node]["all"].get(k, 0) for k, v in after[node]["all"].items()}
+            d = benchlib.delta(before[node], after[node], skip=("all",))
+            allc = benchlib.delta(before[node]["all"], after[node]["all"])
             for k in SOCK_DETAIL:
                 row[f"{node}_{k}"] = allc.get(k, 0)
             nproblems = len(self.problems)
@@ -400,19 +305,13 @@ class Bench:
         server = self.spawn([self.rtt_bin, "server", "--tcp", addr, "--once"], self.s2, cpu,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         t0 = time.monotonic()
-        try:
-            self.wait_line(server, "ready")
-            out = self.run_client([self.rtt_bin, "client", "--tcp", addr, "--size", str(size), "--iters", str(iters),
-                                   "--warmup", str(warmup)], self.c1, cpu)
-            server.wait(timeout=10)
-        finally:
-            self.stop(server)
+        out = self.children.serve(server, "ready", lambda: self.run_client(
+            [self.rtt_bin, "client", "--tcp", addr] + benchlib.rtt_client_args(size, iters, warmup), self.c1, cpu))
         row["wall_s"] = round(time.monotonic() - t0, 3)
         time.sleep(0.03)  # the closing handshakes, before the counters and before any switch
         if not record:
             return None
-        for k, v in json.loads(out).items():
-            row.setdefault(k, v)
+        benchlib.merge_rtt(row, out)
         self.check(row, before, self.snapshot(), 2 * size * (iters + warmup), iters)
         return row
 
@@ -439,26 +338,6 @@ class Bench:
 
     # ---- report --------------------------------------------------------------------
 
-    @staticmethod
-    def paired_ratio(rows, base_rows, key):
-        """Per-repetition ratio to the baseline of the same repetition: (median, min, max)."""
-        base = {s["rep"]: s[key] for s in base_rows}
-        r = [s[key] / base[s["rep"]] for s in rows if base.get(s["rep"])]
-        return (statistics.median(r), min(r), max(r)) if r else None
-
-    @staticmethod
-    def fmt_ratio(r):
-        if not r:
-            return ""
-        return f"{r[0]:.2f}×" if r[1] == r[2] else f"{r[0]:.2f}× [{r[1]:.2f}–{r[2]:.2f}]"
-
-    @staticmethod
-    def fmt_med(vals, digits=1):
-        m = statistics.median(vals)
-        if len(vals) == 1:
-            return f"{m:.{digits}f}"
-        return f"{m:.{digits}f} ({min(vals):.{digits}f}–{max(vals):.{digits}f})"
-
     def report(self):
         a = self.args
         summary = []
@@ -479,13 +358,10 @@ class Bench:
             cells, ratios = [], []
             rec = {"config": cfg, "size": size, "placement": placement}
             for m in MODES:
-                med = [s["median_us"] for s in by[m]]
-                rec[m] = {"median_us": statistics.median(med), "min_us": min(med), "max_us": max(med),
-                          "p99_us": statistics.median(s["p99_us"] for s in by[m]),
-                          "mean_us": statistics.median(s["mean_us"] for s in by[m])}
-                cells.append(self.fmt_med(med))
+                rec[m] = {**benchlib.rtt_stats(by[m]), "mean_us": statistics.median(s["mean_us"] for s in by[m])}
+                cells.append(fmt_med([s["median_us"] for s in by[m]]))
             for m in MODES[1:]:
-                r = self.paired_ratio(by[m], by["baseline"], "median_us")
+                r = paired_ratio(by[m], by["baseline"], "median_us")
                 rec[f"{m}_vs_baseline"] = r
                 ratios.append(self.fmt_ratio(r))
             summary.append(rec)
@@ -498,15 +374,12 @@ class Bench:
                   "| n2 cni0 / payload |",
                   "|---|---|---|---|---|---|---|"]
 
-        def rng(vals, f="{:.2f}"):
-            return (f.format(min(vals)) + ("" if min(vals) == max(vals) else "–" + f.format(max(vals)))) if vals \
-                else ""
-
+        rng = benchlib.fmt_range
         for m in MODES:
             ss = [s for s in self.samples if s["mode"] == m]
             pl = [2 * s["size"] * (s["iters"] + s["warmup"]) for s in ss]
             rts = [s["iters"] + s["warmup"] for s in ss]
-            cells = [rng([s[f"{n}_intra_bytes"] / p for s, p in zip(ss, pl)]) for n in ("n1", "n2")]
+            cells = [rng([s[f"{n}_intra_bytes"] / p for s, p in zip(ss, pl)], "{:.2f}") for n in ("n1", "n2")]
             cells += [rng([s[f"{n}_overlay"] / r for s, r in zip(ss, rts)], "{:.1f}") + " / " +
                       rng([s[f"{n}_peer"] / r for s, r in zip(ss, rts)], "{:.1f}") for n in ("n1", "n2")]
             cells += [rng([s[f"{n}_cni0_share"] for s in ss], "{:.3f}") for n in ("n1", "n2")]
@@ -523,65 +396,24 @@ class Bench:
         if self.problems:
             lines.append(f"\n**{len(self.problems)} check(s) failed** (see results.json \"problems\"): "
                          + "; ".join(self.problems[:5]))
-        table = "\n".join(lines) + "\n"
-        print(table)
-        os.makedirs(a.out, exist_ok=True)
-        with open(os.path.join(a.out, "table.md"), "w") as f:
-            f.write(table)
-        keys = []
-        for s in self.samples:
-            keys += [k for k in s if k not in keys]
-        with open(os.path.join(a.out, "samples.csv"), "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(self.samples)
         self.meta.update({
-            "kernel": platform.release(), "cpus": os.cpu_count(), "pinned_cpu": a.cpu, "reps": a.reps,
-            "iters": a.iters, "quick": a.quick, "modes": MODES, "socket_on": SOCKET_ON, "tc_on": TC_ON,
+            **benchlib.host_meta(a), "quick": a.quick, "modes": MODES, "socket_on": SOCKET_ON, "tc_on": TC_ON,
             "meshcutd": mcnet.MESHCUTD, "rtt": self.rtt_bin, "sidecar": "haproxy nbthread 1",
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "reference": REF})
-        with open(os.path.join(a.out, "results.json"), "w") as f:
-            json.dump({"meta": self.meta, "summary": summary, "samples": self.samples, "problems": self.problems},
-                      f, indent=1)
-        log(f"raw numbers: {a.out}/samples.csv, {a.out}/results.json, table: {a.out}/table.md")
+        benchlib.write_outputs(a.out, "\n".join(lines) + "\n", self.samples, self.meta, summary, self.problems, log)
 
     def main(self):
         if not os.access(self.rtt_bin, os.X_OK):
             raise BenchError(f"{self.rtt_bin} missing: cmake --build {self.args.build_dir} --target meshcut_bench_rtt")
-        for tool in ("taskset", "bpftool", istio_pod.HAPROXY):
-            if not (os.access(tool, os.X_OK) or any(os.access(os.path.join(d, tool), os.X_OK)
-                                                    for d in os.environ.get("PATH", "").split(":"))):
-                raise BenchError(f"{tool} not found")
+        benchlib.require_tools(("taskset", "bpftool", istio_pod.HAPROXY))
         if self.args.cpu >= os.cpu_count() or self.args.cpu < 0:
             raise BenchError(f"--cpu {self.args.cpu}: this machine has {os.cpu_count()} CPUs")
-        os.makedirs(self.args.out, exist_ok=True)
-        self.meta["loadavg_start"] = open("/proc/loadavg").read().split()[:3]
-        t0 = time.monotonic()
-        self.setup()
-        self.measure()
-        self.meta["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
-        self.meta["seconds"] = round(time.monotonic() - t0, 1)
-        self.report()
-        log(f"total {time.monotonic() - t0:.1f} s")
+        benchlib.setup_measure_report(self, log)
 
 
 def main():
-    mcnet.require_root()  # exits 77 (skip) without root, 1 under CI=true
-    bench = Bench(ARGS)
-    rc = 0
-    try:
-        bench.main()
-    except (BenchError, RuntimeError, subprocess.TimeoutExpired, OSError, ValueError) as e:
-        log(f"error: {e}")
-        rc = 1
-    finally:
-        for p in list(bench.procs):
-            bench.stop(p)
-        mcnet._sweep()  # sidecars, daemons (detach), pods (CNI DEL), netns, cgroups
-    if rc == 0 and bench.problems:
-        log(f"{len(bench.problems)} check(s) failed:\n  " + "\n  ".join(bench.problems))
-        rc = 3
-    return rc
+    return benchlib.run_cluster_bench(Bench(ARGS), mcnet, log,
+                                      (BenchError, RuntimeError, subprocess.TimeoutExpired, OSError, ValueError))
 
 
 if __name__ == "__main__":

@@ -29,19 +29,17 @@ Usage:  sudo /usr/bin/python3 bench/socket_bench.py [--quick] [--out DIR]
 """
 
 import argparse
-import csv
 import json
 import os
-import platform
-import select
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import benchlib
+from benchlib import BenchError, cfg_label, fmt_ratio, paired_ratio
+
+REPO = benchlib.REPO
 
 # Pod addresses: private to the namespaces this benchmark creates.
 POD_A_IP = "10.213.0.1"
@@ -72,24 +70,7 @@ TARGET_RTT_VS_FLOOR = 1.10
 TARGET_BULK_VS_TCP = 2.0
 
 
-class Interrupted(Exception):
-    """Raised from the signal handler so that every finally: block runs."""
-
-
-class BenchError(Exception):
-    pass
-
-
-def log(msg):
-    print(f"[socket_bench] {msg}", file=sys.stderr, flush=True)
-
-
-def size_label(size):
-    return f"{size // 1024} KiB" if size >= 1024 else f"{size} B"
-
-
-def cfg_label(size, placement):
-    return size_label(size) + ("" if placement == "pinned" else f" {placement}")
+log = benchlib.logger("socket_bench")
 
 
 def run(cmd, check=True, timeout=30, **kw):
@@ -115,7 +96,7 @@ class Bench:
         self.args = args
         self.tag = f"mcb-{os.getpid()}"
         self.cleanups = []  # LIFO stack of (description, callable)
-        self.procs = set()  # live child processes, killed first on cleanup
+        self.children = benchlib.Children()  # live child processes, stopped first on cleanup
         self.problems = []  # assertion failures reported at the end
         self.samples = []
         self.meshcut_ok = False
@@ -139,8 +120,7 @@ class Bench:
         self.cleanups.append((what, fn))
 
     def cleanup(self):
-        for p in list(self.procs):
-            self.stop_proc(p)
+        self.children.stop_all()
         while self.cleanups:
             what, fn = self.cleanups.pop()
             try:
@@ -148,27 +128,12 @@ class Bench:
             except Exception as e:  # keep going: leave as little behind as possible
                 log(f"cleanup of {what} failed: {e}")
 
-    def stop_proc(self, p, grace=2.0):
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        self.procs.discard(p)
-
     def spawn(self, cmd, mode, netns=None, cpu=None, **kw):
         """Start cmd in the mode's cgroup, then (optionally) a netns and a CPU.
 
         The cgroup is joined in preexec_fn, i.e. before `ip netns exec` runs:
         ip netns exec remounts /sys, which hides the cgroup2 mount."""
-        argv = []
-        if netns:
-            argv += ["ip", "netns", "exec", netns]
-        if cpu is not None:
-            argv += ["taskset", "-c", str(cpu)]
-        argv += cmd
+        argv = (["ip", "netns", "exec", netns] if netns else []) + benchlib.taskset(cpu) + cmd
         procs_file = os.path.join(self.cg[mode], "cgroup.procs")
 
         def join_cgroup():
@@ -177,41 +142,11 @@ class Bench:
 
         # Own session: a terminal Ctrl-C reaches only us, and we stop children in order.
         p = subprocess.Popen(argv, preexec_fn=join_cgroup, start_new_session=True, text=True, **kw)
-        self.procs.add(p)
-        return p
+        return self.children.track(p)
 
     def run_child(self, cmd, mode, netns=None, cpu=None, timeout=120):
         p = self.spawn(cmd, mode, netns, cpu, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            out, err = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise BenchError(f"timeout: {' '.join(cmd)}")
-        finally:
-            self.stop_proc(p)
-        if p.returncode != 0:
-            raise BenchError(f"{' '.join(cmd)} exited {p.returncode}: {err.strip()}")
-        return out
-
-    def wait_line(self, p, needle, timeout=10.0):
-        """Wait until a child prints needle (its server is listening).
-
-        Reads the raw fd: a buffered readline() could swallow the line we wait
-        for into Python's buffer while select() keeps waiting on the fd."""
-        deadline = time.monotonic() + timeout
-        seen = b""
-        fd = p.stdout.fileno()
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-            if not r:
-                break
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                err = p.stderr.read() if p.stderr else ""
-                raise BenchError(f"server exited before ready: {' '.join(p.args)}: {err.strip()}")
-            seen += chunk
-            if needle.encode() in seen:
-                return
-        raise BenchError(f"server not ready after {timeout}s: {' '.join(p.args)}")
+        return self.children.output(p, cmd, timeout)
 
     def setup_cgroups(self):
         root = cgroup2_mount()
@@ -262,13 +197,13 @@ class Bench:
         server = self.spawn([self.rtt_bin, "server", "--tcp", f"{POD_B_IP}:{port}", "--once"], "plain",
                             self.ns_pb, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            self.wait_line(server, "ready")
-            self.run_child(["timeout", "5", self.rtt_bin, "client", "--tcp", f"{POD_B_IP}:{port}",
-                            "--size", "64", "--iters", "10", "--warmup", "0"], "plain", self.ns_pa)
+            benchlib.wait_line(server, "ready")
+            self.run_child(["timeout", "5", self.rtt_bin, "client", "--tcp", f"{POD_B_IP}:{port}"]
+                           + benchlib.rtt_client_args(64, 10, 0), "plain", self.ns_pa)
         except BenchError as e:
             raise BenchError(f"pod A cannot reach pod B over the bridge: {e}")
         finally:
-            self.stop_proc(server)
+            self.children.stop(server)
 
     def setup_floor(self):
         run([self.floor_bin, "attach", "--cgroup", self.cg["floor"], "--pin", self.floor_pin])
@@ -315,14 +250,14 @@ class Bench:
             [self.meshcutd, "run", "--pin-root", self.meshcut_pin, "--cgroup", self.cg["meshcut"]],
             stdin=subprocess.DEVNULL, stdout=self.meshcutd_log, stderr=subprocess.STDOUT,
             start_new_session=True)
-        self.procs.add(daemon)
+        self.children.track(daemon)
 
         def stop_meshcut():
             # detach first (SIGTERM alone leaves the pins: restart safety), then stop.
             p = run([self.meshcutd, "detach", "--pin-root", self.meshcut_pin], check=False)
             if p.returncode != 0:
                 log(f"meshcutd detach failed ({p.returncode}): {p.stderr.strip()}")
-            self.stop_proc(daemon, grace=5.0)
+            self.children.stop(daemon, grace=5.0)
             if os.path.exists(self.meshcut_pin):
                 left = [os.path.join(d, f) for d, _, fs in os.walk(self.meshcut_pin) for f in fs]
                 log(f"meshcutd detach left {len(left)} pins under {self.meshcut_pin}; removing them")
@@ -398,18 +333,12 @@ class Bench:
         if other:
             self.problems.append(f"{row['transport']} rep {row['rep']}: the other redirect carried {other} bytes")
 
-    @staticmethod
-    def merge(row, rtt_json):
-        """Add rtt's statistics to a sample row (our own labels win)."""
-        for k, v in json.loads(rtt_json).items():
-            row.setdefault(k, v)
-
     def rtt_sample(self, rep, transport, size, placement, iters, warmup, port):
         net, mode = TRANSPORTS[transport]
         # (server CPU, client CPU)
         srv_cpu, cli_cpu = {"pinned": (self.args.cpu, self.args.cpu), "unpinned": (None, None),
                             "cross-CPU": (self.args.cpu, self.other_cpu())}[placement]
-        client_args = ["--size", str(size), "--iters", str(iters), "--warmup", str(warmup)]
+        client_args = benchlib.rtt_client_args(size, iters, warmup)
         row = {"kind": "rtt", "rep": rep, "transport": transport, "net": net, "mode": mode,
                "size": size, "placement": placement, "config": cfg_label(size, placement)}
         if net == "unix":
@@ -417,21 +346,15 @@ class Bench:
             pair = [self.rtt_bin, "pair"] + client_args
             if srv_cpu is not None and srv_cpu != cli_cpu:
                 pair += ["--server-cpu", str(srv_cpu)]
-            out = self.run_child(pair, mode, self.ns_lo, cli_cpu)
-            self.merge(row, out)
+            benchlib.merge_rtt(row, self.run_child(pair, mode, self.ns_lo, cli_cpu))
             return row
         srv_ns, cli_ns, addr = self.endpoints(net)
         before = self.counters()
         server = self.spawn([self.rtt_bin, "server", "--tcp", f"{addr}:{port}", "--once"], mode, srv_ns, srv_cpu,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            self.wait_line(server, "ready")
-            out = self.run_child([self.rtt_bin, "client", "--tcp", f"{addr}:{port}"] + client_args,
-                                 mode, cli_ns, cli_cpu)
-            server.wait(timeout=10)
-        finally:
-            self.stop_proc(server)
-        self.merge(row, out)
+        out = self.children.serve(server, "ready", lambda: self.run_child(
+            [self.rtt_bin, "client", "--tcp", f"{addr}:{port}"] + client_args, mode, cli_ns, cli_cpu))
+        benchlib.merge_rtt(row, out)
         # Both directions carry `size` bytes per iteration (+ the 4+1 byte handshake).
         self.check_redirect(row, before, self.counters(), 2 * size * (iters + warmup))
         return row
@@ -440,22 +363,13 @@ class Bench:
         net, mode = TRANSPORTS[transport]
         srv_ns, cli_ns, addr = self.endpoints(net)
         before = self.counters()
-        server = self.spawn(["iperf3", "-s", "-1", "-B", addr, "-p", str(port), "--forceflush"], mode, srv_ns,
+        server = self.spawn(benchlib.iperf_server_cmd(addr, port), mode, srv_ns,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            self.wait_line(server, "listening")
-            out = self.run_child(["iperf3", "-c", addr, "-p", str(port), "-t", str(seconds), "-J"],
-                                 mode, cli_ns, timeout=seconds + 30)
-            server.wait(timeout=10)
-        finally:
-            self.stop_proc(server)
-        end = json.loads(out)["end"]
-        recv = end["sum_received"]
+        out = self.children.serve(server, "listening", lambda: self.run_child(
+            benchlib.iperf_client_cmd(addr, port, seconds), mode, cli_ns, timeout=seconds + 30))
         row = {"kind": "bulk", "rep": rep, "transport": transport, "net": net, "mode": mode,
-               "gbit_s": round(recv["bits_per_second"] / 1e9, 3),
-               "bytes": recv["bytes"], "seconds": round(recv["seconds"], 3),
-               "retransmits": end["sum_sent"].get("retransmits", 0)}
-        self.check_redirect(row, before, self.counters(), recv["bytes"])
+               **benchlib.iperf_result(out)}
+        self.check_redirect(row, before, self.counters(), row["bytes"])
         return row
 
     def other_cpu(self):
@@ -502,20 +416,17 @@ class Bench:
                 if not rows:
                     continue
                 net, mode = TRANSPORTS[t]
-                med = [s["median_us"] for s in rows]
                 base_t = "tcp-pod" if net == "pod" else "tcp-lo"
-                ratio = self.paired_ratio(rows, by_t.get(base_t, []), "median_us")
-                mf = self.paired_ratio(rows, by_t.get(f"floor-{net}", []), "median_us") if mode == "meshcut" else None
-                rec = {"kind": "rtt", "transport": t, "config": cfg, "median_us": statistics.median(med),
-                       "min_us": min(med), "max_us": max(med),
-                       "p99_us": statistics.median(s["p99_us"] for s in rows),
+                ratio = paired_ratio(rows, by_t.get(base_t, []), "median_us")
+                mf = paired_ratio(rows, by_t.get(f"floor-{net}", []), "median_us") if mode == "meshcut" else None
+                rec = {"kind": "rtt", "transport": t, "config": cfg, **benchlib.rtt_stats(rows),
                        "vs_tcp": ratio, "meshcut_vs_floor": mf}
                 if mf and placement == "pinned":  # unpinned rows measure the scheduler, not the path
                     rec["target_ok"] = mf[0] <= TARGET_RTT_VS_FLOOR
                 summary.append(rec)
-                lines.append(f"| {t} | {cfg} | {rec['median_us']:.2f} | {min(med):.2f}–{max(med):.2f} | "
-                             f"{rec['p99_us']:.2f} | {self.fmt_ratio(ratio) if t != base_t else '1'} | "
-                             f"{self.fmt_ratio(mf, TARGET_RTT_VS_FLOOR if placement == 'pinned' else None) if mf else ''} |")
+                lines.append(f"| {t} | {cfg} | {rec['median_us']:.2f} | {rec['min_us']:.2f}–{rec['max_us']:.2f} | "
+                             f"{rec['p99_us']:.2f} | {fmt_ratio(ratio) if t != base_t else '1'} | "
+                             f"{fmt_ratio(mf, TARGET_RTT_VS_FLOOR if placement == 'pinned' else None) if mf else ''} |")
         # The same, compact (as in shared/BENCH.md): median (ratio to plain TCP; meshcut/floor).
         cfgs = [cfg_label(sz, pin) for sz, pin in SIZES]
         compact = ["\n### Round trip, compact: median µs (× plain TCP; meshcut ÷ floor)\n",
@@ -546,8 +457,8 @@ class Bench:
                 net, mode = TRANSPORTS[t]
                 g = [s["gbit_s"] for s in rows]
                 base_t = f"tcp-{net}"
-                ratio = self.paired_ratio(rows, by_t[base_t], "gbit_s")
-                mf = self.paired_ratio(rows, by_t[f"floor-{net}"], "gbit_s") if mode == "meshcut" else None
+                ratio = paired_ratio(rows, by_t[base_t], "gbit_s")
+                mf = paired_ratio(rows, by_t[f"floor-{net}"], "gbit_s") if mode == "meshcut" else None
                 rec = {"kind": "bulk", "transport": t, "gbit_s": statistics.median(g), "min": min(g), "max": max(g),
                        "vs_tcp": ratio, "meshcut_vs_floor": mf, "retransmits_max": max(s["retransmits"] for s in rows)}
                 if mode == "meshcut":
@@ -555,8 +466,8 @@ class Bench:
                 summary.append(rec)
                 target = TARGET_BULK_VS_TCP if mode == "meshcut" else None
                 lines.append(f"| {t} | {rec['gbit_s']:.2f} | {min(g):.2f}–{max(g):.2f} | "
-                             f"{self.fmt_ratio(ratio, target, True) if t != base_t else '1'} | "
-                             f"{self.fmt_ratio(mf) if mf else ''} | {rec['retransmits_max']} |")
+                             f"{fmt_ratio(ratio, target, True) if t != base_t else '1'} | "
+                             f"{fmt_ratio(mf) if mf else ''} | {rec['retransmits_max']} |")
         # Proof that the redirects carried the traffic.
         lines.append("\n### Redirected share of the payload bytes (from the BPF counters, per sample)\n")
         lines.append("| transport | min | max |")
@@ -575,45 +486,8 @@ class Bench:
         lines.append(f"\nTargets (shared/BENCH.md): redirected RTT ≤ {TARGET_RTT_VS_FLOOR}× the minimal redirect "
                      f"(floor) in the pinned rows, bulk ≥ {TARGET_BULK_VS_TCP}× plain TCP; ✗ marks a miss. Ratios are medians of "
                      f"per-repetition ratios (modes measured side by side), [min–max].")
-        table = "\n".join(lines) + "\n"
-        print(table)
-        with open(os.path.join(out, "table.md"), "w") as f:
-            f.write(table)
-        self.write_raw(summary)
-
-    @staticmethod
-    def paired_ratio(rows, base_rows, key):
-        """Per-repetition ratio to the baseline measured in the same repetition:
-        (median, min, max) over repetitions, or None."""
-        base = {(s["rep"]): s[key] for s in base_rows}
-        r = [s[key] / base[s["rep"]] for s in rows if base.get(s["rep"])]
-        return (statistics.median(r), min(r), max(r)) if r else None
-
-    @staticmethod
-    def fmt_ratio(r, target=None, higher_is_better=False):
-        if not r:
-            return ""
-        mark = ""
-        if target is not None:
-            ok = r[0] >= target if higher_is_better else r[0] <= target
-            mark = "" if ok else " ✗"
-        return f"{r[0]:.2f}× [{r[1]:.2f}–{r[2]:.2f}]{mark}"
-
-    def write_raw(self, summary):
-        out = self.args.out
-        keys = []
-        for s in self.samples:
-            keys += [k for k in s if k not in keys]
-        with open(os.path.join(out, "samples.csv"), "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(self.samples)
         meta = {
-            "kernel": platform.release(),
-            "cpus": os.cpu_count(),
-            "pinned_cpu": self.args.cpu,
-            "reps": self.args.reps,
-            "iters": self.args.iters,
+            **benchlib.host_meta(self.args),
             "iperf_seconds": self.args.iperf_time,
             "quick": self.args.quick,
             "meshcut": self.meshcut_ok,
@@ -621,10 +495,7 @@ class Bench:
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "pod_ips": [POD_A_IP, POD_B_IP],
         }
-        with open(os.path.join(out, "results.json"), "w") as f:
-            json.dump({"meta": meta, "summary": summary, "samples": self.samples, "problems": self.problems},
-                      f, indent=1)
-        log(f"raw numbers: {out}/samples.csv, {out}/results.json, table: {out}/table.md")
+        benchlib.write_outputs(out, "\n".join(lines) + "\n", self.samples, meta, summary, self.problems, log)
 
     # ---- main ------------------------------------------------------------
 
@@ -633,9 +504,7 @@ class Bench:
             if not os.access(b, os.X_OK):
                 raise BenchError(f"{b} missing: cmake --build {self.build} --target "
                                  f"meshcut_bench_rtt meshcut_bench_floor_loader")
-        for tool in ("ip", "taskset", "iperf3", "timeout"):
-            if not shutil.which(tool):
-                raise BenchError(f"{tool} not found")
+        benchlib.require_tools(("ip", "taskset", "iperf3", "timeout"))
         os.makedirs(self.args.out, exist_ok=True)
         self.setup_cgroups()
         self.setup_netns()
@@ -663,10 +532,7 @@ def parse_args():
     ap.add_argument("--require-meshcut", action="store_true",
                     help="fail (exit 3) if the meshcut rows cannot be measured")
     a = ap.parse_args()
-    a.reps = a.reps or (1 if a.quick else 5)
-    a.iters = a.iters or (1000 if a.quick else 20000)
-    a.iperf_time = a.iperf_time or (1 if a.quick else 3)
-    a.out = os.path.abspath(a.out)
+    benchlib.apply_quick_defaults(a)
     if a.reps < 1 or a.iters < 1:
         ap.error("--reps and --iters must be >= 1")
     return a
@@ -678,28 +544,14 @@ def main():
         print("socket_bench.py needs root (netns, cgroups, BPF)", file=sys.stderr)
         return 2
 
-    def on_signal(signum, _frame):
-        raise Interrupted(signal.Signals(signum).name)
-
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, on_signal)
     bench = Bench(args)
-    rc = 0
-    try:
-        bench.main()
-    except Interrupted as e:
-        log(f"interrupted ({e}), cleaning up")
-        rc = 130
-    except (BenchError, subprocess.TimeoutExpired, OSError) as e:
-        log(f"error: {e}")
-        rc = 1
-    finally:
-        # A second Ctrl-C must not leave netns, cgroups or pins behind.
-        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(s, signal.SIG_IGN)
+
+    def cleanup():
         bench.cleanup()
         if bench.meshcutd_log:
             bench.meshcutd_log.close()
+
+    rc = benchlib.run_bench(bench.main, cleanup, log, catch_signals=True)
     if rc == 0 and bench.problems:
         log("problems:\n  " + "\n  ".join(bench.problems))
         rc = 3

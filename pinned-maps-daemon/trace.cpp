@@ -493,9 +493,6 @@ Result<Target> resolve_targets(const TraceOptions& o) {
       auto n = names.find(cookie);
       t.labels[cookie] = n != names.end() ? n->second : "pod " + ip_str(pod.ip4[0]);
     }
-    if (t.labels.empty())
-      return make_error("no pod is enrolled in " + o.pin_root, ENOENT,
-                        "enroll pods (CNI, or meshcutd enroll), or name the namespaces with --netns PATH");
   }
   if (!o.pod.empty()) {
     for (const auto& [c, nm] : names)
@@ -505,6 +502,9 @@ Result<Target> resolve_targets(const TraceOptions& o) {
                         "meshcutd pods lists the enrolled pods (NAMESPACE/NAME)");
     if (!t.labels.count(t.pod_filter)) t.labels[t.pod_filter] = o.pod;
   }
+  if (t.labels.empty())
+    return make_error("no pod is enrolled in " + o.pin_root, ENOENT,
+                      "enroll pods (CNI, or meshcutd enroll), or name the namespaces with --netns PATH");
   return t;
 }
 
