@@ -504,7 +504,8 @@ Result<Target> resolve_targets(const TraceOptions& o) {
   }
   if (t.labels.empty())
     return make_error("no pod is enrolled in " + o.pin_root, ENOENT,
-                      "enroll pods (CNI, or meshcutd enroll), or name the namespaces with --netns PATH");
+                      "enroll pods (CNI, or meshcutd enroll; meshcutd pods lists them), or name the namespaces with "
+                      "--netns PATH");
   return t;
 }
 

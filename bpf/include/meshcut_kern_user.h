@@ -171,8 +171,11 @@ struct mc_flow_key {
 	__u16 port_lo; /* network order, the port of ip_lo */
 	__u16 port_hi;
 };
+#define MC_FLOW_F_FIN 0x1u /* a FIN was seen: the flow is closing */
 struct mc_flow {
 	__u64 last_ns; /* bpf_ktime_get_ns of the last packet that refreshed it */
+	__u32 flags;   /* MC_FLOW_F_* */
+	__u32 pad;
 };
 /* mc_flow_owner: a local pod's (ip, port) -> the flow it last started there. */
 struct mc_flow_owner_key {
@@ -184,6 +187,8 @@ struct mc_flow_owner_key {
  * keep-alive connections: a flow that falls back mid-stream meets conntrack's
  * loose pick-up on the normal path. */
 #define MC_FLOW_IDLE_NS (600ull * 1000000000ull)
+/* A closing flow (FIN seen) is forgotten sooner: its ports may be reused. */
+#define MC_FLOW_CLOSING_IDLE_NS (10ull * 1000000000ull)
 
 /* mc_meta: array, one entry: the layout a pin root holds, and what the daemon found. */
 #define MC_FEAT_NETNS_COOKIE 0x1u   /* bpf_get_netns_cookie in sockops and sk_msg */

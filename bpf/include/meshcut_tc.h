@@ -122,8 +122,10 @@ static __always_inline int mc_flow_allows(const struct mc_pkt *p)
 		return 0;
 	}
 	f = bpf_map_lookup_elem(&mc_flows, &k);
-	if (!f || now - f->last_ns > MC_FLOW_IDLE_NS)
+	if (!f || now - f->last_ns > ((f->flags & MC_FLOW_F_FIN) ? MC_FLOW_CLOSING_IDLE_NS : MC_FLOW_IDLE_NS))
 		return MC_C_TC_PASS_UNKNOWN_FLOW;
+	if (p->tcp->fin && !(f->flags & MC_FLOW_F_FIN))
+		f->flags |= MC_FLOW_F_FIN;
 	if (now - f->last_ns > 1000000000ull) /* refresh at most once a second */
 		f->last_ns = now;
 	return 0;
@@ -141,11 +143,17 @@ static __always_inline void mc_flow_new_syn(const struct mc_pkt *p, int pod_to_p
 		mc_flow_key(p, &k);
 	if (old) {
 		struct mc_flow_key ok = *old;
+		struct mc_flow *of;
 
-		/* field by field: BPF has no memcmp */
+		/* Only a closing old flow: Linux shares a source port among live
+		 * connections to different destinations, and a live one must keep
+		 * its path. (field by field: BPF has no memcmp) */
 		if (!pod_to_pod || ok.ip_lo != k.ip_lo || ok.ip_hi != k.ip_hi || ok.port_lo != k.port_lo ||
-		    ok.port_hi != k.port_hi)
-			bpf_map_delete_elem(&mc_flows, &ok);
+		    ok.port_hi != k.port_hi) {
+			of = bpf_map_lookup_elem(&mc_flows, &ok);
+			if (of && (of->flags & MC_FLOW_F_FIN))
+				bpf_map_delete_elem(&mc_flows, &ok);
+		}
 	}
 	if (pod_to_pod)
 		bpf_map_update_elem(&mc_flow_owner, &o, &k, BPF_ANY);

@@ -714,3 +714,18 @@ int main(int argc, char** argv) {
   libbpf_set_print(nullptr);  // the verifier log would flood CTest's output; errors still fail
   return Catch::Session().run(argc, argv);
 }
+
+TEST_CASE("22 a new SYN from the same port keeps a live flow, ends a closing one (flow owner)", "[tc]") {
+  Env e;
+  expect(e.veth_run(build(flow8(SYN))), kTcActRedirect, MC_C_TC_REDIRECT_OVERLAY);
+  Pkt svc = flow8(SYN);  // same pod and source port, to a ClusterIP (Linux shares source ports)
+  svc.daddr = "10.96.0.10";
+  svc.dport = 80;
+  Bytes s1 = build(svc);
+  expect_pass(e.veth_run(s1), s1, MC_C_TC_PASS_NOT_POD);
+  expect(e.veth_run(build(flow8(ACK))), kTcActRedirect, MC_C_TC_REDIRECT_OVERLAY);  // live: kept
+  expect(e.veth_run(build(flow8(FIN | ACK))), kTcActRedirect, MC_C_TC_REDIRECT_OVERLAY);
+  expect_pass(e.veth_run(s1), s1, MC_C_TC_PASS_NOT_POD);  // closing: forgotten now
+  Bytes ack = build(flow8(ACK));
+  expect_pass(e.veth_run(ack), ack, MC_C_TC_PASS_UNKNOWN_FLOW);
+}

@@ -22,6 +22,7 @@ static_assert(sizeof(mc_sock_state) == 32);
 static_assert(sizeof(mc_pod) == 36);
 static_assert(sizeof(mc_config) == 24);
 static_assert(sizeof(mc_flow_owner_key) == 8 && std::has_unique_object_representations_v<mc_flow_owner_key>);
+static_assert(sizeof(mc_flow) == 16);
 static_assert(sizeof(mc_flow_key) == 12 && std::has_unique_object_representations_v<mc_flow_key>);
 static_assert(sizeof(mc_meta) == 32);
 static_assert(sizeof(mc_cni_key) == 88 && std::has_unique_object_representations_v<mc_cni_key>);
