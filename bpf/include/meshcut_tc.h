@@ -138,6 +138,7 @@ static __always_inline void mc_flow_new_syn(const struct mc_pkt *p, int pod_to_p
 	struct mc_flow_owner_key o = {.ip = p->ip->saddr, .port = p->tcp->source};
 	struct mc_flow_key *old = bpf_map_lookup_elem(&mc_flow_owner, &o);
 	struct mc_flow_key k = {};
+	int old_live = 0;
 
 	if (pod_to_pod)
 		mc_flow_key(p, &k);
@@ -147,17 +148,19 @@ static __always_inline void mc_flow_new_syn(const struct mc_pkt *p, int pod_to_p
 
 		/* Only a closing old flow: Linux shares a source port among live
 		 * connections to different destinations, and a live one must keep
-		 * its path. (field by field: BPF has no memcmp) */
+		 * its path (and its owner entry). (field by field: no memcmp in BPF) */
 		if (!pod_to_pod || ok.ip_lo != k.ip_lo || ok.ip_hi != k.ip_hi || ok.port_lo != k.port_lo ||
 		    ok.port_hi != k.port_hi) {
 			of = bpf_map_lookup_elem(&mc_flows, &ok);
 			if (of && (of->flags & MC_FLOW_F_FIN))
 				bpf_map_delete_elem(&mc_flows, &ok);
+			else if (of)
+				old_live = 1;
 		}
 	}
-	if (pod_to_pod)
+	if (pod_to_pod && !old_live)
 		bpf_map_update_elem(&mc_flow_owner, &o, &k, BPF_ANY);
-	else if (old)
+	else if (old && !old_live)
 		bpf_map_delete_elem(&mc_flow_owner, &o);
 }
 
