@@ -28,6 +28,7 @@ int mc_sk_msg(struct sk_msg_md *msg)
 		return SK_PASS;
 	}
 	if (st->decision == MC_DECISION_PASS) {
+		st->bytes_passed += size;
 		mc_count(MC_C_MSG_PASS_STICKY, 1);
 		mc_count(MC_C_BYTES_PASS_STICKY, size);
 		return SK_PASS;
@@ -56,6 +57,7 @@ int mc_sk_msg(struct sk_msg_md *msg)
 			st->decision = MC_DECISION_REDIRECT;
 			mc_count(MC_C_PAIRS_REDIRECTED, 1);
 		}
+		st->bytes_redirected += size;
 		if (st->kind == MC_KIND_NODE) {
 			mc_count(MC_C_MSG_REDIRECT_NODE, 1);
 			mc_count(MC_C_BYTES_REDIRECT_NODE, size);
@@ -65,6 +67,7 @@ int mc_sk_msg(struct sk_msg_md *msg)
 		}
 		return SK_PASS;
 	}
+	st->bytes_passed += size;
 	if (st->decision == MC_DECISION_UNDECIDED) {
 		mc_count(MC_C_MSG_PASS_NO_PEER, 1);
 		mc_count(MC_C_BYTES_PASS_NO_PEER, size);

@@ -108,7 +108,15 @@ static __always_inline void mc_established(struct bpf_sock_ops *skops, __u8 side
 		     skops->rcv_nxt, netns);
 	st->peer = peer;
 	st->kind = kind;
+	st->side = side;
 	st->decision = MC_DECISION_UNDECIDED;
+	st->netns_cookie = netns;
+	st->local_ip = skops->local_ip4;
+	st->remote_ip = skops->remote_ip4;
+	st->local_port = (__u16)skops->local_port;
+	st->remote_port = (__u16)bpf_ntohl(skops->remote_port);
+	st->bytes_redirected = 0;
+	st->bytes_passed = 0;
 
 	/* BPF_NOEXIST: a clash (full map, or a key already taken) must never
 	 * replace another connection's socket. */

@@ -7,11 +7,16 @@
 #include <bpf/bpf.h>
 
 #include <cstdio>
+#include <cstring>
+#include <memory>
+#include <unistd.h>
+#include <bpf/libbpf.h>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <tuple>
 #include <vector>
 
+#include "mc_conns_iter.skel.h"
 #include "meshcut/abi.h"
 #include "meshcut/maps.h"
 #include "meshcut/pins.h"
@@ -43,6 +48,14 @@ std::vector<Entry> entries(int fd) {
 using PairId = std::tuple<uint64_t, uint32_t, uint16_t, uint32_t, uint32_t>;
 PairId pair_id(const mc_sock_key& k) { return {k.scope, k.init_ip, k.init_port, k.isn_init, k.isn_resp}; }
 
+std::string tuple(uint32_t lip, uint16_t lport, uint32_t rip, uint16_t rport) {
+  return sys::ipv4_str(lip) + ":" + std::to_string(lport) + " -> " + sys::ipv4_str(rip) + ":" + std::to_string(rport);
+}
+
+const char* decision_name(uint8_t d) {
+  return d == MC_DECISION_REDIRECT ? "redirect" : d == MC_DECISION_PASS ? "normal" : "undecided";
+}
+
 Result<std::pair<uint32_t, uint16_t>> endpoint(const std::string& s) {
   auto c = s.rfind(':');
   in_addr a{};
@@ -53,6 +66,36 @@ Result<std::pair<uint32_t, uint16_t>> endpoint(const std::string& s) {
 }
 
 }  // namespace
+
+Result<std::vector<mc_sock_state>> live_sockets(const PinLayout& layout) {
+  std::unique_ptr<mc_conns_iter, void (*)(mc_conns_iter*)> skel(mc_conns_iter__open(), mc_conns_iter__destroy);
+  if (!skel) return make_error("couldn't open the conns iterator", errno);
+  auto map = open_pinned(layout.map(MC_MAP_SK_STATE));
+  if (!map) return map.error();
+  if (int err = bpf_map__reuse_fd(skel->maps.mc_sk_state, map->get()))
+    return make_error("couldn't use the pinned " MC_MAP_SK_STATE, -err);
+  if (int err = mc_conns_iter__load(skel.get()))
+    return make_error("couldn't load the conns iterator", -err, "BPF iterators need Linux 5.10+");
+  union bpf_iter_link_info li = {};
+  li.map.map_fd = static_cast<__u32>(map->get());
+  DECLARE_LIBBPF_OPTS(bpf_iter_attach_opts, o, .link_info = &li, .link_info_len = sizeof(li));
+  bpf_link* link = bpf_program__attach_iter(skel->progs.mc_conns_iter, &o);
+  if (!link) return make_error("couldn't attach the conns iterator", errno);
+  std::unique_ptr<bpf_link, int (*)(bpf_link*)> own(link, bpf_link__destroy);
+  Fd it(bpf_iter_create(bpf_link__fd(link)));
+  if (!it.valid()) return make_error("couldn't start the conns iterator", errno);
+  std::vector<mc_sock_state> out;
+  std::string buf;
+  char chunk[8192];
+  ssize_t n;
+  while ((n = ::read(it.get(), chunk, sizeof(chunk))) > 0) buf.append(chunk, static_cast<size_t>(n));
+  for (size_t off = 0; off + sizeof(mc_sock_state) <= buf.size(); off += sizeof(mc_sock_state)) {
+    mc_sock_state st;
+    std::memcpy(&st, buf.data() + off, sizeof(st));
+    out.push_back(st);
+  }
+  return out;
+}
 
 int cmd_conns(const std::string& pin_root, bool json, const std::string& src, const std::string& dst) {
   auto maps = PinnedMaps::open(PinLayout(pin_root));
@@ -119,27 +162,53 @@ int cmd_conns(const std::string& pin_root, bool json, const std::string& src, co
     return 0;
   }
 
+  auto live = live_sockets(PinLayout(pin_root));
+  if (!live) {
+    std::fprintf(stderr, "meshcutd: %s\n", live.error().format().c_str());
+    return 1;
+  }
+  // Pair by key: a socket's own key is its peer's key with the other side.
+  auto key_bytes = [](mc_sock_key k) { return std::string(reinterpret_cast<const char*>(&k), sizeof(k)); };
+  std::map<std::string, const mc_sock_state*> by_own;
+  for (const auto& st : *live) {
+    mc_sock_key own = st.peer;
+    own.side = st.side;
+    by_own[key_bytes(own)] = &st;
+  }
   nlohmann::json arr = nlohmann::json::array();
-  for (const auto& [id, v] : pairs) {
-    const mc_sock_key& k = v.front().key;
-    nlohmann::json p = {{"initiator", sys::ipv4_str(k.init_ip) + ":" + std::to_string(k.init_port)},
-                        {"netns_cookie", k.scope},
-                        {"paired", v.size() == 2}};
-    for (const auto& e : v)
-      p[e.key.side == MC_SIDE_ACTIVE ? "active_socket_cookie" : "passive_socket_cookie"] = e.cookie;
-    arr.push_back(p);
+  for (const auto& st : *live) {
+    if (st.side != MC_SIDE_ACTIVE) continue;
+    auto it = by_own.find(key_bytes(st.peer));
+    const mc_sock_state* p = it == by_own.end() ? nullptr : it->second;
+    nlohmann::json c = {{"client", tuple(st.local_ip, st.local_port, st.remote_ip, st.remote_port)},
+                        {"client_netns", st.netns_cookie},
+                        {"kind", st.kind == MC_KIND_NODE ? "same_node" : "intra_pod"},
+                        {"paired", p != nullptr},
+                        {"client_to_server", {{"path", decision_name(st.decision)},
+                                              {"bytes_redirected", st.bytes_redirected},
+                                              {"bytes_normal_path", st.bytes_passed}}}};
+    if (p) {
+      c["server"] = tuple(p->local_ip, p->local_port, p->remote_ip, p->remote_port);
+      c["server_netns"] = p->netns_cookie;
+      c["server_to_client"] = {{"path", decision_name(p->decision)},
+                               {"bytes_redirected", p->bytes_redirected},
+                               {"bytes_normal_path", p->bytes_passed}};
+    }
+    arr.push_back(c);
   }
   if (json) {
     std::printf("%s\n", arr.dump(2).c_str());
     return 0;
   }
-  std::printf("%-24s %-8s %-12s %-20s %-20s\n", "INITIATOR", "PAIRED", "SCOPE", "ACTIVE SOCKET", "PASSIVE SOCKET");
-  for (const auto& p : arr)
-    std::printf("%-24s %-8s %-12llu %-20llu %-20llu\n", p["initiator"].get<std::string>().c_str(),
-                p["paired"].get<bool>() ? "yes" : "no", p["netns_cookie"].get<unsigned long long>(),
-                p.value("active_socket_cookie", 0ull), p.value("passive_socket_cookie", 0ull));
+  std::printf("%-44s %-44s %-10s %12s %12s\n", "CLIENT SOCKET", "SERVER SOCKET", "KIND", "C->S BYTES", "S->C BYTES");
   size_t paired = 0;
-  for (const auto& p : arr) paired += p["paired"].get<bool>() ? 1 : 0;
-  std::printf("%zu sockets, %zu paired connections\n", all.size(), paired);
+  for (const auto& c : arr) {
+    paired += c["paired"].get<bool>() ? 1 : 0;
+    std::printf("%-44s %-44s %-10s %12llu %12llu\n", c["client"].get<std::string>().c_str(),
+                c.value("server", std::string("(peer not on this node)")).c_str(), c["kind"].get<std::string>().c_str(),
+                c["client_to_server"]["bytes_redirected"].get<unsigned long long>(),
+                c.contains("server_to_client") ? c["server_to_client"]["bytes_redirected"].get<unsigned long long>() : 0ull);
+  }
+  std::printf("%zu live sockets in the map, %zu paired connections (bytes: through the shortcut)\n", all.size(), paired);
   return 0;
 }

@@ -7,8 +7,10 @@
 
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <nlohmann/json.hpp>
 
+#include "conns.h"
 #include "loader.h"
 #include "meshcut/abi.h"
 #include "meshcut/maps.h"
@@ -102,6 +104,16 @@ int cmd_pods(const std::string& pin_root, bool json) {
   if (!pods) return not_running(pin_root, json, pods.error());
   auto recs = maps->cni_pods();
   if (!recs) return not_running(pin_root, json, recs.error());
+  // Per-pod counters of the live sockets (closed ones are in the node totals).
+  struct Live { uint64_t sockets = 0, redirected = 0, normal = 0; };
+  std::map<uint64_t, Live> live;
+  if (auto socks = live_sockets(PinLayout(pin_root)))
+    for (const auto& st : *socks) {
+      auto& l = live[st.netns_cookie];
+      ++l.sockets;
+      l.redirected += st.bytes_redirected;
+      l.normal += st.bytes_passed;
+    }
   nlohmann::json arr = nlohmann::json::array();
   for (const auto& [cookie, pod] : *pods) {
     nlohmann::json ips = nlohmann::json::array();
@@ -115,7 +127,10 @@ int cmd_pods(const std::string& pin_root, bool json) {
                         {"intra_pod", (pod.flags & MC_POD_F_INTRA) != 0},
                         {"same_node", (pod.flags & MC_POD_F_NODE) != 0},
                         {"cross_node", (pod.flags & MC_POD_F_CROSS) != 0},
-                        {"source", "enroll"}};
+                        {"source", "enroll"},
+                        {"live_sockets", live[cookie].sockets},
+                        {"live_bytes_redirected", live[cookie].redirected},
+                        {"live_bytes_normal_path", live[cookie].normal}};
     for (const auto& [k, r] : *recs) {
       if (r.netns_cookie != cookie) continue;
       p["source"] = "cni";
@@ -134,17 +149,19 @@ int cmd_pods(const std::string& pin_root, bool json) {
     std::printf("%s\n", arr.dump(2).c_str());
     return 0;
   }
-  std::printf("%-28s %-14s %-18s %-16s %-12s %s\n", "POD", "CONTAINER", "IPS", "HOST VETH", "NETNS", "SHORTCUTS");
+  std::printf("%-28s %-14s %-18s %-16s %-12s %-18s %8s %14s\n", "POD", "CONTAINER", "IPS", "HOST VETH", "NETNS",
+              "SHORTCUTS", "SOCKETS", "BYTES SHORTCUT");
   for (const auto& p : arr) {
     std::string ips;
     for (const auto& ip : p["ips"]) ips += (ips.empty() ? "" : ",") + ip.get<std::string>();
     std::string name = p.value("namespace", std::string()) + "/" + p.value("name", std::string("(enrolled)"));
     std::string shortcuts = std::string(p["intra_pod"].get<bool>() ? "intra " : "") +
                             (p["same_node"].get<bool>() ? "node " : "") + (p["cross_node"].get<bool>() ? "cross" : "");
-    std::printf("%-28s %-14.12s %-18s %-16s %-12llu %s\n", name.c_str(),
+    std::printf("%-28s %-14.12s %-18s %-16s %-12llu %-18s %8llu %14llu\n", name.c_str(),
                 p.value("container_id", std::string("-")).c_str(), ips.c_str(),
                 p.value("host_veth", std::string("-")).c_str(), p["netns_cookie"].get<unsigned long long>(),
-                shortcuts.c_str());
+                shortcuts.c_str(), p["live_sockets"].get<unsigned long long>(),
+                p["live_bytes_redirected"].get<unsigned long long>());
   }
   return 0;
 }

@@ -101,12 +101,22 @@ enum mc_decision {
 	MC_DECISION_PASS = 2, /* absorbing: never goes back to REDIRECT */
 };
 
-/* Value of mc_sk_state (BPF_MAP_TYPE_SK_STORAGE): lives and dies with the socket. */
+/* Value of mc_sk_state (BPF_MAP_TYPE_SK_STORAGE): lives and dies with the socket.
+ * `meshcutd conns` reads every live one through a BPF iterator. */
 struct mc_sock_state {
 	struct mc_sock_key peer; /* key of the peer socket in mc_sockhash */
 	__u8 decision;           /* enum mc_decision */
 	__u8 kind;               /* enum mc_kind */
-	__u8 pad[6];
+	__u8 side;               /* enum mc_side of this socket */
+	__u8 pad[5];
+	__u64 netns_cookie;
+	__u32 local_ip;          /* network order */
+	__u32 remote_ip;
+	__u16 local_port;        /* host order */
+	__u16 remote_port;
+	__u32 pad2;
+	__u64 bytes_redirected;  /* sent through the shortcut */
+	__u64 bytes_passed;      /* sent on the normal path (counted by sk_msg) */
 };
 
 /* Value of mc_pods, keyed by the pod's netns cookie (__u64). Written by the

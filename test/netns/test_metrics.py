@@ -75,12 +75,20 @@ def main():
     t.join()
     s.sendall(b"x" * 4321)
     streams.recv_exact(c, 4321)
-    # conns: the live pair, and --explain for it and for a host connection.
+    # conns: the live pair with both tuples and bytes per direction; pods:
+    # per-pod counters of live sockets; --explain for it and a host connection.
     cj = json.loads(d.cli("conns", "--json").stdout)
     me = "%s:%d" % c.getsockname()
-    mine = [p for p in cj if p["initiator"] == me]
-    ck.check(len(mine) == 1 and mine[0]["paired"] and mine[0]["active_socket_cookie"] and mine[0]["passive_socket_cookie"],
-             "conns lists the live connection %s as a paired (accelerated) pair with both socket cookies" % me)
+    srv_end = "%s:%d" % s.getsockname()
+    mine = [p for p in cj if p["client"] == "%s -> %s" % (me, srv_end)]
+    ck.check(len(mine) == 1 and mine[0]["paired"] and mine[0]["server"] == "%s -> %s" % (srv_end, me)
+             and mine[0]["client_to_server"] == {"path": "redirect", "bytes_redirected": len(data), "bytes_normal_path": 0}
+             and mine[0]["server_to_client"]["bytes_redirected"] == 4321,
+             "conns shows the live pair, both tuples, path and exact bytes each way (%s)" % (mine[:1],))
+    pj = json.loads(d.cli("pods", "--json").stdout)
+    ck.check(len(pj) == 1 and pj[0]["live_sockets"] >= 2 and pj[0]["live_bytes_redirected"] >= len(data) + 4321,
+             "pods shows per-pod counters of live sockets (%s sockets, %s B)" % (pj[0].get("live_sockets"),
+                                                                              pj[0].get("live_bytes_redirected")))
     ex = json.loads(d.cli("conns", "--json", "--explain", me, "%s:%d" % s.getsockname()).stdout)
     ck.check(ex["accelerated"] and ex["initiator_in_map"] and ex["responder_in_map"],
              "conns --explain says the connection is accelerated")

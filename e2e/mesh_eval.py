@@ -1,0 +1,892 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
+"""meshcut mesh evaluation: the paper's section 5 on the netns test bed (a
+first version; a benchmark with correctness checks, not a unit test).
+
+Test bed. Two nodes in network namespaces (test/netns/twonode.py: VXLAN
+flannel.1 over a veth "wire", pods through the real bridge + host-local CNI
+chain with the meshcut plugin chained after them, one meshcutd per node with
+--pod-cidr 10.244.0.0/16 --overlay-dev flannel.1). The pods are netns pods,
+not containerd CRI pods yet (those come later, e2e/cri). Every pod is
+Istio-like (test/netns/istio_pod.py): istio-init's exact nat rules and an
+HAProxy sidecar as uid 1337 (outbound 15001 via SO_ORIGINAL_DST, inbound
+15006, upstream to the app from 127.0.0.6, `nbthread 1`).
+
+  c1 (n1): the client pod: wrk (HTTP/1.1 keep-alive, closed loop), hey (fixed
+           rate), the correctness checker -- all as uid 65534, so istio-init
+           redirects them to the sidecar.
+  s1 (n1): nginx (Debian nginx-light, own config, `daemon off`, keep-alive)
+           serving a 1 KiB and a 16 KiB file: placement "same".
+  s2 (n2): the same on the other node: placement "cross".
+
+A request goes wrk -> sidecar(c1):15001 -> [bridge | VXLAN] -> sidecar(s):15006
+-> (127.0.0.6) nginx:80, and back.
+
+Modes (shared/BENCH.md, the paper's ablation), alternating inside each
+repetition and cell (rotated so no mode always follows the same one):
+
+  baseline  no shortcut: MC_POD_F_INTRA and MC_POD_F_NODE cleared in every
+            pod's mc_pods record, `meshcutd set --cross-node off` on both nodes;
+  intra     socket shortcut inside pods only (app <-> sidecar): INTRA on,
+            NODE off, tc off;
+  inter     pod <-> pod only: NODE on (same-node sidecar <-> sidecar sockets),
+            tc on (cross-node), INTRA off;
+  full      all on.
+
+The flags are switched with bpftool on the pinned mc_pods records (the rest of
+the record -- IPs, host veth, MC_POD_F_CROSS, MACs -- is kept), as in
+bench/mesh_crossnode_bench.py; both decisions are taken per connection, and
+wrk, hey and the checker open new connections for every sample.
+
+Per sample the meshcutd counters of both nodes (and the link counters of cni0
+and of the server pod's host veth) prove which shortcuts carried the load:
+with INTRA on every pod's app <-> sidecar hop redirected at least 0.9x the
+payload (bytes_redirect_intra), with it off no msg_redirect_intra; with NODE
+on (same node) bytes_redirect_node >= 0.9x payload and the server's veth
+carried ~none of it, off no msg_redirect_node; with tc on (two nodes)
+tc_redirect_overlay and tc_redirect_peer >= 0.9 per request on each node and
+cni0 carried ~none of the payload, off no tc_redirect_*; never a conntrack
+INVALID drop.
+
+Correctness pass, alongside every load sample (concurrently with wrk): a
+Python checker in the client pod fetches both files N times through the mesh
+(new connections, keep-alive inside each) and checks status 200 and the body's
+sha256; zero errors allowed. wrk must report no socket error and no non-2xx.
+
+Load: wrk -t min(2,c) -c c -d D --latency at c = 1, 10, 100, 1000 on the
+1 KiB file; per cell: average, P50, P90, P99, QPS, ratio to baseline (median
+[min-max] of per-repetition ratios). Fixed-rate run: hey -c C -q R/C -z S
+(or a small Python fixed-rate client if hey is missing) and the whole machine's
+CPU from /proc/stat (plus the test cgroup's cpu.stat) divided by the requests.
+
+Output: a Markdown table on stdout; table.md, samples.csv, results.json and
+(if gnuplot is installed) latency_<placement>.png / qps_<placement>.png in
+--out (default ./bench-out/mesh-eval). Exit 0 ok, 1 error, 3 a check failed,
+77 skipped (no root, outside CI).
+
+Usage:  /usr/bin/python3 e2e/mesh_eval.py [--quick] [--out DIR] [--placement same|cross|both]
+   full: both placements, c = 1 10 100 1000, 5 s x 3 repetitions (< 12 min)
+  quick: one placement (cross), c = 1 10, 1 s x 1 repetition (< 2 min)
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "bench"))
+sys.dont_write_bytecode = True
+import benchlib  # noqa: E402
+from benchlib import BenchError, paired_ratio  # noqa: E402
+
+MODES = ["baseline", "intra", "inter", "full"]
+INTRA_ON = {"baseline": False, "intra": True, "inter": False, "full": True}
+NODE_ON = {"baseline": False, "intra": False, "inter": True, "full": True}
+TC_ON = {"baseline": False, "intra": False, "inter": True, "full": True}
+PLACEMENTS = {"same": ("n1", "s1"), "cross": ("n2", "s2")}  # server node and pod; the client is c1 on n1
+
+MC_POD_F_INTRA, MC_POD_F_NODE, MC_POD_F_CROSS = 0x1, 0x2, 0x4
+FLAGS_OFF = 16  # struct mc_pod: __u32 ip4[4]; __u32 flags; __u32 host_ifindex; ...
+SO_NETNS_COOKIE = 71
+APP_UID = 65534  # wrk, hey, the checker: not 1337, so istio-init captures them
+FILES = {"1k": 1024, "16k": 16384}
+SHORTCUT_MAX = 0.05  # share of the payload a bypassed device may still carry (handshakes, FINs)
+ON_MIN = 0.9         # share of the payload (or requests) a shortcut must carry at least
+TARGETS = "same node c=1: full ≥ 30 % lower avg and P90; two nodes c=1: ≥ 15 % lower; QPS ≥ 0.99× at every c"
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="CI smoke run: 1 s x 1 repetition, c = 1 10, one placement")
+    ap.add_argument("--out", default="./bench-out/mesh-eval", help="output directory (default ./bench-out/mesh-eval)")
+    ap.add_argument("--placement", choices=("same", "cross", "both"),
+                    help="client and server pod on one node, on two, or both (default both; --quick: cross)")
+    ap.add_argument("--reps", type=int, help="repetitions (default 3, --quick 1)")
+    ap.add_argument("--duration", type=float, help="seconds per wrk sample (default 5, --quick 1)")
+    ap.add_argument("--conc", help="comma-separated concurrency levels (default 1,10,100,1000; --quick 1,10)")
+    ap.add_argument("--file", choices=sorted(FILES), default="1k", help="file wrk and hey fetch (default 1k)")
+    ap.add_argument("--rate", type=int, default=2000, help="fixed-rate run: requests/s in total (default 2000)")
+    ap.add_argument("--rate-conns", type=int, default=10, help="fixed-rate run: connections (default 10)")
+    ap.add_argument("--rate-seconds", type=float, help="fixed-rate run: seconds (default 3, --quick 1)")
+    ap.add_argument("--check-n", type=int, help="correctness pass: fetches of each file per sample "
+                                                "(default 50, --quick 20)")
+    ap.add_argument("--build-dir", default=os.environ.get("MESHCUT_BUILD", os.path.join(REPO, "build")))
+    a = ap.parse_args()
+    a.placement = a.placement or ("cross" if a.quick else "both")
+    a.placements = ["same", "cross"] if a.placement == "both" else [a.placement]
+    a.reps = a.reps or (1 if a.quick else 3)
+    a.duration = a.duration or (1.0 if a.quick else 5.0)
+    a.conc = [int(x) for x in (a.conc or ("1,10" if a.quick else "1,10,100,1000")).split(",")]
+    a.rate_seconds = a.rate_seconds or (1.0 if a.quick else 3.0)
+    a.check_n = a.check_n or (20 if a.quick else 50)
+    a.out = os.path.abspath(a.out)
+    a.build_dir = os.path.abspath(a.build_dir)
+    a.cpu = None  # benchlib.host_meta
+    a.iters = None
+    if a.reps < 1 or a.duration <= 0 or min(a.conc) < 1 or a.rate < 1 or a.rate_conns < 1:
+        ap.error("--reps, --duration, --conc, --rate and --rate-conns must be positive")
+    return a
+
+
+ARGS = parse_args()
+istio_pod, mcnet, twonode = benchlib.import_netns_helpers(ARGS.build_dir, "istio_pod", "mcnet", "twonode")
+log = benchlib.logger("mesh_eval")
+
+# ---- programs run inside the client pod ------------------------------------------
+
+# wrk's summary as one JSON line (exact counts, percentiles in µs).
+WRK_LUA = r"""
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'MCJSON {"requests":%d,"bytes":%d,"duration_us":%d,"err_connect":%d,"err_read":%d,"err_write":%d,' ..
+    '"err_status":%d,"err_timeout":%d,"mean_us":%.1f,"stdev_us":%.1f,"min_us":%d,"max_us":%d,' ..
+    '"p50_us":%d,"p90_us":%d,"p99_us":%d,"p999_us":%d}\n',
+    summary.requests, summary.bytes, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency.mean, latency.stdev, latency.min, latency.max, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), latency:percentile(99.9)))
+end
+"""
+
+# Correctness: fetch every file N times (new connections of PER_CONN requests
+# each, keep-alive inside), spread over SPREAD seconds; status 200 and sha256.
+CHECKER = r"""
+import hashlib, http.client, json, sys, time
+host, spread, n, per_conn = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+want = json.loads(sys.argv[5])  # path -> sha256
+paths = sorted(want) * n
+ok, errors, conns = 0, [], 0
+gap = spread / max(1, len(paths))
+t0 = time.monotonic()
+i = 0
+while i < len(paths):
+    try:
+        c = http.client.HTTPConnection(host, 80, timeout=10)
+        conns += 1
+        for p in paths[i:i + per_conn]:
+            c.request("GET", p)
+            r = c.getresponse()
+            body = r.read()
+            d = hashlib.sha256(body).hexdigest()
+            if r.status != 200 or d != want[p]:
+                errors.append("%s: status %d, %d bytes, sha256 %s (want %s)" % (p, r.status, len(body), d[:16], want[p][:16]))
+            else:
+                ok += 1
+            i += 1
+            dl = t0 + i * gap - time.monotonic()
+            if dl > 0:
+                time.sleep(dl)
+        c.close()
+    except Exception as e:
+        errors.append("request %d (%s): %r" % (i, paths[i] if i < len(paths) else "?", e))
+        i += 1
+print(json.dumps({"ok": ok, "errors": errors[:20], "n_errors": len(errors), "conns": conns}), flush=True)
+"""
+
+# Fixed-rate client when hey is missing: CONNS threads, each a keep-alive
+# connection sending at RATE/CONNS per second on a fixed schedule.
+FIXED_RATE = r"""
+import http.client, json, sys, threading, time
+host, path, rate, conns, secs = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+res = {"requests": 0, "errors": 0, "non200": 0}
+lock = threading.Lock()
+t_end = time.monotonic() + secs
+def worker(k):
+    gap = conns / rate
+    nxt = time.monotonic() + k * gap / conns
+    c = http.client.HTTPConnection(host, 80, timeout=10)
+    n = e = bad = 0
+    while True:
+        now = time.monotonic()
+        if now >= t_end:
+            break
+        if nxt > now:
+            time.sleep(nxt - now)
+        nxt += gap
+        try:
+            c.request("GET", path)
+            r = c.getresponse()
+            r.read()
+            n += 1
+            bad += r.status != 200
+        except Exception:
+            e += 1
+            c = http.client.HTTPConnection(host, 80, timeout=10)
+    with lock:
+        res["requests"] += n; res["errors"] += e; res["non200"] += bad
+ts = [threading.Thread(target=worker, args=(k,)) for k in range(conns)]
+t0 = time.monotonic()
+[t.start() for t in ts]
+[t.join() for t in ts]
+res["seconds"] = time.monotonic() - t0
+print(json.dumps(res), flush=True)
+"""
+
+NGINX_CONF = """\
+# Generated by e2e/mesh_eval.py
+daemon off;
+master_process on;
+worker_processes 1;
+user nobody nogroup;
+pid {dir}/nginx.pid;
+error_log stderr warn;
+worker_rlimit_nofile 8192;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    default_type application/octet-stream;
+    types {{ }}
+    sendfile on;
+    tcp_nodelay on;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    server {{
+        listen 80 backlog=4096;
+        root {dir}/www;
+        location / {{ }}
+    }}
+}}
+"""
+
+
+# ---- small helpers -------------------------------------------------------------
+
+def proc_stat():
+    """(busy, total) jiffies of the whole machine from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]
+    total = sum(v[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
+    return total - idle, total
+
+
+def cg_usage_us(cg):
+    with open(os.path.join(cg.path, "cpu.stat")) as f:
+        for line in f:
+            k, v = line.split()
+            if k == "usage_usec":
+                return int(v)
+    return 0
+
+
+def rss_kib(pid, children=True):
+    """VmRSS of PID (and of its direct children: nginx workers)."""
+    total = 0
+    pids = [pid]
+    if children:
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                pids += [int(x) for x in f.read().split()]
+        except OSError:
+            pass
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def fmt_ms(us):
+    v = us / 1000.0
+    if v < 1:
+        return f"{v:.3f}"
+    if v < 10:
+        return f"{v:.2f}"
+    if v < 100:
+        return f"{v:.1f}"
+    return f"{v:.0f}"
+
+
+def med(rows, key):
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+
+class Bench(benchlib.PodBench):
+    def __init__(self, args):
+        super().__init__(args, mcnet)
+        self.pods = {}
+        self.pod_rec = {}
+        self.tmp = None
+        self.digests = {}
+
+    # ---- cluster -------------------------------------------------------------
+
+    def setup(self):
+        a = self.args
+        self.tmp = tempfile.mkdtemp(prefix="mc-eval-")
+        os.chmod(self.tmp, 0o755)
+        mcnet._cleanups.append(lambda: shutil.rmtree(self.tmp, ignore_errors=True))
+        self.wrk_lua = os.path.join(self.tmp, "report.lua")
+        with open(self.wrk_lua, "w") as f:
+            f.write(WRK_LUA)
+        os.chmod(self.wrk_lua, 0o644)
+        # Everything in the pods lives in one cgroup, meshcutd's sockops on it;
+        # the socket shortcut is switched per pod (mc_pods flags).
+        self.cg = mcnet.Cgroup("mxeval")
+        extra = ["--pod-cidr", twonode.CLUSTER_CIDR, "--overlay-dev", twonode.VXLAN_DEV, "--cross-node", "off"]
+        self.meta["daemon_extra"] = extra
+        t0 = time.monotonic()
+        self.cl = twonode.Cluster(self.cg, daemon_extra=extra, daemon_cgroup=self.cg).up()
+        self.nodes = self.cl.nodes
+        for n in self.nodes.values():
+            att = n.daemon.status()["attachments"]
+            if not (att.get("tc_overlay") or {}).get("attached"):
+                raise BenchError(f"{n.name}: meshcutd did not attach tc_overlay to {twonode.VXLAN_DEV}: {att}")
+        want = [("n1", "c1")] + [PLACEMENTS[p] for p in a.placements]
+        for node, name in want:
+            self.pods[name] = self.cl.add_pod(node, name)
+        for pod in self.pods.values():
+            ip = istio_pod.IstioPod(pod.ns.name, pod.ip, sidecar="haproxy", cgroup_procs=self.cg.procs,
+                                    haproxy_extra_global=["nbthread 1"])
+            mcnet._cleanups.append(ip.stop)  # before the cgroup and netns go (cleanups run in reverse)
+            ip.start()
+            pod.istio = ip
+        for name, pod in self.pods.items():
+            if name != "c1":
+                self.start_nginx(pod)
+        self.meta["pods"] = {p.name: {"node": p.node.name, "ip": p.ip, "host_veth": p.host_veth,
+                                      "sidecar_pid": p.istio.sidecar_pid} for p in self.pods.values()}
+        for pod in self.pods.values():
+            cookie = mcnet.in_netns(pod.ns, self.netns_cookie)
+            val = self.pod_lookup(pod, cookie)
+            flags, host_ifindex = struct.unpack_from("<II", val, FLAGS_OFF)
+            allf = MC_POD_F_INTRA | MC_POD_F_NODE | MC_POD_F_CROSS
+            if flags & allf != allf or not host_ifindex:
+                raise BenchError(f"{pod.name}: unexpected mc_pods record (flags {flags:#x}, host_ifindex "
+                                 f"{host_ifindex}): not enrolled by the CNI plugin with every shortcut?")
+            self.pod_rec[pod.name] = (cookie, val)
+            self.meta["pods"][pod.name].update({"netns_cookie": cookie, "cni_flags": flags})
+        log(f"cluster up in {time.monotonic() - t0:.1f}s: " + ", ".join(
+            f"{p.name} {p.ip} on {p.node.name}" for p in self.pods.values()))
+        self.set_mode("baseline")
+        # Reachability through both sidecars, every placement (and ARP/neighbour warm-up).
+        for pl in a.placements:
+            res = self.run_checker(self.server(pl), 0.0, 3)
+            if res["n_errors"]:
+                raise BenchError(f"{pl}: first fetches through the mesh failed: {res['errors'][:3]}")
+            if not a.quick:
+                self.wrk(self.server(pl), 10, 1.0)  # warm-up, not recorded
+
+    def start_nginx(self, pod):
+        d = os.path.join(self.tmp, "nginx-" + pod.name)
+        os.makedirs(os.path.join(d, "www"))
+        for name, size in FILES.items():
+            body = os.urandom(size)
+            with open(os.path.join(d, "www", name + ".bin"), "wb") as f:
+                f.write(body)
+            self.digests["/" + name + ".bin"] = hashlib.sha256(body).hexdigest()
+        for sub in ("", "www"):
+            os.chmod(os.path.join(d, sub), 0o755)
+        for name in FILES:
+            os.chmod(os.path.join(d, "www", name + ".bin"), 0o644)
+        conf = os.path.join(d, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(NGINX_CONF.format(dir=d))
+        errf = open(os.path.join(d, "stderr"), "wb")
+        p = pod.istio.exec(["/usr/sbin/nginx", "-c", conf, "-p", d + "/", "-e", "stderr"], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=errf)
+        errf.close()
+        try:
+            istio_pod.wait_listening(p.pid, 80, timeout=10, proc=p)
+        except Exception as e:
+            with open(os.path.join(d, "stderr"), errors="replace") as f:
+                raise BenchError(f"nginx in {pod.name} did not start: {e}: {f.read()[-1000:]}")
+        pod.nginx = p
+
+    def server(self, placement):
+        return self.pods[PLACEMENTS[placement][1]]
+
+    @staticmethod
+    def netns_cookie():
+        import socket
+        s = socket.socket()
+        try:
+            return struct.unpack("<Q", s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))[0]
+        finally:
+            s.close()
+
+    @staticmethod
+    def _hex(b):
+        return [f"{x:02x}" for x in b]
+
+    @staticmethod
+    def _pods_map(pod):
+        return os.path.join(pod.node.daemon.pin_root, "maps", "mc_pods")
+
+    def pod_lookup(self, pod, cookie):
+        r = mcnet.sh("bpftool", "-j", "map", "lookup", "pinned", self._pods_map(pod), "key", "hex",
+                     *self._hex(struct.pack("<Q", cookie)))
+        v = json.loads(r.stdout)
+        raw = v.get("value") if isinstance(v, dict) else None
+        if not isinstance(raw, list):
+            raise BenchError(f"bpftool map lookup: unexpected output {r.stdout[:300]}")
+        return bytes(int(x, 16) for x in raw)
+
+    def set_pod_flags(self, intra, node):
+        """MC_POD_F_INTRA / MC_POD_F_NODE in every pod's record, the rest kept."""
+        for pod in self.pods.values():
+            cookie, val = self.pod_rec[pod.name]
+            b = bytearray(val)
+            flags = struct.unpack_from("<I", b, FLAGS_OFF)[0] & ~(MC_POD_F_INTRA | MC_POD_F_NODE)
+            flags |= (MC_POD_F_INTRA if intra else 0) | (MC_POD_F_NODE if node else 0)
+            struct.pack_into("<I", b, FLAGS_OFF, flags)
+            mcnet.sh("bpftool", "map", "update", "pinned", self._pods_map(pod), "key", "hex",
+                     *self._hex(struct.pack("<Q", cookie)), "value", "hex", *self._hex(b), "exist")
+            if self.pod_lookup(pod, cookie) != bytes(b):
+                raise BenchError(f"{pod.name}: mc_pods update did not take")
+
+    def set_mode(self, mode):
+        if mode == self.mode:
+            return
+        prev = self.mode
+        if prev is None or (INTRA_ON[prev], NODE_ON[prev]) != (INTRA_ON[mode], NODE_ON[mode]):
+            self.set_pod_flags(INTRA_ON[mode], NODE_ON[mode])
+        if prev is None or TC_ON[prev] != TC_ON[mode]:
+            want = "on" if TC_ON[mode] else "off"
+            for name, n in self.nodes.items():
+                n.daemon.cli("set", "--cross-node", want)
+                got = n.daemon.status()["attachments"].get("cross_node")
+                if got != TC_ON[mode]:
+                    raise BenchError(f"{name}: meshcutd set --cross-node {want} did not take (cross_node={got})")
+        self.mode = mode
+
+    # ---- counters --------------------------------------------------------------
+
+    def snapshot(self, placement):
+        out = {}
+        srv = self.server(placement)
+        for name, n in self.nodes.items():
+            c = n.daemon.counters()
+            out[name] = {
+                "intra_bytes": int(c.get("bytes_redirect_intra", 0)),
+                "intra_msgs": int(c.get("msg_redirect_intra", 0)),
+                "node_bytes": int(c.get("bytes_redirect_node", 0)),
+                "node_msgs": int(c.get("msg_redirect_node", 0)),
+                "pairs": int(c.get("pairs_redirected", 0)),
+                "skip_disabled": int(c.get("sock_skip_disabled", 0)),
+                **benchlib.tc_counters(n, c, twonode.BRIDGE),
+                "all": {k: int(v) for k, v in c.items() if isinstance(v, int)},
+            }
+        st = srv.node.link_stats(srv.host_veth) or {}
+        out["srv_veth_bytes"] = st.get("rx_bytes", 0) + st.get("tx_bytes", 0)
+        return out
+
+    def check(self, row, before, after, placement):
+        """Did each shortcut of the mode carry the load (and the others not)?"""
+        mode = row["mode"]
+        what = f"{placement} c={row['conc']} {mode} rep {row['rep']}"
+        payload = max(1, row["bytes"] + row["requests"] * 30)  # responses + (at least) the request lines
+        reqs = max(1, row["requests"])
+        srv_node = PLACEMENTS[placement][0]
+        pods_on = {"n1": 2 if placement == "same" else 1, "n2": 0 if placement == "same" else 1}
+        prob = []
+        for node in ("n1", "n2"):
+            d = benchlib.delta(before[node], after[node], skip=("all",))
+            allc = benchlib.delta(before[node]["all"], after[node]["all"])
+            for k in ("intra_bytes", "intra_msgs", "node_bytes", "node_msgs", "pairs", "overlay", "peer", "local",
+                      "ct_invalid"):
+                row[f"{node}_{k}"] = d[k]
+            row[f"{node}_intra_share"] = round(d["intra_bytes"] / payload, 3)
+            row[f"{node}_node_share"] = round(d["node_bytes"] / payload, 3)
+            row[f"{node}_cni0_share"] = round(d["cni0_bytes"] / payload, 3)
+            n0 = len(prob)
+            if INTRA_ON[mode] and pods_on[node]:
+                if d["intra_bytes"] < ON_MIN * pods_on[node] * payload:
+                    prob.append(f"{node} intra-pod socket shortcut carried {d['intra_bytes'] / payload:.2f}x the "
+                                f"payload, want >= {ON_MIN * pods_on[node]:.1f}x ({pods_on[node]} pod(s) there)")
+            elif d["intra_msgs"]:
+                prob.append(f"{node} INTRA off but msg_redirect_intra +{d['intra_msgs']}")
+            if NODE_ON[mode] and placement == "same" and node == "n1":
+                if d["node_bytes"] < ON_MIN * payload:
+                    prob.append(f"{node} same-node socket shortcut carried {d['node_bytes'] / payload:.2f}x the "
+                                f"payload, want >= {ON_MIN}x")
+            elif d["node_msgs"]:
+                prob.append(f"{node} msg_redirect_node +{d['node_msgs']} (NODE off or no pod pair on the node)")
+            if TC_ON[mode] and placement == "cross":
+                if d["overlay"] < ON_MIN * reqs or d["peer"] < ON_MIN * reqs:
+                    prob.append(f"{node} tc shortcut carried too little: overlay +{d['overlay']}, peer "
+                                f"+{d['peer']} for {reqs} requests")
+                if row[f"{node}_cni0_share"] > SHORTCUT_MAX:
+                    prob.append(f"{node} cni0 carried {row[f'{node}_cni0_share']:.3f}x the payload with tc on")
+            else:
+                if d["overlay"] or d["peer"]:
+                    prob.append(f"{node} cross-node tc redirected (overlay +{d['overlay']}, peer +{d['peer']}) "
+                                f"with tc off or both pods on one node")
+                if not TC_ON[mode] and d["local"]:
+                    prob.append(f"{node} tc off but tc_redirect_local +{d['local']}")
+                if placement == "cross" and row[f"{node}_cni0_share"] < benchlib.BRIDGE_MIN:
+                    prob.append(f"{node} cni0 carried only {row[f'{node}_cni0_share']:.3f}x the payload with tc off")
+            if d["ct_invalid"]:
+                prob.append(f"{node} conntrack INVALID drops +{d['ct_invalid']}")
+            if len(prob) > n0:
+                prob[-1] += " [%s counters: %s]" % (node, " ".join(
+                    f"{k}=+{v}" for k, v in sorted(allc.items()) if v and not k.startswith("tc_pass")))
+        row["srv_veth_share"] = round((after["srv_veth_bytes"] - before["srv_veth_bytes"]) / payload, 3)
+        if placement == "same":
+            if NODE_ON[mode] and row["srv_veth_share"] > SHORTCUT_MAX:
+                prob.append(f"server veth ({srv_node}) carried {row['srv_veth_share']:.3f}x the payload with the "
+                            f"same-node socket shortcut on")
+            if not NODE_ON[mode] and not TC_ON[mode] and row["srv_veth_share"] < benchlib.BRIDGE_MIN:
+                prob.append(f"server veth carried only {row['srv_veth_share']:.3f}x the payload with NODE and tc off")
+        self.problems += [f"{what}: {p}" for p in prob]
+        row["path_ok"] = not prob
+
+    # ---- clients --------------------------------------------------------------
+
+    def spawn_app(self, cmd, **kw):
+        """CMD in the client pod, in the test cgroup first, as APP_UID."""
+        return self.spawn(cmd, self.pods["c1"], uid=APP_UID, gid=APP_UID, **kw)
+
+    def run_app(self, cmd, timeout):
+        p = self.spawn_app(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return self.children.output(p, cmd, timeout)
+
+    def checker_cmd(self, srv, spread, n):
+        return [sys.executable, "-c", CHECKER, srv.ip, str(spread), str(n), "10", json.dumps(self.digests)]
+
+    def run_checker(self, srv, spread, n):
+        return json.loads(self.run_app(self.checker_cmd(srv, spread, n), 60 + spread).strip().splitlines()[-1])
+
+    def wrk(self, srv, conc, seconds):
+        cmd = ["wrk", "-t", str(min(2, conc)), "-c", str(conc), "-d", f"{seconds:g}s", "--timeout", "10s",
+               "--latency", "-s", self.wrk_lua, f"http://{srv.ip}:80/{self.args.file}.bin"]
+        out = self.run_app(cmd, seconds + 60)
+        line = [x for x in out.splitlines() if x.startswith("MCJSON ")]
+        if not line:
+            raise BenchError(f"wrk printed no summary: {out[-500:]}")
+        return json.loads(line[-1][7:])
+
+    # ---- samples -----------------------------------------------------------------
+
+    def load_sample(self, rep, placement, conc, mode):
+        a = self.args
+        srv = self.server(placement)
+        row = {"kind": "load", "rep": rep, "placement": placement, "conc": conc, "mode": mode,
+               "file": a.file, "duration_s": a.duration}
+        before = self.snapshot(placement)
+        cpu0, cg0 = proc_stat(), cg_usage_us(self.cg)
+        # The correctness pass runs alongside the load, spread over its duration.
+        chk = self.spawn_app(self.checker_cmd(srv, a.duration * 0.8, a.check_n), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        t0 = time.monotonic()
+        w = self.wrk(srv, conc, a.duration)
+        out = self.children.output(chk, chk.args, 60)
+        row["wall_s"] = round(time.monotonic() - t0, 2)
+        cpu1, cg1 = proc_stat(), cg_usage_us(self.cg)
+        time.sleep(0.05)  # closing handshakes, before the counters and any switch
+        row.update(w)
+        row["qps"] = round(w["requests"] / (w["duration_us"] / 1e6), 1)
+        busy = (cpu1[0] - cpu0[0]) / os.sysconf("SC_CLK_TCK")
+        row["machine_cpu_util"] = round((cpu1[0] - cpu0[0]) / max(1, cpu1[1] - cpu0[1]), 3)
+        row["cpu_us_per_req"] = round(busy * 1e6 / max(1, w["requests"]), 2)
+        row["cg_cpu_us_per_req"] = round((cg1 - cg0) / max(1, w["requests"]), 2)
+        c = json.loads(out.strip().splitlines()[-1])
+        row["check_ok"], row["check_errors"] = c["ok"], c["n_errors"]
+        what = f"{placement} c={conc} {mode} rep {rep}"
+        if c["n_errors"] or c["ok"] != a.check_n * len(FILES):
+            self.problems.append(f"{what}: correctness pass: {c['ok']} ok, {c['n_errors']} errors: {c['errors'][:3]}")
+        errs = {k: w[k] for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout") if w[k]}
+        if errs or not w["requests"]:
+            self.problems.append(f"{what}: wrk: {w['requests']} requests, errors {errs}")
+        self.check(row, before, self.snapshot(placement), placement)
+        log(f"{what}: {row['qps']:.0f} req/s, avg {w['mean_us']:.0f} µs, p99 {w['p99_us']} µs"
+            + ("" if row["path_ok"] else " (PATH CHECK FAILED)"))
+        return row
+
+    def rate_sample(self, rep, placement, mode):
+        a = self.args
+        srv = self.server(placement)
+        url = f"http://{srv.ip}:80/{a.file}.bin"
+        row = {"kind": "fixed_rate", "rep": rep, "placement": placement, "mode": mode, "rate": a.rate,
+               "conc": a.rate_conns, "duration_s": a.rate_seconds}
+        cpu0, cg0 = proc_stat(), cg_usage_us(self.cg)
+        t0 = time.monotonic()
+        if shutil.which("hey"):
+            per = max(1, round(a.rate / a.rate_conns))
+            out = self.run_app(["hey", "-z", f"{a.rate_seconds:g}s", "-c", str(a.rate_conns), "-q", str(per),
+                                "-t", "10", url], a.rate_seconds + 60)
+            n200 = sum(int(x.split()[1]) for x in out.split("Status code distribution:")[-1].splitlines()
+                       if x.strip().startswith("[200]"))
+            codes = [x.strip() for x in out.split("Status code distribution:")[-1].splitlines()
+                     if x.strip().startswith("[") and not x.strip().startswith("[200]")]
+            err = "Error distribution:" in out
+            row["requests"], row["bad"] = n200, len(codes) + int(err)
+            if row["bad"]:
+                self.problems.append(f"{placement} {mode} fixed rate: hey reported {codes} "
+                                     f"{out.split('Error distribution:')[-1][:300] if err else ''}")
+            row["client"] = "hey"
+        else:
+            out = self.run_app([sys.executable, "-c", FIXED_RATE, srv.ip, f"/{a.file}.bin", str(a.rate),
+                                str(a.rate_conns), str(a.rate_seconds)], a.rate_seconds + 60)
+            r = json.loads(out.strip().splitlines()[-1])
+            row["requests"], row["bad"] = r["requests"], r["errors"] + r["non200"]
+            if row["bad"]:
+                self.problems.append(f"{placement} {mode} fixed rate: {r}")
+            row["client"] = "python"
+        wall = time.monotonic() - t0
+        cpu1, cg1 = proc_stat(), cg_usage_us(self.cg)
+        busy = (cpu1[0] - cpu0[0]) / os.sysconf("SC_CLK_TCK")
+        row["achieved_rps"] = round(row["requests"] / a.rate_seconds, 1)
+        row["wall_s"] = round(wall, 2)
+        row["machine_cpu_util"] = round((cpu1[0] - cpu0[0]) / max(1, cpu1[1] - cpu0[1]), 3)
+        row["cpu_us_per_req"] = round(busy * 1e6 / max(1, row["requests"]), 2)
+        row["cg_cpu_us_per_req"] = round((cg1 - cg0) / max(1, row["requests"]), 2)
+        row["rss_kib_pods"] = sum(rss_kib(p.istio.sidecar_pid) for p in self.pods.values()) + \
+            sum(rss_kib(p.nginx.pid) for p in self.pods.values() if hasattr(p, "nginx"))
+        row["rss_kib_meshcutd"] = sum(rss_kib(n.daemon.proc.pid, children=False) for n in self.nodes.values())
+        if row["achieved_rps"] < 0.95 * a.rate:
+            self.problems.append(f"{placement} {mode} fixed rate: only {row['achieved_rps']:.0f} of {a.rate} req/s "
+                                 f"(lower --rate)")
+        time.sleep(0.05)
+        return row
+
+    def measure(self):
+        a = self.args
+        cells = [(pl, c) for pl in a.placements for c in a.conc]
+        k = 0
+        for rep in range(1, a.reps + 1):
+            t0 = time.monotonic()
+            for pl, conc in cells:
+                order = MODES[k % len(MODES):] + MODES[:k % len(MODES)]
+                k += 1
+                for mode in order:
+                    self.set_mode(mode)
+                    self.samples.append(self.load_sample(rep, pl, conc, mode))
+            for pl in a.placements:
+                order = MODES[k % len(MODES):] + MODES[:k % len(MODES)]
+                k += 1
+                for mode in order:
+                    self.set_mode(mode)
+                    self.samples.append(self.rate_sample(rep, pl, mode))
+            log(f"repetition {rep}/{a.reps} done in {time.monotonic() - t0:.1f} s")
+        self.set_mode("baseline")
+
+    # ---- report --------------------------------------------------------------------
+
+    def report(self):
+        a = self.args
+        pl_name = {"same": "same node (c1 and s1 on n1)", "cross": "two nodes (c1 on n1, s2 on n2)"}
+        try:
+            cpu_model = [x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name")][0]
+        except (OSError, IndexError):
+            cpu_model = "?"
+        machine = f"{platform.node()}: {cpu_model}, {os.cpu_count()} vCPUs, kernel {platform.release()}"
+        lines = ["## meshcut mesh evaluation (paper §5) on the netns test bed\n",
+                 "Test bed: two nodes in network namespaces (VXLAN), pods through the real CNI chain (bridge + "
+                 "host-local + meshcut) — **netns pods, not containerd CRI pods yet** (those come later). "
+                 "Each pod Istio-like: istio-init nat rules + HAProxy sidecar (uid 1337, nbthread 1). "
+                 f"Server: nginx (nginx-light, keep-alive) serving /{a.file}.bin; client: wrk (HTTP/1.1 "
+                 "keep-alive, uid 65534) in the client pod, through both sidecars.\n",
+                 f"Machine: {machine}. Nothing pinned. {a.reps} repetition(s) × {a.duration:g} s per sample, modes "
+                 "alternating (rotated) inside each repetition and cell; values are medians over repetitions; "
+                 "ratios are median [min–max] of per-repetition ratios to the baseline sample of the same "
+                 f"repetition. Latency in ms (wrk --latency). Targets ({TARGETS}): ✗ marks a miss.\n"]
+        summary = []
+        for pl in a.placements:
+            lines += [f"### {pl_name[pl]}\n",
+                      "| c | mode | avg ms | P50 ms | P90 ms | P99 ms | QPS | avg / base | P90 / base | P99 / base "
+                      "| QPS / base |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|"]
+            for conc in a.conc:
+                by = {m: [s for s in self.samples if s["kind"] == "load" and s["placement"] == pl
+                          and s["conc"] == conc and s["mode"] == m] for m in MODES}
+                if not all(by.values()):
+                    continue
+                for m in MODES:
+                    rs = by[m]
+                    rec = {"placement": pl, "conc": conc, "mode": m, "n": len(rs)}
+                    for key in ("mean_us", "p50_us", "p90_us", "p99_us", "qps", "cpu_us_per_req"):
+                        rec[key] = med(rs, key)
+                    cells = [fmt_ms(rec[k]) for k in ("mean_us", "p50_us", "p90_us", "p99_us")] + \
+                        [f"{rec['qps']:.0f}"]
+                    if m == "baseline":
+                        cells += ["", "", "", ""]
+                    else:
+                        lat_t = None
+                        if m == "full" and conc == 1:
+                            lat_t = 0.70 if pl == "same" else 0.85
+                        for key, t in (("mean_us", lat_t), ("p90_us", lat_t if pl == "same" else None),
+                                       ("p99_us", None)):
+                            r = paired_ratio(rs, by["baseline"], key)
+                            rec[f"{key}_vs_baseline"] = r
+                            cells.append(benchlib.fmt_ratio(r, t, collapse=True))
+                        r = paired_ratio(rs, by["baseline"], "qps")
+                        rec["qps_vs_baseline"] = r
+                        cells.append(benchlib.fmt_ratio(r, 0.99 if m == "full" else None, higher_is_better=True,
+                                                        collapse=True))
+                    summary.append(rec)
+                    lines.append(f"| {conc} | {m} | " + " | ".join(cells) + " |")
+            lines.append("")
+        # Fixed rate.
+        lines += [f"### CPU per request at a fixed rate ({a.rate} req/s, {a.rate_conns} keep-alive connections, "
+                  f"{a.rate_seconds:g} s, {'hey' if shutil.which('hey') else 'Python fixed-rate client'})\n",
+                  "Whole machine (/proc/stat, both vCPUs, all processes, softirqs included) and the test "
+                  "cgroup's cpu.stat (client, sidecars, nginx) per request; RSS of the sidecars + nginx of all "
+                  "pods and of both meshcutds at the end of the run.\n",
+                  "| placement | mode | achieved req/s | machine CPU | CPU µs/req | / base | cgroup CPU µs/req "
+                  "| / base | RSS pods MiB | RSS meshcutd MiB |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for pl in a.placements:
+            by = {m: [s for s in self.samples if s["kind"] == "fixed_rate" and s["placement"] == pl
+                      and s["mode"] == m] for m in MODES}
+            if not all(by.values()):
+                continue
+            for m in MODES:
+                rs = by[m]
+                rec = {"placement": pl, "mode": m, "kind": "fixed_rate",
+                       **{k: med(rs, k) for k in ("achieved_rps", "machine_cpu_util", "cpu_us_per_req",
+                                                  "cg_cpu_us_per_req", "rss_kib_pods", "rss_kib_meshcutd")}}
+                r1 = r2 = None
+                if m != "baseline":
+                    r1 = paired_ratio(rs, by["baseline"], "cpu_us_per_req")
+                    r2 = paired_ratio(rs, by["baseline"], "cg_cpu_us_per_req")
+                rec["cpu_vs_baseline"], rec["cg_cpu_vs_baseline"] = r1, r2
+                summary.append(rec)
+                lines.append(f"| {pl} | {m} | {rec['achieved_rps']:.0f} | {100 * rec['machine_cpu_util']:.0f} % | "
+                             f"{rec['cpu_us_per_req']:.1f} | {benchlib.fmt_ratio(r1, 1.0 if m == 'full' else None, collapse=True)} | "
+                             f"{rec['cg_cpu_us_per_req']:.1f} | {benchlib.fmt_ratio(r2, collapse=True)} | "
+                             f"{rec['rss_kib_pods'] / 1024:.1f} | {rec['rss_kib_meshcutd'] / 1024:.1f} |")
+        # Paths.
+        rng = benchlib.fmt_range
+        lines += ["", "### Which path carried the load (per-sample counter deltas / payload or requests; "
+                  "min–max over the samples of a mode)\n",
+                  "| placement | mode | n1 intra | n2 intra | n1 same-node | n1 tc overlay/peer per req "
+                  "| n2 tc overlay/peer per req | n1 cni0 | n2 cni0 | server veth | correctness (ok / errors) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for pl in a.placements:
+            for m in MODES:
+                ss = [s for s in self.samples if s["kind"] == "load" and s["placement"] == pl and s["mode"] == m]
+                if not ss:
+                    continue
+                rq = [max(1, s["requests"]) for s in ss]
+                cells = [rng([s["n1_intra_share"] for s in ss], "{:.2f}"), rng([s["n2_intra_share"] for s in ss],
+                                                                              "{:.2f}"),
+                         rng([s["n1_node_share"] for s in ss], "{:.2f}")]
+                for n in ("n1", "n2"):
+                    cells.append(rng([s[f"{n}_overlay"] / r for s, r in zip(ss, rq)], "{:.1f}") + " / " +
+                                 rng([s[f"{n}_peer"] / r for s, r in zip(ss, rq)], "{:.1f}"))
+                cells += [rng([s["n1_cni0_share"] for s in ss], "{:.2f}"), rng([s["n2_cni0_share"] for s in ss],
+                                                                              "{:.2f}"),
+                          rng([s["srv_veth_share"] for s in ss], "{:.2f}"),
+                          f"{sum(s['check_ok'] for s in ss)} / {sum(s['check_errors'] for s in ss)}"]
+                lines.append(f"| {pl} | {m} | " + " | ".join(cells) + " |")
+        lines += ["",
+                  "Modes: baseline = no shortcut; intra = socket shortcut app ↔ sidecar inside each pod "
+                  "(MC_POD_F_INTRA), tc off; inter = pod ↔ pod only: same-node sidecar ↔ sidecar sockets "
+                  "(MC_POD_F_NODE) + cross-node tc (`meshcutd set --cross-node on`); full = all. "
+                  "Correctness: a checker fetched both files (1 KiB, 16 KiB) alongside every load sample and "
+                  "compared status and sha256.",
+                  f"Load average at start / end: {self.meta.get('loadavg_start')} / {self.meta.get('loadavg_end')}; "
+                  f"total {self.meta.get('seconds')} s."]
+        plots = self.plots(summary)
+        if plots:
+            lines.append("Plots: " + ", ".join(os.path.basename(p) for p in plots) + f" (in {a.out}).")
+        else:
+            lines.append("Plots skipped: gnuplot not installed (apt-get install -y gnuplot-nox).")
+        if self.problems:
+            lines.append(f"\n**{len(self.problems)} check(s) failed** (see results.json \"problems\"): "
+                         + "; ".join(self.problems[:5]))
+        self.meta.update({
+            "kernel": platform.release(), "cpus": os.cpu_count(), "machine": machine, "quick": a.quick,
+            "reps": a.reps, "duration_s": a.duration, "conc": a.conc, "placements": a.placements, "file": a.file,
+            "modes": MODES, "intra_on": INTRA_ON, "node_on": NODE_ON, "tc_on": TC_ON,
+            "rate": a.rate, "rate_conns": a.rate_conns, "rate_seconds": a.rate_seconds, "check_n": a.check_n,
+            "meshcutd": mcnet.MESHCUTD, "sidecar": "haproxy nbthread 1", "server": "nginx worker_processes 1",
+            "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0:1],
+            "test_bed": "netns (test/netns/twonode.py), not containerd CRI pods yet",
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        benchlib.write_outputs(a.out, "\n".join(lines) + "\n", self.samples, self.meta, summary, self.problems, log)
+
+    def plots(self, summary):
+        """latency_<placement>.png and qps_<placement>.png (gnuplot), like the paper's Fig. 8."""
+        if not shutil.which("gnuplot"):
+            log("gnuplot not installed: plots skipped (apt-get install -y gnuplot-nox)")
+            return []
+        a = self.args
+        term = "pngcairo size 900,560 font 'sans,10'"
+        r = subprocess.run(["gnuplot", "-e", "set terminal pngcairo"], capture_output=True, text=True)
+        if r.returncode != 0:
+            term = "png size 900,560"
+        made = []
+        for pl in a.placements:
+            dat = os.path.join(a.out, f"plot_{pl}.dat")
+            rows = {(s["conc"], s["mode"]): s for s in summary if s.get("placement") == pl and "qps" in s}
+            with open(dat, "w") as f:
+                f.write("# conc " + " ".join(f"{m}_avg_ms {m}_p99_ms {m}_qps" for m in MODES) + "\n")
+                for c in a.conc:
+                    if not all((c, m) in rows for m in MODES):
+                        continue
+                    f.write(f"{c} " + " ".join(f"{rows[(c, m)]['mean_us'] / 1000:.4f} {rows[(c, m)]['p99_us'] / 1000:.4f}"
+                                                f" {rows[(c, m)]['qps']:.1f}" for m in MODES) + "\n")
+            title = {"same": "same node", "cross": "two nodes"}[pl]
+            lat, qps = os.path.join(a.out, f"latency_{pl}.png"), os.path.join(a.out, f"qps_{pl}.png")
+            script = f"""
+set terminal {term}
+set datafile commentschars '#'
+set key top left
+set grid
+set logscale x
+set xlabel 'concurrency (connections)'
+set xtics ({", ".join(str(c) for c in a.conc)})
+modes = "{' '.join(MODES)}"
+set output '{lat}'
+set title 'meshcut mesh eval, {title}: latency vs concurrency (nginx /{a.file}.bin via two HAProxy sidecars)'
+set ylabel 'latency (ms), solid: average, dashed: P99'
+set logscale y
+plot for [i=1:{len(MODES)}] '{dat}' using 1:(column(2+3*(i-1))) with linespoints lw 2 lc i pt 7 title word(modes, i).' avg', \\
+     for [i=1:{len(MODES)}] '{dat}' using 1:(column(3+3*(i-1))) with linespoints lw 1 dt 2 lc i pt 6 title word(modes, i).' P99'
+unset logscale y
+set output '{qps}'
+set title 'meshcut mesh eval, {title}: throughput vs concurrency (nginx /{a.file}.bin via two HAProxy sidecars)'
+set ylabel 'requests/s'
+set yrange [0:*]
+plot for [i=1:{len(MODES)}] '{dat}' using 1:(column(4+3*(i-1))) with linespoints lw 2 lc i pt 7 title word(modes, i)
+"""
+            r = subprocess.run(["gnuplot"], input=script, capture_output=True, text=True)
+            if r.returncode != 0:
+                log(f"gnuplot failed for {pl}: {r.stderr.strip()[:500]}")
+                continue
+            made += [lat, qps]
+        return made
+
+    def main(self):
+        if not shutil.which("wrk"):
+            raise BenchError("wrk not found: apt-get install -y wrk")
+        benchlib.require_tools(("bpftool", istio_pod.HAPROXY, "/usr/sbin/nginx"))
+        if not shutil.which("hey"):
+            log("hey not found (apt-get install -y hey): the fixed-rate run uses a Python client")
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        need = 4 * max(self.args.conc) + 256
+        if soft < need:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(need, soft)), hard))
+            if hard < need:
+                log(f"RLIMIT_NOFILE hard limit {hard} < {need}: c={max(self.args.conc)} may fail")
+        log(f"placements {self.args.placements}, c = {self.args.conc}, {self.args.reps} x {self.args.duration:g} s"
+            f" per sample -> {self.args.out}")
+        benchlib.setup_measure_report(self, log)
+
+
+def main():
+    return benchlib.run_cluster_bench(Bench(ARGS), mcnet, log,
+                                      (BenchError, RuntimeError, subprocess.TimeoutExpired, OSError, ValueError))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
