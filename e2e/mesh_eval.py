@@ -120,6 +120,8 @@ def parse_args():
     ap.add_argument("--rate-seconds", type=float, help="fixed-rate run: seconds (default 3, --quick 1)")
     ap.add_argument("--check-n", type=int, help="correctness pass: fetches of each file per sample "
                                                 "(default 50, --quick 20)")
+    ap.add_argument("--cpu", type=int, help="pin every pod process (wrk, hey, checker, sidecars, nginx) to this "
+                                            "CPU (default: nothing pinned)")
     ap.add_argument("--build-dir", default=os.environ.get("MESHCUT_BUILD", os.path.join(REPO, "build")))
     a = ap.parse_args()
     a.placement = a.placement or ("cross" if a.quick else "both")
@@ -131,8 +133,9 @@ def parse_args():
     a.check_n = a.check_n or (20 if a.quick else 50)
     a.out = os.path.abspath(a.out)
     a.build_dir = os.path.abspath(a.build_dir)
-    a.cpu = None  # benchlib.host_meta
     a.iters = None
+    if a.cpu is not None and not 0 <= a.cpu < os.cpu_count():
+        ap.error(f"--cpu {a.cpu}: this machine has {os.cpu_count()} CPUs")
     if a.reps < 1 or a.duration <= 0 or min(a.conc) < 1 or a.rate < 1 or a.rate_conns < 1:
         ap.error("--reps, --duration, --conc, --rate and --rate-conns must be positive")
     return a
@@ -302,6 +305,22 @@ def rss_kib(pid, children=True):
     return total
 
 
+def pin_all(cpus, pid):
+    """sched_setaffinity on every thread of PID and of its direct children (nginx workers)."""
+    pids = [pid]
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            pids += [int(x) for x in f.read().split()]
+    except OSError:
+        pass
+    for p in pids:
+        for tid in os.listdir(f"/proc/{p}/task"):
+            try:
+                os.sched_setaffinity(int(tid), cpus)
+            except ProcessLookupError:
+                pass
+
+
 def fmt_ms(us):
     v = us / 1000.0
     if v < 1:
@@ -361,6 +380,11 @@ class Bench(benchlib.PodBench):
         for name, pod in self.pods.items():
             if name != "c1":
                 self.start_nginx(pod)
+        if a.cpu is not None:
+            for pod in self.pods.values():
+                pin_all({a.cpu}, pod.istio.sidecar_pid)
+                if hasattr(pod, "nginx"):
+                    pin_all({a.cpu}, pod.nginx.pid)
         self.meta["pods"] = {p.name: {"node": p.node.name, "ip": p.ip, "host_veth": p.host_veth,
                                       "sidecar_pid": p.istio.sidecar_pid} for p in self.pods.values()}
         for pod in self.pods.values():
@@ -409,6 +433,12 @@ class Bench(benchlib.PodBench):
             with open(os.path.join(d, "stderr"), errors="replace") as f:
                 raise BenchError(f"nginx in {pod.name} did not start: {e}: {f.read()[-1000:]}")
         pod.nginx = p
+        deadline = time.monotonic() + 5  # the worker forks after the master listens
+        while time.monotonic() < deadline:
+            with open(f"/proc/{p.pid}/task/{p.pid}/children") as f:
+                if f.read().split():
+                    break
+            time.sleep(0.02)
 
     def server(self, placement):
         return self.pods[PLACEMENTS[placement][1]]
@@ -552,7 +582,7 @@ class Bench(benchlib.PodBench):
 
     def spawn_app(self, cmd, **kw):
         """CMD in the client pod, in the test cgroup first, as APP_UID."""
-        return self.spawn(cmd, self.pods["c1"], uid=APP_UID, gid=APP_UID, **kw)
+        return self.spawn(cmd, self.pods["c1"], self.args.cpu, uid=APP_UID, gid=APP_UID, **kw)
 
     def run_app(self, cmd, timeout):
         p = self.spawn_app(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -687,6 +717,7 @@ class Bench(benchlib.PodBench):
             cpu_model = [x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name")][0]
         except (OSError, IndexError):
             cpu_model = "?"
+        pinned = "Nothing pinned." if a.cpu is None else f"Every pod process pinned to CPU {a.cpu}."
         machine = f"{platform.node()}: {cpu_model}, {os.cpu_count()} vCPUs, kernel {platform.release()}"
         lines = ["## meshcut mesh evaluation (paper §5) on the netns test bed\n",
                  "Test bed: two nodes in network namespaces (VXLAN), pods through the real CNI chain (bridge + "
@@ -694,7 +725,7 @@ class Bench(benchlib.PodBench):
                  "Each pod Istio-like: istio-init nat rules + HAProxy sidecar (uid 1337, nbthread 1). "
                  f"Server: nginx (nginx-light, keep-alive) serving /{a.file}.bin; client: wrk (HTTP/1.1 "
                  "keep-alive, uid 65534) in the client pod, through both sidecars.\n",
-                 f"Machine: {machine}. Nothing pinned. {a.reps} repetition(s) × {a.duration:g} s per sample, modes "
+                 f"Machine: {machine}. {pinned} {a.reps} repetition(s) × {a.duration:g} s per sample, modes "
                  "alternating (rotated) inside each repetition and cell; values are medians over repetitions; "
                  "ratios are median [min–max] of per-repetition ratios to the baseline sample of the same "
                  f"repetition. Latency in ms (wrk --latency). Targets ({TARGETS}): ✗ marks a miss.\n"]
@@ -737,9 +768,10 @@ class Bench(benchlib.PodBench):
         # Fixed rate.
         lines += [f"### CPU per request at a fixed rate ({a.rate} req/s, {a.rate_conns} keep-alive connections, "
                   f"{a.rate_seconds:g} s, {'hey' if shutil.which('hey') else 'Python fixed-rate client'})\n",
-                  "Whole machine (/proc/stat, both vCPUs, all processes, softirqs included) and the test "
-                  "cgroup's cpu.stat (client, sidecars, nginx) per request; RSS of the sidecars + nginx of all "
-                  "pods and of both meshcutds at the end of the run.\n",
+                  "Whole machine (/proc/stat, both vCPUs, all processes, softirqs included: on a shared machine "
+                  "it also counts the other tenants) and the test cgroup's cpu.stat (client, sidecars, nginx: "
+                  "what the mesh itself spent) per request; RSS of the sidecars + nginx of all pods and of both "
+                  "meshcutds at the end of the run.\n",
                   "| placement | mode | achieved req/s | machine CPU | CPU µs/req | / base | cgroup CPU µs/req "
                   "| / base | RSS pods MiB | RSS meshcutd MiB |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
@@ -761,7 +793,7 @@ class Bench(benchlib.PodBench):
                 summary.append(rec)
                 lines.append(f"| {pl} | {m} | {rec['achieved_rps']:.0f} | {100 * rec['machine_cpu_util']:.0f} % | "
                              f"{rec['cpu_us_per_req']:.1f} | {benchlib.fmt_ratio(r1, 1.0 if m == 'full' else None, collapse=True)} | "
-                             f"{rec['cg_cpu_us_per_req']:.1f} | {benchlib.fmt_ratio(r2, collapse=True)} | "
+                             f"{rec['cg_cpu_us_per_req']:.1f} | {benchlib.fmt_ratio(r2, 1.0 if m == 'full' else None, collapse=True)} | "
                              f"{rec['rss_kib_pods'] / 1024:.1f} | {rec['rss_kib_meshcutd'] / 1024:.1f} |")
         # Paths.
         rng = benchlib.fmt_range
@@ -804,7 +836,7 @@ class Bench(benchlib.PodBench):
             lines.append(f"\n**{len(self.problems)} check(s) failed** (see results.json \"problems\"): "
                          + "; ".join(self.problems[:5]))
         self.meta.update({
-            "kernel": platform.release(), "cpus": os.cpu_count(), "machine": machine, "quick": a.quick,
+            "kernel": platform.release(), "cpus": os.cpu_count(), "machine": machine, "pinned_cpu": a.cpu, "quick": a.quick,
             "reps": a.reps, "duration_s": a.duration, "conc": a.conc, "placements": a.placements, "file": a.file,
             "modes": MODES, "intra_on": INTRA_ON, "node_on": NODE_ON, "tc_on": TC_ON,
             "rate": a.rate, "rate_conns": a.rate_conns, "rate_seconds": a.rate_seconds, "check_n": a.check_n,
