@@ -39,21 +39,31 @@ int mc_sk_msg(struct sk_msg_md *msg)
 		return SK_PASS;
 	}
 	peer = st->peer;
-	/* On a miss the helper returns SK_DROP: never return its value as is. */
-	if (bpf_msg_redirect_hash(msg, &mc_sockhash, &peer, BPF_F_INGRESS) == SK_PASS) {
-		if (st->decision == MC_DECISION_UNDECIDED) {
+	if (st->decision == MC_DECISION_UNDECIDED) {
+		/* An active socket learns the true kind from its passive peer (left
+		 * at the peer's establishment), then the pod's switch for that kind
+		 * decides. */
+		if (st->side == MC_SIDE_ACTIVE) {
 			struct mc_sock_key own = peer;
 			__u32 *kind;
 
-			/* An active socket learns the true kind from its passive peer. */
 			own.side = MC_SIDE_ACTIVE;
-			if (peer.side == MC_SIDE_PASSIVE) {
-				kind = bpf_map_lookup_elem(&mc_pair_kind, &own);
-				if (kind) {
-					st->kind = *kind;
-					bpf_map_delete_elem(&mc_pair_kind, &own);
-				}
+			kind = bpf_map_lookup_elem(&mc_pair_kind, &own);
+			if (kind) {
+				st->kind = *kind;
+				bpf_map_delete_elem(&mc_pair_kind, &own);
 			}
+		}
+		if (!(st->pod_flags & (st->kind == MC_KIND_NODE ? MC_POD_F_NODE : MC_POD_F_INTRA))) {
+			st->decision = MC_DECISION_PASS;
+			st->bytes_passed += size;
+			mc_count(MC_C_MSG_PASS_DISABLED, 1);
+			return SK_PASS;
+		}
+	}
+	/* On a miss the helper returns SK_DROP: never return its value as is. */
+	if (bpf_msg_redirect_hash(msg, &mc_sockhash, &peer, BPF_F_INGRESS) == SK_PASS) {
+		if (st->decision == MC_DECISION_UNDECIDED) {
 			st->decision = MC_DECISION_REDIRECT;
 			mc_count(MC_C_PAIRS_REDIRECTED, 1);
 		}

@@ -89,8 +89,12 @@ static __always_inline void mc_established(struct bpf_sock_ops *skops, __u8 side
 		mc_count(MC_C_SOCK_SKIP_REMOTE, 1);
 		return;
 	}
+	/* A passive socket knows its kind; an active one only guesses it (a
+	 * connect() to another pod's IP may be REDIRECTed to its own sidecar), so
+	 * either switch lets it in and sk_msg checks the true kind's switch. */
 	if (!mc_enabled() ||
-	    !(pod->flags & (kind == MC_KIND_INTRA ? MC_POD_F_INTRA : MC_POD_F_NODE))) {
+	    !(pod->flags & (side == MC_SIDE_ACTIVE ? (MC_POD_F_INTRA | MC_POD_F_NODE)
+				       : kind == MC_KIND_INTRA ? MC_POD_F_INTRA : MC_POD_F_NODE))) {
 		mc_count(MC_C_SOCK_SKIP_DISABLED, 1);
 		return;
 	}
@@ -109,6 +113,7 @@ static __always_inline void mc_established(struct bpf_sock_ops *skops, __u8 side
 	st->peer = peer;
 	st->kind = kind;
 	st->side = side;
+	st->pod_flags = (__u8)pod->flags;
 	st->decision = MC_DECISION_UNDECIDED;
 	st->netns_cookie = netns;
 	st->local_ip = skops->local_ip4;

@@ -108,7 +108,8 @@ struct mc_sock_state {
 	__u8 decision;           /* enum mc_decision */
 	__u8 kind;               /* enum mc_kind */
 	__u8 side;               /* enum mc_side of this socket */
-	__u8 pad[5];
+	__u8 pod_flags;          /* MC_POD_F_* of the socket's pod at establishment */
+	__u8 pad[4];
 	__u64 netns_cookie;
 	__u32 local_ip;          /* network order */
 	__u32 remote_ip;

@@ -160,6 +160,28 @@ def main():
     st = d.status()
     ck.check(st["maps"]["mc_sockhash"]["entries"] == 0,
              "after close the six sockets left the map (%d left)" % st["maps"]["mc_sockhash"]["entries"])
+
+    # Per-pod switches: the app's connect() to the server pod's IP is really
+    # REDIRECTed to its own sidecar, so "same node off" must still leave the
+    # intra-pod pairs on, and "intra-pod off" only the sidecar <-> sidecar pair.
+    for flag, want_intra, want_node in (("--no-same-node", 4, 0), ("--no-intra-pod", 0, 2)):
+        for p in (a, b):
+            d.enroll(p, p.pod_ip, extra=(flag,))
+        c0 = d.counters()
+        cli = pa.exec(me + ["--role", "client", "--dst", b.pod_ip], cgroup_procs=cg.procs,
+                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        cli.stdout.readline()
+        res = cli.stdout.readline().split()
+        cli.stdin.write("\n")
+        cli.stdin.flush()
+        cli.wait(10)
+        dc = mcnet.delta(d.counters(), c0)
+        ck.check(res[1:2] == ["ok"] and dc["pairs_redirected"] == want_intra + want_node
+                 and (dc["bytes_redirect_node"] > 0) == (want_node > 0)
+                 and (dc["bytes_redirect_intra"] > 0) == (want_intra > 0) and dc["msg_pass_disabled"] > 0,
+                 "%s on both pods: %d directions redirected (intra %d B, node %d B), the rest on the normal path "
+                 "by the pod's switch (%d msgs)" % (flag, dc["pairs_redirected"], dc["bytes_redirect_intra"],
+                                                    dc["bytes_redirect_node"], dc["msg_pass_disabled"]))
     ck.done()
 
 
