@@ -409,3 +409,27 @@ def run_cluster_bench(bench, mcnet, log, errors):
         log(f"{len(bench.problems)} check(s) failed:\n  " + "\n  ".join(bench.problems))
         rc = 3
     return rc
+
+
+# ---- per-pod switches -------------------------------------------------------
+
+def pod_record(pod):
+    """POD's entry in its node's `meshcutd pods --json`."""
+    for r in json.loads(pod.node.daemon.cli("pods", "--json").stdout):
+        if r.get("netns") == pod.ns.path or pod.ip in r.get("ips", []):
+            return r
+    raise BenchError(f"{pod.name}: not enrolled on {pod.node.name} (meshcutd pods)")
+
+
+def set_pod_switches(pod, intra=None, node=None):
+    """`meshcutd set --netns` on POD's node; checks that it took. New
+    connections follow it (the shortcut decision is made per connection)."""
+    args = ["set", "--netns", pod.ns.path]
+    if intra is not None:
+        args += ["--intra-pod", "on" if intra else "off"]
+    if node is not None:
+        args += ["--same-node", "on" if node else "off"]
+    pod.node.daemon.cli(*args)
+    r = pod_record(pod)
+    if (intra is not None and r["intra_pod"] != intra) or (node is not None and r["same_node"] != node):
+        raise BenchError(f"{pod.name}: meshcutd set --netns did not take: {r}")

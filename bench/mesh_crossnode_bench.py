@@ -25,12 +25,8 @@ Modes, alternating inside each repetition and size (A B C D A B C D ...):
 
 Switches. tc: `meshcutd set --cross-node on|off` on each node. Socket: every
 process (sidecars, apps) lives in the cgroup the meshcutds attach sockops to,
-and the pod's MC_POD_F_INTRA flag in that node's pinned mc_pods record is set
-or cleared (bpftool map update; the rest of the record -- IPs, host veth
-ifindex, MC_POD_F_CROSS, MACs, which the tc programs need -- is kept). There is
-no meshcutd switch for it: `meshcutd unenroll` + `enroll --no-intra-pod` would
-rewrite the record without host_ifindex and MC_POD_F_CROSS (the CLI enroll
-knows neither), which would silently turn the tc shortcut off too. Both
+and the pods' intra-pod switch is set with `meshcutd set --netns POD --intra-pod
+on|off` (benchlib.set_pod_switches). Both
 decisions are per connection (sockops at establishment, tc at the SYN), so
 every sample opens a new connection after the switch.
 
@@ -75,10 +71,6 @@ CONFIGS = [(64, "pinned"), (1024, "pinned"), (65536, "pinned"), (64, "unpinned")
 # Socket-shortcut counters recorded per sample (to tell why a connection was not redirected).
 SOCK_DETAIL = ("sock_added_active", "sock_added_passive", "sock_add_failed", "sock_skip_early_data",
                "sock_not_enrolled", "msg_pass_no_peer", "msg_pass_sticky", "msg_pass_peer_gone")
-MC_POD_F_INTRA = 0x1
-MC_POD_MAX_IPS = 4
-FLAGS_OFF = 4 * MC_POD_MAX_IPS  # struct mc_pod: __u32 ip4[4]; __u32 flags; ...
-SO_NETNS_COOKIE = 71
 
 REF = ("shared/BENCH.md, this VM, 64 B same vCPU: two HAProxy sidecars (Istio-style rules) 74–86 µs vs "
        "18–21 µs direct; cross-node tc alone 0.67–0.78× of 25.5 µs pod↔pod; target: mesh request latency, "
@@ -153,61 +145,23 @@ class Bench(benchlib.PodBench):
             self.ipods.append(ip)
         self.meta["pods"] = {p.name: {"node": p.node.name, "ip": p.ip, "host_veth": p.host_veth,
                                       "sidecar_pid": p.istio.sidecar_pid} for p in (self.c1, self.s2)}
-        # The pods' records in their node's mc_pods, as the CNI plugin wrote them.
-        self.pod_rec = {}
+        # The pods as the CNI plugin enrolled them (intra-pod and cross-node on).
         for pod in (self.c1, self.s2):
-            cookie = mcnet.in_netns(pod.ns, self.netns_cookie)
-            val = self.pod_lookup(pod, cookie)
-            flags = struct.unpack_from("<I", val, FLAGS_OFF)[0]
-            host_ifindex = struct.unpack_from("<I", val, FLAGS_OFF + 4)[0]
-            if not flags & MC_POD_F_INTRA or not flags & 0x4 or not host_ifindex:
-                raise BenchError(f"{pod.name}: unexpected mc_pods record (flags {flags:#x}, host_ifindex "
-                                 f"{host_ifindex}): not enrolled by the CNI plugin with intra-pod and cross-node?")
-            self.pod_rec[pod.name] = (cookie, val)
-            self.meta["pods"][pod.name].update({"netns_cookie": cookie, "cni_flags": flags})
+            r = benchlib.pod_record(pod)
+            if not (r["intra_pod"] and r["cross_node"] and r["host_ifindex"]):
+                raise BenchError(f"{pod.name}: unexpected pod record {r}: not enrolled by the CNI plugin with "
+                                 "intra-pod and cross-node?")
+            self.meta["pods"][pod.name].update({"netns_cookie": r["netns_cookie"]})
         log(f"cluster up in {time.monotonic() - t0:.1f}s: c1 {self.c1.ip} on n1, s2 {self.s2.ip} on n2, "
             f"HAProxy sidecars pid {self.c1.istio.sidecar_pid} / {self.s2.istio.sidecar_pid}")
         self.set_mode("baseline")
         # Reachability through both sidecars (and neighbour warm-up).
         self.rtt_sample(0, "baseline", 64, "unpinned", 20, 5, self.args.port + 9, record=False)
 
-    @staticmethod
-    def netns_cookie():
-        s = socket.socket()
-        try:
-            return struct.unpack("<Q", s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))[0]
-        finally:
-            s.close()
-
-    @staticmethod
-    def _hex(b):
-        return [f"{x:02x}" for x in b]
-
-    def _pods_map(self, pod):
-        return os.path.join(pod.node.daemon.pin_root, "maps", "mc_pods")
-
-    def pod_lookup(self, pod, cookie):
-        r = mcnet.sh("bpftool", "-j", "map", "lookup", "pinned", self._pods_map(pod), "key", "hex",
-                     *self._hex(struct.pack("<Q", cookie)))
-        v = json.loads(r.stdout)
-        raw = v.get("value") if isinstance(v, dict) else None
-        if not isinstance(raw, list):
-            raise BenchError(f"bpftool map lookup: unexpected output {r.stdout[:300]}")
-        return bytes(int(x, 16) for x in raw)
-
     def set_socket(self, on):
-        """Set or clear MC_POD_F_INTRA in both pods' records, keeping the rest."""
+        """The intra-pod socket shortcut of both pods, at once (meshcutd set --netns)."""
         for pod in (self.c1, self.s2):
-            cookie, val = self.pod_rec[pod.name]
-            b = bytearray(val)
-            flags = struct.unpack_from("<I", b, FLAGS_OFF)[0]
-            flags = (flags | MC_POD_F_INTRA) if on else (flags & ~MC_POD_F_INTRA)
-            struct.pack_into("<I", b, FLAGS_OFF, flags)
-            mcnet.sh("bpftool", "map", "update", "pinned", self._pods_map(pod), "key", "hex",
-                     *self._hex(struct.pack("<Q", cookie)), "value", "hex", *self._hex(b), "exist")
-            got = self.pod_lookup(pod, cookie)
-            if got != bytes(b):
-                raise BenchError(f"{pod.name}: mc_pods update did not take")
+            benchlib.set_pod_switches(pod, intra=on)
 
     def set_mode(self, mode):
         if mode == self.mode:

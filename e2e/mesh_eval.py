@@ -25,18 +25,18 @@ A request goes wrk -> sidecar(c1):15001 -> [bridge | VXLAN] -> sidecar(s):15006
 Modes (shared/BENCH.md, the paper's ablation), alternating inside each
 repetition and cell (rotated so no mode always follows the same one):
 
-  baseline  no shortcut: MC_POD_F_INTRA and MC_POD_F_NODE cleared in every
-            pod's mc_pods record, `meshcutd set --cross-node off` on both nodes;
+  baseline  no shortcut: every pod's intra-pod and same-node switches off
+            (`meshcutd set --netns POD`), `meshcutd set --cross-node off` on both nodes;
   intra     socket shortcut inside pods only (app <-> sidecar): INTRA on,
             NODE off, tc off;
   inter     pod <-> pod only: NODE on (same-node sidecar <-> sidecar sockets),
             tc on (cross-node), INTRA off;
   full      all on.
 
-The flags are switched with bpftool on the pinned mc_pods records (the rest of
-the record -- IPs, host veth, MC_POD_F_CROSS, MACs -- is kept), as in
-bench/mesh_crossnode_bench.py; both decisions are taken per connection, and
-wrk, hey and the checker open new connections for every sample.
+The pod switches are changed with `meshcutd set --netns POD --intra-pod
+on|off --same-node on|off` (benchlib.set_pod_switches); both decisions are
+taken per connection, and wrk, hey and the checker open new connections for
+every sample.
 
 Per sample the meshcutd counters of both nodes (and the link counters of cni0
 and of the server pod's host veth) prove which shortcuts carried the load:
@@ -95,9 +95,6 @@ NODE_ON = {"baseline": False, "intra": False, "inter": True, "full": True}
 TC_ON = {"baseline": False, "intra": False, "inter": True, "full": True}
 PLACEMENTS = {"same": ("n1", "s1"), "cross": ("n2", "s2")}  # server node and pod; the client is c1 on n1
 
-MC_POD_F_INTRA, MC_POD_F_NODE, MC_POD_F_CROSS = 0x1, 0x2, 0x4
-FLAGS_OFF = 16  # struct mc_pod: __u32 ip4[4]; __u32 flags; __u32 host_ifindex; ...
-SO_NETNS_COOKIE = 71
 APP_UID = 65534  # wrk, hey, the checker: not 1337, so istio-init captures them
 FILES = {"1k": 1024, "16k": 16384}
 SHORTCUT_MAX = 0.05  # share of the payload a bypassed device may still carry (handshakes, FINs)
@@ -342,7 +339,6 @@ class Bench(benchlib.PodBench):
     def __init__(self, args):
         super().__init__(args, mcnet)
         self.pods = {}
-        self.pod_rec = {}
         self.tmp = None
         self.digests = {}
         self.bodies = {}
@@ -390,16 +386,12 @@ class Bench(benchlib.PodBench):
                     pin_all({a.cpu}, pod.nginx.pid)
         self.meta["pods"] = {p.name: {"node": p.node.name, "ip": p.ip, "host_veth": p.host_veth,
                                       "sidecar_pid": p.istio.sidecar_pid} for p in self.pods.values()}
-        for pod in self.pods.values():
-            cookie = mcnet.in_netns(pod.ns, self.netns_cookie)
-            val = self.pod_lookup(pod, cookie)
-            flags, host_ifindex = struct.unpack_from("<II", val, FLAGS_OFF)
-            allf = MC_POD_F_INTRA | MC_POD_F_NODE | MC_POD_F_CROSS
-            if flags & allf != allf or not host_ifindex:
-                raise BenchError(f"{pod.name}: unexpected mc_pods record (flags {flags:#x}, host_ifindex "
-                                 f"{host_ifindex}): not enrolled by the CNI plugin with every shortcut?")
-            self.pod_rec[pod.name] = (cookie, val)
-            self.meta["pods"][pod.name].update({"netns_cookie": cookie, "cni_flags": flags})
+        for pod in self.pods.values():  # as the CNI plugin enrolled them: every shortcut on
+            r = benchlib.pod_record(pod)
+            if not (r["intra_pod"] and r["same_node"] and r["cross_node"] and r["host_ifindex"]):
+                raise BenchError(f"{pod.name}: unexpected pod record {r}: not enrolled by the CNI plugin with "
+                                 "every shortcut?")
+            self.meta["pods"][pod.name].update({"netns_cookie": r["netns_cookie"]})
         log(f"cluster up in {time.monotonic() - t0:.1f}s: " + ", ".join(
             f"{p.name} {p.ip} on {p.node.name}" for p in self.pods.values()))
         self.set_mode("baseline")
@@ -448,44 +440,10 @@ class Bench(benchlib.PodBench):
     def server(self, placement):
         return self.pods[PLACEMENTS[placement][1]]
 
-    @staticmethod
-    def netns_cookie():
-        import socket
-        s = socket.socket()
-        try:
-            return struct.unpack("<Q", s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))[0]
-        finally:
-            s.close()
-
-    @staticmethod
-    def _hex(b):
-        return [f"{x:02x}" for x in b]
-
-    @staticmethod
-    def _pods_map(pod):
-        return os.path.join(pod.node.daemon.pin_root, "maps", "mc_pods")
-
-    def pod_lookup(self, pod, cookie):
-        r = mcnet.sh("bpftool", "-j", "map", "lookup", "pinned", self._pods_map(pod), "key", "hex",
-                     *self._hex(struct.pack("<Q", cookie)))
-        v = json.loads(r.stdout)
-        raw = v.get("value") if isinstance(v, dict) else None
-        if not isinstance(raw, list):
-            raise BenchError(f"bpftool map lookup: unexpected output {r.stdout[:300]}")
-        return bytes(int(x, 16) for x in raw)
-
     def set_pod_flags(self, intra, node):
-        """MC_POD_F_INTRA / MC_POD_F_NODE in every pod's record, the rest kept."""
+        """Every pod's intra-pod and same-node switches, at once (meshcutd set --netns)."""
         for pod in self.pods.values():
-            cookie, val = self.pod_rec[pod.name]
-            b = bytearray(val)
-            flags = struct.unpack_from("<I", b, FLAGS_OFF)[0] & ~(MC_POD_F_INTRA | MC_POD_F_NODE)
-            flags |= (MC_POD_F_INTRA if intra else 0) | (MC_POD_F_NODE if node else 0)
-            struct.pack_into("<I", b, FLAGS_OFF, flags)
-            mcnet.sh("bpftool", "map", "update", "pinned", self._pods_map(pod), "key", "hex",
-                     *self._hex(struct.pack("<Q", cookie)), "value", "hex", *self._hex(b), "exist")
-            if self.pod_lookup(pod, cookie) != bytes(b):
-                raise BenchError(f"{pod.name}: mc_pods update did not take")
+            benchlib.set_pod_switches(pod, intra=intra, node=node)
 
     def set_mode(self, mode):
         if mode == self.mode:

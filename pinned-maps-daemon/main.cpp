@@ -7,6 +7,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <optional>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -302,13 +303,16 @@ int main(int argc, char** argv) {
                   "the runtime's CNI result cache: pods that started while meshcutd was down are enrolled from it")
       ->capture_default_str();
 
-  auto* setc = app.add_subcommand("set", "change a switch of the running node at once");
+  auto* setc = app.add_subcommand("set", "change a switch at once: the node's, or one pod's with --netns");
   add_pin_root(setc);
-  std::string set_cross;
-  setc->add_option("--cross-node", set_cross, "the node's tc shortcut: on|off (new flows; flows already\n"
-                                              "shortcut go back to the normal path at their next packet)")
-      ->check(CLI::IsMember({"on", "off"}))
-      ->required();
+  std::string set_cross, set_intra, set_node, set_netns;
+  auto onoff = CLI::IsMember({"on", "off"});
+  setc->add_option("--cross-node", set_cross, "the tc shortcut: on|off (node; with --netns: that pod). Off forgets\n"
+                                              "the node's flows, so none flips back to the shortcut mid-stream")
+      ->check(onoff);
+  setc->add_option("--netns", set_netns, "a pod's netns path: change that pod's switches");
+  setc->add_option("--intra-pod", set_intra, "with --netns: app <-> sidecar shortcut on|off")->check(onoff);
+  setc->add_option("--same-node", set_node, "with --netns: pod <-> pod socket shortcut on|off")->check(onoff);
 
   auto* conns = app.add_subcommand("conns", "live accelerated connections; --explain SRC DST says why (not)");
   add_pin_root(conns);
@@ -378,6 +382,31 @@ int main(int argc, char** argv) {
     if (!lock) return fail(lock.error());
     auto maps = PinnedMaps::open(layout);
     if (!maps) return fail(maps.error());
+    if (!set_netns.empty()) {
+      // One pod's switches; they apply to new connections (decisions are per connection).
+      auto cookie = sys::netns_cookie(set_netns);
+      if (!cookie) return fail(cookie.error());
+      auto pods = maps->pods();
+      if (!pods) return fail(pods.error());
+      std::optional<mc_pod> pod;
+      for (const auto& [c, p] : *pods)
+        if (c == *cookie) pod = p;
+      if (!pod)
+        return fail(make_error("netns " + set_netns + " is not an enrolled pod", ENOENT, "meshcutd pods lists them"));
+      auto apply = [&](const std::string& v, uint32_t bit) {
+        if (!v.empty()) pod->flags = v == "on" ? (pod->flags | bit) : (pod->flags & ~bit);
+      };
+      apply(set_intra, MC_POD_F_INTRA);
+      apply(set_node, MC_POD_F_NODE);
+      apply(set_cross, MC_POD_F_CROSS);
+      if (auto st = maps->put_pod(*cookie, *pod); !st) return fail(st.error());
+      std::printf("pod %s: intra-pod %s, same-node %s, cross-node %s\n", set_netns.c_str(),
+                  pod->flags & MC_POD_F_INTRA ? "on" : "off", pod->flags & MC_POD_F_NODE ? "on" : "off",
+                  pod->flags & MC_POD_F_CROSS ? "on" : "off");
+      return 0;
+    }
+    if (set_cross.empty())
+      return fail(make_error("set needs --cross-node (the node), or --netns with pod switches", EINVAL));
     auto c = maps->config();
     if (!c) return fail(c.error());
     if (set_cross == "on" && !c->pod_cidr)

@@ -88,6 +88,17 @@ def main():
     pods = json.loads(d.cli("pods", "--json").stdout)
     ck.check(r.returncode == 0 and len(pods) == 1 and pods[0]["ips"] == ["10.250.99.7"],
              "enroll found the pod's IPv4 address itself (%s)" % pods)
+    d.cli("set", "--netns", ns.path, "--intra-pod", "off", "--same-node", "off")
+    p1 = json.loads(d.cli("pods", "--json").stdout)[0]
+    d.cli("set", "--netns", ns.path, "--same-node", "on")
+    p2 = json.loads(d.cli("pods", "--json").stdout)[0]
+    ck.check(not p1["intra_pod"] and not p1["same_node"] and not p2["intra_pod"]
+             and p2["same_node"] and p2["ips"] == ["10.250.99.7"],
+             "set --netns changes only the named switches of that pod, the record is kept")
+    other = mcnet.Netns("other")
+    r = d.cli("set", "--netns", other.path, "--intra-pod", "on", check=False)
+    ck.check(r.returncode == 1 and "is not an enrolled pod" in r.stderr and "meshcutd pods" in r.stderr,
+             "set --netns of a netns that is not a pod: clear error (%s)" % r.stderr.strip()[-150:])
     r = d.cli("enroll", "--netns", "/var/run/netns/mc-nope", check=False)
     ck.check(r.returncode == 1 and "couldn't open network namespace" in r.stderr, "enroll with a bad netns path: clear error")
     r = d.cli("enroll", "--netns", ns.path, "--pod-ip", "10.1.2.300", check=False)
