@@ -433,3 +433,13 @@ def set_pod_switches(pod, intra=None, node=None):
     r = pod_record(pod)
     if (intra is not None and r["intra_pod"] != intra) or (node is not None and r["same_node"] != node):
         raise BenchError(f"{pod.name}: meshcutd set --netns did not take: {r}")
+
+
+def set_cross_node(node, on):
+    """`meshcutd set --cross-node on|off` on NODE; checks that it took. Off
+    forgets the node's flows, so only connections opened after "on" are shortcut."""
+    want = "on" if on else "off"
+    node.daemon.cli("set", "--cross-node", want)
+    got = node.daemon.status()["attachments"].get("cross_node")
+    if got != on:
+        raise BenchError(f"{node.name}: meshcutd set --cross-node {want} did not take (cross_node={got})")

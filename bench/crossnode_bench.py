@@ -137,11 +137,7 @@ class Bench(benchlib.PodBench):
         if mode == self.mode:
             return
         for name, n in self.nodes.items():
-            want = SWITCH[mode][name]
-            n.daemon.cli("set", "--cross-node", want)
-            got = n.daemon.status()["attachments"].get("cross_node")
-            if got != (want == "on"):
-                raise BenchError(f"{name}: meshcutd set --cross-node {want} did not take (cross_node={got})")
+            benchlib.set_cross_node(n, SWITCH[mode][name] == "on")
         self.mode = mode
 
     # ---- counters ----------------------------------------------------------------

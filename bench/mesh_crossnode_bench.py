@@ -170,12 +170,8 @@ class Bench(benchlib.PodBench):
         if prev is None or SOCKET_ON[prev] != SOCKET_ON[mode]:
             self.set_socket(SOCKET_ON[mode])
         if prev is None or TC_ON[prev] != TC_ON[mode]:
-            want = "on" if TC_ON[mode] else "off"
-            for name, n in self.nodes.items():
-                n.daemon.cli("set", "--cross-node", want)
-                got = n.daemon.status()["attachments"].get("cross_node")
-                if got != TC_ON[mode]:
-                    raise BenchError(f"{name}: meshcutd set --cross-node {want} did not take (cross_node={got})")
+            for n in self.nodes.values():
+                benchlib.set_cross_node(n, TC_ON[mode])
         self.mode = mode
 
     def place_sidecars(self, cpu):
