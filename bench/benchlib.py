@@ -408,6 +408,7 @@ def run_cluster_bench(bench, mcnet, log, errors):
     if rc == 0 and bench.problems:
         log(f"{len(bench.problems)} check(s) failed:\n  " + "\n  ".join(bench.problems))
         rc = 3
+    mcnet.drop_logfiles(keep=rc != 0)  # meshcutd's logs: kept only when something went wrong
     return rc
 
 

@@ -1,42 +1,39 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: Apache-2.0
-"""meshcut mesh evaluation: the paper's section 5 on the netns test bed (a
-first version; a benchmark with correctness checks, not a unit test).
+"""meshcut mesh evaluation: the paper's section 5 on the mesh test bed
+(e2e/meshbed.py; a benchmark with correctness checks, not a unit test).
 
-Test bed. Two nodes in network namespaces (test/netns/twonode.py: VXLAN
-flannel.1 over a veth "wire", pods through the real bridge + host-local CNI
-chain with the meshcut plugin chained after them, one meshcutd per node with
---pod-cidr 10.244.0.0/16 --overlay-dev flannel.1). The pods are netns pods,
-not containerd CRI pods yet (those come later, e2e/cri). Every pod is
-Istio-like (test/netns/istio_pod.py): istio-init's exact nat rules and an
-HAProxy sidecar as uid 1337 (outbound 15001 via SO_ORIGINAL_DST, inbound
-15006, upstream to the app from 127.0.0.6, `nbthread 1`).
+Test bed (e2e/meshbed.py): two nodes in network namespaces joined by a VXLAN
+overlay, a containerd (CRI) per node creating every pod with the real bridge +
+host-local CNI chain and the meshcut plugin chained after them, one meshcutd
+per node, kube-proxy-like services, a DNS pod behind a ClusterIP, and a
+Bookinfo-shaped graph. Every meshed pod has istio-init's exact nat rules and
+an HAProxy sidecar container as uid 1337 (outbound 15001 via SO_ORIGINAL_DST,
+inbound 15006, upstream to the app from 127.0.0.6, `nbthread 1`).
 
-  c1 (n1): the client pod: wrk (HTTP/1.1 keep-alive, closed loop), hey (fixed
-           rate), the correctness checker -- all as uid 65534, so istio-init
-           redirects them to the sidecar.
-  s1 (n1): nginx (Debian nginx-light, own config, `daemon off`, keep-alive)
-           serving a 1 KiB and a 16 KiB file: placement "same".
-  s2 (n2): the same on the other node: placement "cross".
+The benchmark's client is the `client` pod on n1: wrk (HTTP/1.1 keep-alive,
+closed loop), hey (fixed rate) and the correctness checker are exec'd into its
+app container (CRI ExecSync, as uid 65534, so istio-init sends them to the
+sidecar). Targets, by service name (resolved by the DNS pod):
 
-A request goes wrk -> sidecar(c1):15001 -> [bridge | VXLAN] -> sidecar(s):15006
--> (127.0.0.6) nginx:80, and back.
+  same   web-n1 (nginx on n1): client and server on one node;
+  cross  web-n2 (nginx on n2): on two nodes.
 
-Modes (shared/BENCH.md, the paper's ablation), alternating inside each
-repetition and cell (rotated so no mode always follows the same one):
+A request goes wrk -> sidecar(client):15001 -> [bridge | VXLAN] ->
+sidecar(web):15006 -> (127.0.0.6) nginx:80, and back.
+
+Modes (shared/BENCH.md, the paper's ablation; meshbed.set_mode), alternating
+inside each repetition and cell (rotated so no mode always follows the same
+one):
 
   baseline  no shortcut: every pod's intra-pod and same-node switches off
             (`meshcutd set --netns POD`), `meshcutd set --cross-node off` on both nodes;
-  intra     socket shortcut inside pods only (app <-> sidecar): INTRA on,
-            NODE off, tc off;
-  inter     pod <-> pod only: NODE on (same-node sidecar <-> sidecar sockets),
-            tc on (cross-node), INTRA off;
+  intra     socket shortcut inside pods only (app <-> sidecar);
+  inter     pod <-> pod only: same-node sidecar <-> sidecar sockets, cross-node tc;
   full      all on.
 
-The pod switches are changed with `meshcutd set --netns POD --intra-pod
-on|off --same-node on|off` (benchlib.set_pod_switches); both decisions are
-taken per connection, and wrk, hey and the checker open new connections for
-every sample.
+Both decisions are taken per connection, and wrk, hey and the checker open
+new connections for every sample.
 
 Per sample the meshcutd counters of both nodes (and the link counters of cni0
 and of the server pod's host veth) prove which shortcuts carried the load:
@@ -48,39 +45,39 @@ tc_redirect_overlay and tc_redirect_peer >= 0.9 per request on each node and
 cni0 carried ~none of the payload, off no tc_redirect_*; never a conntrack
 INVALID drop.
 
-Correctness pass, alongside every load sample (concurrently with wrk): a
-Python checker in the client pod fetches both files N times through the mesh
-(new connections, keep-alive inside each) and checks status 200 and the body's
-sha256; zero errors allowed. wrk must report no socket error and no non-2xx.
+Correctness pass, alongside every load sample (concurrently with wrk): the
+checker fetches both files of the target N times through the mesh (new
+connections, keep-alive inside each) and checks status 200 and the body's
+sha256; zero errors allowed. Before and after the measurement a pass through
+the whole Bookinfo graph (productpage -> details, reviews -> ratings, every
+book) in every mode. wrk must report no socket error and no non-2xx.
 
 Load: wrk -t min(2,c) -c c -d D --latency at c = 1, 10, 100, 1000 on the
 1 KiB file; per cell: average, P50, P90, P99, QPS, ratio to baseline (median
 [min-max] of per-repetition ratios). Fixed-rate run: hey -c C -q R/C -z S
-(or a small Python fixed-rate client if hey is missing) and the whole machine's
-CPU from /proc/stat (plus the test cgroup's cpu.stat) divided by the requests.
+and the whole machine's CPU from /proc/stat (plus the pod cgroups' cpu.stat)
+divided by the requests; RSS of sidecars, apps and meshcutd.
 
 Output: a Markdown table on stdout; table.md, samples.csv, results.json and
-(if gnuplot is installed) latency_<placement>.png / qps_<placement>.png in
---out (default ./bench-out/mesh-eval). Exit 0 ok, 1 error, 3 a check failed,
-77 skipped (no root, outside CI).
+(gnuplot) latency_<placement>.png / qps_<placement>.png in --out (default
+./bench-out/mesh-eval). Exit 0 ok, 1 error, 3 a check failed, 77 skipped (no
+root, outside CI).
 
-Usage:  /usr/bin/python3 e2e/mesh_eval.py [--quick] [--out DIR] [--placement same|cross|both]
-   full: both placements, c = 1 10 100 1000, 5 s x 3 repetitions (< 12 min)
-  quick: one placement (cross), c = 1 10, 1 s x 1 repetition (< 2 min)
+Usage:  /usr/bin/python3 e2e/mesh_eval.py [--quick | --demo] [--out DIR] [--placement same|cross|both]
+   full: both placements, c = 1 10 100 1000, 5 s x 3 repetitions (< 15 min)
+   demo: baseline and full only, both placements, c = 1 10 100, 3 s x 1
+  quick: CI smoke: every mode, one placement (cross), c = 1 10, 1 s x 1
 """
 
 import argparse
-import hashlib
 import json
 import os
 import platform
 import resource
 import shutil
 import statistics
-import struct
 import subprocess
 import sys
-import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,14 +86,7 @@ sys.dont_write_bytecode = True
 import benchlib  # noqa: E402
 from benchlib import BenchError, paired_ratio  # noqa: E402
 
-MODES = ["baseline", "intra", "inter", "full"]
-INTRA_ON = {"baseline": False, "intra": True, "inter": False, "full": True}
-NODE_ON = {"baseline": False, "intra": False, "inter": True, "full": True}
-TC_ON = {"baseline": False, "intra": False, "inter": True, "full": True}
-PLACEMENTS = {"same": ("n1", "s1"), "cross": ("n2", "s2")}  # server node and pod; the client is c1 on n1
-
-APP_UID = 65534  # wrk, hey, the checker: not 1337, so istio-init captures them
-FILES = {"1k": 1024, "16k": 16384}
+PLACEMENTS = {"same": ("n1", "web-n1"), "cross": ("n2", "web-n2")}  # server node and pod; the client is on n1
 SHORTCUT_MAX = 0.05  # share of the payload a bypassed device may still carry (handshakes, FINs)
 ON_MIN = 0.9         # share of the payload (or requests) a shortcut should carry (less: a coverage warning)
 HOP_MISSING = 0.5    # a socket shortcut short by more than this share of one hop's payload: a check fails
@@ -106,13 +96,15 @@ TARGETS = "same node c=1: full ≥ 30 % lower avg and P90; two nodes c=1: ≥ 15
 def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="CI smoke run: 1 s x 1 repetition, c = 1 10, one placement")
+    ap.add_argument("--demo", action="store_true", help="short baseline-vs-full run: 3 s x 1, c = 1 10 100, "
+                                                        "both placements")
     ap.add_argument("--out", default="./bench-out/mesh-eval", help="output directory (default ./bench-out/mesh-eval)")
     ap.add_argument("--placement", choices=("same", "cross", "both"),
                     help="client and server pod on one node, on two, or both (default both; --quick: cross)")
     ap.add_argument("--reps", type=int, help="repetitions (default 3, --quick 1)")
     ap.add_argument("--duration", type=float, help="seconds per wrk sample (default 5, --quick 1)")
     ap.add_argument("--conc", help="comma-separated concurrency levels (default 1,10,100,1000; --quick 1,10)")
-    ap.add_argument("--file", choices=sorted(FILES), default="1k", help="file wrk and hey fetch (default 1k)")
+    ap.add_argument("--file", choices=("1k", "16k"), default="1k", help="file wrk and hey fetch (default 1k)")
     ap.add_argument("--rate", type=int, default=2000, help="fixed-rate run: requests/s in total (default 2000)")
     ap.add_argument("--rate-conns", type=int, default=10, help="fixed-rate run: connections (default 10)")
     ap.add_argument("--rate-seconds", type=float, help="fixed-rate run: seconds (default 3, --quick 1)")
@@ -122,13 +114,15 @@ def parse_args():
                                             "CPU (default: nothing pinned)")
     ap.add_argument("--build-dir", default=os.environ.get("MESHCUT_BUILD", os.path.join(REPO, "build")))
     a = ap.parse_args()
+    short = a.quick or a.demo
     a.placement = a.placement or ("cross" if a.quick else "both")
     a.placements = ["same", "cross"] if a.placement == "both" else [a.placement]
-    a.reps = a.reps or (1 if a.quick else 3)
-    a.duration = a.duration or (1.0 if a.quick else 5.0)
-    a.conc = [int(x) for x in (a.conc or ("1,10" if a.quick else "1,10,100,1000")).split(",")]
-    a.rate_seconds = a.rate_seconds or (1.0 if a.quick else 3.0)
-    a.check_n = a.check_n or (20 if a.quick else 50)
+    a.modes = ["baseline", "full"] if a.demo else ["baseline", "intra", "inter", "full"]
+    a.reps = a.reps or (1 if short else 3)
+    a.duration = a.duration or (1.0 if a.quick else 3.0 if a.demo else 5.0)
+    a.conc = [int(x) for x in (a.conc or ("1,10" if a.quick else "1,10,100" if a.demo else "1,10,100,1000")).split(",")]
+    a.rate_seconds = a.rate_seconds or (1.0 if short else 3.0)
+    a.check_n = a.check_n or (20 if short else 50)
     a.out = os.path.abspath(a.out)
     a.build_dir = os.path.abspath(a.build_dir)
     a.iters = None
@@ -140,8 +134,13 @@ def parse_args():
 
 
 ARGS = parse_args()
-istio_pod, mcnet, twonode = benchlib.import_netns_helpers(ARGS.build_dir, "istio_pod", "mcnet", "twonode")
+os.environ["MESHCUT_BUILD"] = ARGS.build_dir
+sys.path.insert(0, os.path.join(REPO, "e2e"))
+import meshbed  # noqa: E402
+from meshbed import MODES, INTRA_ON, NODE_ON, TC_ON, mcnet, twonode  # noqa: E402
 log = benchlib.logger("mesh_eval")
+CLIENT = "client"
+assert set(ARGS.modes) <= set(MODES)
 
 # ---- programs run inside the client pod ------------------------------------------
 
@@ -159,109 +158,6 @@ done = function(summary, latency, requests)
 end
 """
 
-# Correctness: fetch every file N times (new connections of PER_CONN requests
-# each, keep-alive inside), spread over SPREAD seconds; status 200 and sha256.
-CHECKER = r"""
-import hashlib, http.client, json, sys, time
-host, spread, n, per_conn = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-want = json.loads(sys.argv[5])  # path -> sha256
-paths = sorted(want) * n
-ok, errors, conns = 0, [], 0
-gap = spread / max(1, len(paths))
-t0 = time.monotonic()
-i = 0
-while i < len(paths):
-    try:
-        c = http.client.HTTPConnection(host, 80, timeout=10)
-        conns += 1
-        for p in paths[i:i + per_conn]:
-            c.request("GET", p)
-            r = c.getresponse()
-            body = r.read()
-            d = hashlib.sha256(body).hexdigest()
-            if r.status != 200 or d != want[p]:
-                errors.append("%s: status %d, %d bytes, sha256 %s (want %s)" % (p, r.status, len(body), d[:16], want[p][:16]))
-            else:
-                ok += 1
-            i += 1
-            dl = t0 + i * gap - time.monotonic()
-            if dl > 0:
-                time.sleep(dl)
-        c.close()
-    except Exception as e:
-        errors.append("request %d (%s): %r" % (i, paths[i] if i < len(paths) else "?", e))
-        i += 1
-print(json.dumps({"ok": ok, "errors": errors[:20], "n_errors": len(errors), "conns": conns}), flush=True)
-"""
-
-# Fixed-rate client when hey is missing: CONNS threads, each a keep-alive
-# connection sending at RATE/CONNS per second on a fixed schedule.
-FIXED_RATE = r"""
-import http.client, json, sys, threading, time
-host, path, rate, conns, secs = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
-res = {"requests": 0, "errors": 0, "non200": 0}
-lock = threading.Lock()
-t_end = time.monotonic() + secs
-def worker(k):
-    gap = conns / rate
-    nxt = time.monotonic() + k * gap / conns
-    c = http.client.HTTPConnection(host, 80, timeout=10)
-    n = e = bad = 0
-    while True:
-        now = time.monotonic()
-        if now >= t_end:
-            break
-        if nxt > now:
-            time.sleep(nxt - now)
-        nxt += gap
-        try:
-            c.request("GET", path)
-            r = c.getresponse()
-            r.read()
-            n += 1
-            bad += r.status != 200
-        except Exception:
-            e += 1
-            c = http.client.HTTPConnection(host, 80, timeout=10)
-    with lock:
-        res["requests"] += n; res["errors"] += e; res["non200"] += bad
-ts = [threading.Thread(target=worker, args=(k,)) for k in range(conns)]
-t0 = time.monotonic()
-[t.start() for t in ts]
-[t.join() for t in ts]
-res["seconds"] = time.monotonic() - t0
-print(json.dumps(res), flush=True)
-"""
-
-NGINX_CONF = """\
-# Generated by e2e/mesh_eval.py
-daemon off;
-master_process on;
-worker_processes 1;
-user nobody nogroup;
-pid {dir}/nginx.pid;
-error_log stderr warn;
-worker_rlimit_nofile 8192;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    default_type application/octet-stream;
-    types {{ }}
-    sendfile on;
-    tcp_nodelay on;
-    keepalive_timeout 75s;
-    keepalive_requests 1000000;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    server {{
-        listen 80 backlog=4096;
-        root {dir}/www;
-        location / {{ }}
-    }}
-}}
-"""
-
-
 # ---- small helpers -------------------------------------------------------------
 
 def proc_stat():
@@ -271,15 +167,6 @@ def proc_stat():
     idle = v[3] + v[4]
     total = sum(v[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
     return total - idle, total
-
-
-def cg_usage_us(cg):
-    with open(os.path.join(cg.path, "cpu.stat")) as f:
-        for line in f:
-            k, v = line.split()
-            if k == "usage_usec":
-                return int(v)
-    return 0
 
 
 def rss_kib(pid, children=True):
@@ -303,22 +190,6 @@ def rss_kib(pid, children=True):
     return total
 
 
-def pin_all(cpus, pid):
-    """sched_setaffinity on every thread of PID and of its direct children (nginx workers)."""
-    pids = [pid]
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            pids += [int(x) for x in f.read().split()]
-    except OSError:
-        pass
-    for p in pids:
-        for tid in os.listdir(f"/proc/{p}/task"):
-            try:
-                os.sched_setaffinity(int(tid), cpus)
-            except ProcessLookupError:
-                pass
-
-
 def fmt_ms(us):
     v = us / 1000.0
     if v < 1:
@@ -338,122 +209,49 @@ def med(rows, key):
 class Bench(benchlib.PodBench):
     def __init__(self, args):
         super().__init__(args, mcnet)
+        self.bed = None
         self.pods = {}
-        self.tmp = None
-        self.digests = {}
-        self.bodies = {}
         self.warnings = []
 
-    # ---- cluster -------------------------------------------------------------
+    # ---- the bed -------------------------------------------------------------
 
     def setup(self):
         a = self.args
-        self.tmp = tempfile.mkdtemp(prefix="mc-eval-")
-        os.chmod(self.tmp, 0o755)
-        mcnet._cleanups.append(lambda: shutil.rmtree(self.tmp, ignore_errors=True))
-        self.wrk_lua = os.path.join(self.tmp, "report.lua")
-        with open(self.wrk_lua, "w") as f:
-            f.write(WRK_LUA)
-        os.chmod(self.wrk_lua, 0o644)
-        # Everything in the pods lives in one cgroup, meshcutd's sockops on it;
-        # the socket shortcut is switched per pod (mc_pods flags).
-        self.cg = mcnet.Cgroup("mxeval")
-        extra = ["--pod-cidr", twonode.CLUSTER_CIDR, "--overlay-dev", twonode.VXLAN_DEV, "--cross-node", "off"]
-        self.meta["daemon_extra"] = extra
         t0 = time.monotonic()
-        self.cl = twonode.Cluster(self.cg, daemon_extra=extra, daemon_cgroup=self.cg).up()
-        self.nodes = self.cl.nodes
-        for n in self.nodes.values():
-            att = n.daemon.status()["attachments"]
-            if not (att.get("tc_overlay") or {}).get("attached"):
-                raise BenchError(f"{n.name}: meshcutd did not attach tc_overlay to {twonode.VXLAN_DEV}: {att}")
-        want = [("n1", "c1")] + [PLACEMENTS[p] for p in a.placements]
-        for node, name in want:
-            self.pods[name] = self.cl.add_pod(node, name)
-        for pod in self.pods.values():
-            ip = istio_pod.IstioPod(pod.ns.name, pod.ip, sidecar="haproxy", cgroup_procs=self.cg.procs,
-                                    haproxy_extra_global=["nbthread 1"])
-            mcnet._cleanups.append(ip.stop)  # before the cgroup and netns go (cleanups run in reverse)
-            ip.start()
-            pod.istio = ip
-        for name, pod in self.pods.items():
-            if name != "c1":
-                self.start_nginx(pod)
-        if a.cpu is not None:
-            for pod in self.pods.values():
-                pin_all({a.cpu}, pod.istio.sidecar_pid)
-                if hasattr(pod, "nginx"):
-                    pin_all({a.cpu}, pod.nginx.pid)
-        self.meta["pods"] = {p.name: {"node": p.node.name, "ip": p.ip, "host_veth": p.host_veth,
-                                      "sidecar_pid": p.istio.sidecar_pid} for p in self.pods.values()}
-        for pod in self.pods.values():  # as the CNI plugin enrolled them: every shortcut on
-            r = benchlib.pod_record(pod)
-            if not (r["intra_pod"] and r["same_node"] and r["cross_node"] and r["host_ifindex"]):
-                raise BenchError(f"{pod.name}: unexpected pod record {r}: not enrolled by the CNI plugin with "
-                                 "every shortcut?")
-            self.meta["pods"][pod.name].update({"netns_cookie": r["netns_cookie"]})
-        log(f"cluster up in {time.monotonic() - t0:.1f}s: " + ", ".join(
-            f"{p.name} {p.ip} on {p.node.name}" for p in self.pods.values()))
+        self.bed = meshbed.MeshBed(cpu=a.cpu).up()
+        self.nodes, self.pods = self.bed.nodes, self.bed.pods
+        with open(os.path.join(self.bed.dir, "report.lua"), "w") as f:
+            f.write(WRK_LUA)
+        os.chmod(os.path.join(self.bed.dir, "report.lua"), 0o644)
+        self.meta["pods"] = {p.name: {"node": p.node.name, "ip": p.ip, "host_veth": p.host_veth, "app": p.app,
+                                      "meshed": p.meshed} for p in self.pods.values()}
+        self.meta["bed_up_s"] = round(time.monotonic() - t0, 1)
+        self.graph_pass("after bring-up")
         self.set_mode("baseline")
-        # Reachability through both sidecars, every placement (and ARP/neighbour warm-up).
-        for pl in a.placements:
-            res = self.run_checker(self.server(pl), 0.0, 3)
+        for pl in a.placements:  # reachability and warm-up (ARP, DNS, first connections)
+            res = self.run_checker(pl, 0.0, 3)
             if res["n_errors"]:
                 raise BenchError(f"{pl}: first fetches through the mesh failed: {res['errors'][:3]}")
             if not a.quick:
-                self.wrk(self.server(pl), 10, 1.0)  # warm-up, not recorded
+                self.wrk(pl, 10, 1.0)  # warm-up, not recorded
 
-    def start_nginx(self, pod):
-        d = os.path.join(self.tmp, "nginx-" + pod.name)
-        os.makedirs(os.path.join(d, "www"))
-        for name, size in FILES.items():  # the same files on every server (the checker knows one digest)
-            path = "/" + name + ".bin"
-            if path not in self.bodies:
-                self.bodies[path] = os.urandom(size)
-                self.digests[path] = hashlib.sha256(self.bodies[path]).hexdigest()
-            with open(os.path.join(d, "www", name + ".bin"), "wb") as f:
-                f.write(self.bodies[path])
-        for sub in ("", "www"):
-            os.chmod(os.path.join(d, sub), 0o755)
-        for name in FILES:
-            os.chmod(os.path.join(d, "www", name + ".bin"), 0o644)
-        conf = os.path.join(d, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(NGINX_CONF.format(dir=d))
-        errf = open(os.path.join(d, "stderr"), "wb")
-        p = pod.istio.exec(["/usr/sbin/nginx", "-c", conf, "-p", d + "/", "-e", "stderr"], stdin=subprocess.DEVNULL,
-                           stdout=subprocess.DEVNULL, stderr=errf)
-        errf.close()
-        try:
-            istio_pod.wait_listening(p.pid, 80, timeout=10, proc=p)
-        except Exception as e:
-            with open(os.path.join(d, "stderr"), errors="replace") as f:
-                raise BenchError(f"nginx in {pod.name} did not start: {e}: {f.read()[-1000:]}")
-        pod.nginx = p
-        deadline = time.monotonic() + 5  # the worker forks after the master listens
-        while time.monotonic() < deadline:
-            with open(f"/proc/{p.pid}/task/{p.pid}/children") as f:
-                if f.read().split():
-                    break
-            time.sleep(0.02)
+    def graph_pass(self, when):
+        """The correctness pass through the whole bed (productpage graph, every
+        book; both web pods) in every mode; zero errors allowed."""
+        for mode in self.args.modes:
+            self.set_mode(mode)
+            res = self.bed.check(n=2)
+            want = 2 * len(meshbed.expected_digests())
+            self.meta.setdefault("graph_passes", []).append({"when": when, "mode": mode, **res})
+            if res["n_errors"] or res["ok"] != want:
+                self.problems.append(f"graph pass {when}, {mode}: {res['ok']} of {want} ok: {res['errors'][:3]}")
+            log(f"graph pass {when}, {mode}: {res['ok']}/{want} responses ok ({res['conns']} connections)")
 
     def server(self, placement):
         return self.pods[PLACEMENTS[placement][1]]
 
-    def set_pod_flags(self, intra, node):
-        """Every pod's intra-pod and same-node switches, at once (meshcutd set --netns)."""
-        for pod in self.pods.values():
-            benchlib.set_pod_switches(pod, intra=intra, node=node)
-
     def set_mode(self, mode):
-        if mode == self.mode:
-            return
-        prev = self.mode
-        if prev is None or (INTRA_ON[prev], NODE_ON[prev]) != (INTRA_ON[mode], NODE_ON[mode]):
-            self.set_pod_flags(INTRA_ON[mode], NODE_ON[mode])
-        if prev is None or TC_ON[prev] != TC_ON[mode]:
-            for n in self.nodes.values():
-                benchlib.set_cross_node(n, TC_ON[mode])
+        self.bed.set_mode(mode)
         self.mode = mode
 
     # ---- counters --------------------------------------------------------------
@@ -549,23 +347,27 @@ class Bench(benchlib.PodBench):
 
     # ---- clients --------------------------------------------------------------
 
-    def spawn_app(self, cmd, **kw):
-        """CMD in the client pod, in the test cgroup first, as APP_UID."""
-        return self.spawn(cmd, self.pods["c1"], self.args.cpu, uid=APP_UID, gid=APP_UID, **kw)
-
     def run_app(self, cmd, timeout):
-        p = self.spawn_app(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        return self.children.output(p, cmd, timeout)
+        """CMD in the client pod's app container (CRI ExecSync, uid 65534); its stdout."""
+        rc, out, err = self.bed.exec(CLIENT, cmd, timeout)
+        if rc != 0:
+            raise BenchError(f"{cmd[0]} in the client pod exited {rc}: {err.strip()[-500:]}")
+        return out
 
-    def checker_cmd(self, srv, spread, n):
-        return [sys.executable, "-c", CHECKER, srv.ip, str(spread), str(n), "10", json.dumps(self.digests)]
+    def checker_cmd(self, placement, spread, n):
+        svc = self.server(placement).service
+        urls = [u for u in meshbed.expected_digests() if u.startswith(f"http://{svc}:")]
+        return self.bed.checker_argv(urls, spread, n)
 
-    def run_checker(self, srv, spread, n):
-        return json.loads(self.run_app(self.checker_cmd(srv, spread, n), 60 + spread).strip().splitlines()[-1])
+    def run_checker(self, placement, spread, n):
+        return json.loads(self.run_app(self.checker_cmd(placement, spread, n), 60 + spread).strip().splitlines()[-1])
 
-    def wrk(self, srv, conc, seconds):
-        cmd = ["wrk", "-t", str(min(2, conc)), "-c", str(conc), "-d", f"{seconds:g}s", "--timeout", "10s",
-               "--latency", "-s", self.wrk_lua, f"http://{srv.ip}:80/{self.args.file}.bin"]
+    def url(self, placement):
+        return f"http://{self.server(placement).service}:80/{self.args.file}.bin"
+
+    def wrk(self, placement, conc, seconds):
+        cmd = ["/usr/bin/wrk", "-t", str(min(2, conc)), "-c", str(conc), "-d", f"{seconds:g}s", "--timeout", "10s",
+               "--latency", "-s", "/bed/report.lua", self.url(placement)]
         out = self.run_app(cmd, seconds + 60)
         line = [x for x in out.splitlines() if x.startswith("MCJSON ")]
         if not line:
@@ -576,19 +378,17 @@ class Bench(benchlib.PodBench):
 
     def load_sample(self, rep, placement, conc, mode):
         a = self.args
-        srv = self.server(placement)
         row = {"kind": "load", "rep": rep, "placement": placement, "conc": conc, "mode": mode,
                "file": a.file, "duration_s": a.duration}
         before = self.snapshot(placement)
-        cpu0, cg0 = proc_stat(), cg_usage_us(self.cg)
+        cpu0, cg0 = proc_stat(), self.bed.cpu_usage_us()
         # The correctness pass runs alongside the load, spread over its duration.
-        chk = self.spawn_app(self.checker_cmd(srv, a.duration * 0.8, a.check_n), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+        chk = self.bed.exec_async(CLIENT, self.checker_cmd(placement, a.duration * 0.8, a.check_n), 60 + a.duration)
         t0 = time.monotonic()
-        w = self.wrk(srv, conc, a.duration)
-        out = self.children.output(chk, chk.args, 60)
+        w = self.wrk(placement, conc, a.duration)
+        rc, out, err = chk.result()
         row["wall_s"] = round(time.monotonic() - t0, 2)
-        cpu1, cg1 = proc_stat(), cg_usage_us(self.cg)
+        cpu1, cg1 = proc_stat(), self.bed.cpu_usage_us()
         time.sleep(0.05)  # closing handshakes, before the counters and any switch
         row.update(w)
         row["qps"] = round(w["requests"] / (w["duration_us"] / 1e6), 1)
@@ -599,7 +399,7 @@ class Bench(benchlib.PodBench):
         c = json.loads(out.strip().splitlines()[-1])
         row["check_ok"], row["check_errors"] = c["ok"], c["n_errors"]
         what = f"{placement} c={conc} {mode} rep {rep}"
-        if c["n_errors"] or c["ok"] != a.check_n * len(FILES):
+        if c["n_errors"] or c["ok"] != a.check_n * len(meshbed.WEB_FILES):
             self.problems.append(f"{what}: correctness pass: {c['ok']} ok, {c['n_errors']} errors: {c['errors'][:3]}")
         errs = {k: w[k] for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout") if w[k]}
         if errs or not w["requests"]:
@@ -612,44 +412,33 @@ class Bench(benchlib.PodBench):
 
     def rate_sample(self, rep, placement, mode):
         a = self.args
-        srv = self.server(placement)
-        url = f"http://{srv.ip}:80/{a.file}.bin"
+        url = self.url(placement)
         row = {"kind": "fixed_rate", "rep": rep, "placement": placement, "mode": mode, "rate": a.rate,
                "conc": a.rate_conns, "duration_s": a.rate_seconds}
-        cpu0, cg0 = proc_stat(), cg_usage_us(self.cg)
+        cpu0, cg0 = proc_stat(), self.bed.cpu_usage_us()
         t0 = time.monotonic()
-        if shutil.which("hey"):
-            per = max(1, round(a.rate / a.rate_conns))
-            out = self.run_app(["hey", "-z", f"{a.rate_seconds:g}s", "-c", str(a.rate_conns), "-q", str(per),
-                                "-t", "10", url], a.rate_seconds + 60)
-            n200 = sum(int(x.split()[1]) for x in out.split("Status code distribution:")[-1].splitlines()
-                       if x.strip().startswith("[200]"))
-            codes = [x.strip() for x in out.split("Status code distribution:")[-1].splitlines()
-                     if x.strip().startswith("[") and not x.strip().startswith("[200]")]
-            err = "Error distribution:" in out
-            row["requests"], row["bad"] = n200, len(codes) + int(err)
-            if row["bad"]:
-                self.problems.append(f"{placement} {mode} fixed rate: hey reported {codes} "
-                                     f"{out.split('Error distribution:')[-1][:300] if err else ''}")
-            row["client"] = "hey"
-        else:
-            out = self.run_app([sys.executable, "-c", FIXED_RATE, srv.ip, f"/{a.file}.bin", str(a.rate),
-                                str(a.rate_conns), str(a.rate_seconds)], a.rate_seconds + 60)
-            r = json.loads(out.strip().splitlines()[-1])
-            row["requests"], row["bad"] = r["requests"], r["errors"] + r["non200"]
-            if row["bad"]:
-                self.problems.append(f"{placement} {mode} fixed rate: {r}")
-            row["client"] = "python"
+        per = max(1, round(a.rate / a.rate_conns))
+        out = self.run_app(["/usr/bin/hey", "-z", f"{a.rate_seconds:g}s", "-c", str(a.rate_conns), "-q", str(per),
+                            "-t", "10", url], a.rate_seconds + 60)
+        n200 = sum(int(x.split()[1]) for x in out.split("Status code distribution:")[-1].splitlines()
+                   if x.strip().startswith("[200]"))
+        codes = [x.strip() for x in out.split("Status code distribution:")[-1].splitlines()
+                 if x.strip().startswith("[") and not x.strip().startswith("[200]")]
+        err = "Error distribution:" in out
+        row["requests"], row["bad"] = n200, len(codes) + int(err)
+        if row["bad"]:
+            self.problems.append(f"{placement} {mode} fixed rate: hey reported {codes} "
+                                 f"{out.split('Error distribution:')[-1][:300] if err else ''}")
+        row["client"] = "hey"
         wall = time.monotonic() - t0
-        cpu1, cg1 = proc_stat(), cg_usage_us(self.cg)
+        cpu1, cg1 = proc_stat(), self.bed.cpu_usage_us()
         busy = (cpu1[0] - cpu0[0]) / os.sysconf("SC_CLK_TCK")
         row["achieved_rps"] = round(row["requests"] / a.rate_seconds, 1)
         row["wall_s"] = round(wall, 2)
         row["machine_cpu_util"] = round((cpu1[0] - cpu0[0]) / max(1, cpu1[1] - cpu0[1]), 3)
         row["cpu_us_per_req"] = round(busy * 1e6 / max(1, row["requests"]), 2)
         row["cg_cpu_us_per_req"] = round((cg1 - cg0) / max(1, row["requests"]), 2)
-        row["rss_kib_pods"] = sum(rss_kib(p.istio.sidecar_pid) for p in self.pods.values()) + \
-            sum(rss_kib(p.nginx.pid) for p in self.pods.values() if hasattr(p, "nginx"))
+        row["rss_kib_pods"] = sum(rss_kib(self.bed.pids(p.name, c)) for p in self.pods.values() for c in p.containers)
         row["rss_kib_meshcutd"] = sum(rss_kib(n.daemon.proc.pid, children=False) for n in self.nodes.values())
         if row["achieved_rps"] < 0.95 * a.rate:
             self.problems.append(f"{placement} {mode} fixed rate: only {row['achieved_rps']:.0f} of {a.rate} req/s "
@@ -664,37 +453,40 @@ class Bench(benchlib.PodBench):
         for rep in range(1, a.reps + 1):
             t0 = time.monotonic()
             for pl, conc in cells:
-                order = MODES[k % len(MODES):] + MODES[:k % len(MODES)]
+                order = a.modes[k % len(a.modes):] + a.modes[:k % len(a.modes)]
                 k += 1
                 for mode in order:
                     self.set_mode(mode)
                     self.samples.append(self.load_sample(rep, pl, conc, mode))
             for pl in a.placements:
-                order = MODES[k % len(MODES):] + MODES[:k % len(MODES)]
+                order = a.modes[k % len(a.modes):] + a.modes[:k % len(a.modes)]
                 k += 1
                 for mode in order:
                     self.set_mode(mode)
                     self.samples.append(self.rate_sample(rep, pl, mode))
             log(f"repetition {rep}/{a.reps} done in {time.monotonic() - t0:.1f} s")
+        self.graph_pass("after the measurement")
         self.set_mode("baseline")
 
     # ---- report --------------------------------------------------------------------
 
     def report(self):
         a = self.args
-        pl_name = {"same": "same node (c1 and s1 on n1)", "cross": "two nodes (c1 on n1, s2 on n2)"}
+        pl_name = {"same": "same node (client and web-n1 on n1)", "cross": "two nodes (client on n1, web-n2 on n2)"}
         try:
             cpu_model = [x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name")][0]
         except (OSError, IndexError):
             cpu_model = "?"
         pinned = "Nothing pinned." if a.cpu is None else f"Every pod process pinned to CPU {a.cpu}."
         machine = f"{platform.node()}: {cpu_model}, {os.cpu_count()} vCPUs, kernel {platform.release()}"
-        lines = ["## meshcut mesh evaluation (paper §5) on the netns test bed\n",
-                 "Test bed: two nodes in network namespaces (VXLAN), pods through the real CNI chain (bridge + "
-                 "host-local + meshcut) — **netns pods, not containerd CRI pods yet** (those come later). "
-                 "Each pod Istio-like: istio-init nat rules + HAProxy sidecar (uid 1337, nbthread 1). "
-                 f"Server: nginx (nginx-light, keep-alive) serving /{a.file}.bin; client: wrk (HTTP/1.1 "
-                 "keep-alive, uid 65534) in the client pod, through both sidecars.\n",
+        lines = ["## meshcut mesh evaluation (paper §5) on the mesh test bed\n",
+                 "Test bed (e2e/meshbed.py): two nodes in network namespaces (VXLAN), a containerd per node "
+                 "creating every pod through CRI with the real CNI chain (bridge + host-local + meshcut), one "
+                 "meshcutd per node, kube-proxy-like services, a DNS pod behind a ClusterIP, a Bookinfo-shaped "
+                 "graph (9 pods). Each meshed pod: istio-init nat rules + HAProxy sidecar container (uid 1337, "
+                 f"nbthread 1). Server: nginx (nginx-light, keep-alive) serving /{a.file}.bin; client: wrk "
+                 "(HTTP/1.1 keep-alive, uid 65534) exec'd into the client pod, through both sidecars, by "
+                 "service name.\n",
                  f"Machine: {machine}. {pinned} {a.reps} repetition(s) × {a.duration:g} s per sample, modes "
                  "alternating (rotated) inside each repetition and cell; values are medians over repetitions; "
                  "ratios are median [min–max] of per-repetition ratios to the baseline sample of the same "
@@ -707,10 +499,10 @@ class Bench(benchlib.PodBench):
                       "|---|---|---|---|---|---|---|---|---|---|---|"]
             for conc in a.conc:
                 by = {m: [s for s in self.samples if s["kind"] == "load" and s["placement"] == pl
-                          and s["conc"] == conc and s["mode"] == m] for m in MODES}
+                          and s["conc"] == conc and s["mode"] == m] for m in a.modes}
                 if not all(by.values()):
                     continue
-                for m in MODES:
+                for m in a.modes:
                     rs = by[m]
                     rec = {"placement": pl, "conc": conc, "mode": m, "n": len(rs)}
                     for key in ("mean_us", "p50_us", "p90_us", "p99_us", "qps", "cpu_us_per_req"):
@@ -737,20 +529,20 @@ class Bench(benchlib.PodBench):
             lines.append("")
         # Fixed rate.
         lines += [f"### CPU per request at a fixed rate ({a.rate} req/s, {a.rate_conns} keep-alive connections, "
-                  f"{a.rate_seconds:g} s, {'hey' if shutil.which('hey') else 'Python fixed-rate client'})\n",
+                  f"{a.rate_seconds:g} s, hey)\n",
                   "Whole machine (/proc/stat, both vCPUs, all processes, softirqs included: on a shared machine "
-                  "it also counts the other tenants) and the test cgroup's cpu.stat (client, sidecars, nginx: "
-                  "what the mesh itself spent) per request; RSS of the sidecars + nginx of all pods and of both "
+                  "it also counts the other tenants) and the pod cgroups' cpu.stat (every container of both nodes: "
+                  "what the mesh itself spent) per request; RSS of every container (sidecars and apps) of all pods and of both "
                   "meshcutds at the end of the run.\n",
                   "| placement | mode | achieved req/s | machine CPU | CPU µs/req | / base | cgroup CPU µs/req "
                   "| / base | RSS pods MiB | RSS meshcutd MiB |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for pl in a.placements:
             by = {m: [s for s in self.samples if s["kind"] == "fixed_rate" and s["placement"] == pl
-                      and s["mode"] == m] for m in MODES}
+                      and s["mode"] == m] for m in a.modes}
             if not all(by.values()):
                 continue
-            for m in MODES:
+            for m in a.modes:
                 rs = by[m]
                 rec = {"placement": pl, "mode": m, "kind": "fixed_rate",
                        **{k: med(rs, k) for k in ("achieved_rps", "machine_cpu_util", "cpu_us_per_req",
@@ -773,7 +565,7 @@ class Bench(benchlib.PodBench):
                   "| n2 tc overlay/peer per req | n1 cni0 | n2 cni0 | server veth | correctness (ok / errors) |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for pl in a.placements:
-            for m in MODES:
+            for m in a.modes:
                 ss = [s for s in self.samples if s["kind"] == "load" and s["placement"] == pl and s["mode"] == m]
                 if not ss:
                     continue
@@ -813,11 +605,11 @@ class Bench(benchlib.PodBench):
         self.meta.update({
             "kernel": platform.release(), "cpus": os.cpu_count(), "machine": machine, "pinned_cpu": a.cpu, "quick": a.quick,
             "reps": a.reps, "duration_s": a.duration, "conc": a.conc, "placements": a.placements, "file": a.file,
-            "modes": MODES, "intra_on": INTRA_ON, "node_on": NODE_ON, "tc_on": TC_ON,
+            "modes": a.modes, "intra_on": INTRA_ON, "node_on": NODE_ON, "tc_on": TC_ON,
             "rate": a.rate, "rate_conns": a.rate_conns, "rate_seconds": a.rate_seconds, "check_n": a.check_n,
             "meshcutd": mcnet.MESHCUTD, "sidecar": "haproxy nbthread 1", "server": "nginx worker_processes 1",
             "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0:1],
-            "test_bed": "netns (test/netns/twonode.py), not containerd CRI pods yet",
+            "test_bed": "e2e/meshbed.py: containerd CRI pods on two netns nodes",
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "warnings": self.warnings})
         benchlib.write_outputs(a.out, "\n".join(lines) + "\n", self.samples, self.meta, summary, self.problems, log)
 
@@ -836,12 +628,12 @@ class Bench(benchlib.PodBench):
             dat = os.path.join(a.out, f"plot_{pl}.dat")
             rows = {(s["conc"], s["mode"]): s for s in summary if s.get("placement") == pl and "qps" in s}
             with open(dat, "w") as f:
-                f.write("# conc " + " ".join(f"{m}_avg_ms {m}_p99_ms {m}_qps" for m in MODES) + "\n")
+                f.write("# conc " + " ".join(f"{m}_avg_ms {m}_p99_ms {m}_qps" for m in a.modes) + "\n")
                 for c in a.conc:
-                    if not all((c, m) in rows for m in MODES):
+                    if not all((c, m) in rows for m in a.modes):
                         continue
                     f.write(f"{c} " + " ".join(f"{rows[(c, m)]['mean_us'] / 1000:.4f} {rows[(c, m)]['p99_us'] / 1000:.4f}"
-                                                f" {rows[(c, m)]['qps']:.1f}" for m in MODES) + "\n")
+                                                f" {rows[(c, m)]['qps']:.1f}" for m in a.modes) + "\n")
             title = {"same": "same node", "cross": "two nodes"}[pl]
             lat, qps = os.path.join(a.out, f"latency_{pl}.png"), os.path.join(a.out, f"qps_{pl}.png")
             script = f"""
@@ -852,19 +644,19 @@ set grid
 set logscale x
 set xlabel 'concurrency (connections)'
 set xtics ({", ".join(str(c) for c in a.conc)})
-modes = "{' '.join(MODES)}"
+modes = "{' '.join(a.modes)}"
 set output '{lat}'
 set title 'meshcut mesh eval, {title}: latency vs concurrency (nginx /{a.file}.bin via two HAProxy sidecars)'
 set ylabel 'latency (ms), solid: average, dashed: P99'
 set logscale y
-plot for [i=1:{len(MODES)}] '{dat}' using 1:(column(2+3*(i-1))) with linespoints lw 2 lc i pt 7 title word(modes, i).' avg', \\
-     for [i=1:{len(MODES)}] '{dat}' using 1:(column(3+3*(i-1))) with linespoints lw 1 dt 2 lc i pt 6 title word(modes, i).' P99'
+plot for [i=1:{len(a.modes)}] '{dat}' using 1:(column(2+3*(i-1))) with linespoints lw 2 lc i pt 7 title word(modes, i).' avg', \\
+     for [i=1:{len(a.modes)}] '{dat}' using 1:(column(3+3*(i-1))) with linespoints lw 1 dt 2 lc i pt 6 title word(modes, i).' P99'
 unset logscale y
 set output '{qps}'
 set title 'meshcut mesh eval, {title}: throughput vs concurrency (nginx /{a.file}.bin via two HAProxy sidecars)'
 set ylabel 'requests/s'
 set yrange [0:*]
-plot for [i=1:{len(MODES)}] '{dat}' using 1:(column(4+3*(i-1))) with linespoints lw 2 lc i pt 7 title word(modes, i)
+plot for [i=1:{len(a.modes)}] '{dat}' using 1:(column(4+3*(i-1))) with linespoints lw 2 lc i pt 7 title word(modes, i)
 """
             r = subprocess.run(["gnuplot"], input=script, capture_output=True, text=True)
             if r.returncode != 0:
@@ -874,11 +666,7 @@ plot for [i=1:{len(MODES)}] '{dat}' using 1:(column(4+3*(i-1))) with linespoints
         return made
 
     def main(self):
-        if not shutil.which("wrk"):
-            raise BenchError("wrk not found: apt-get install -y wrk")
-        benchlib.require_tools(("bpftool", istio_pod.HAPROXY, "/usr/sbin/nginx"))
-        if not shutil.which("hey"):
-            log("hey not found (apt-get install -y hey): the fixed-rate run uses a Python client")
+        benchlib.require_tools(("bpftool", "/usr/bin/wrk", "/usr/bin/hey", "/usr/sbin/haproxy", "/usr/sbin/nginx"))
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         need = 4 * max(self.args.conc) + 256
         if soft < need:

@@ -5,12 +5,16 @@
 No registry and no network: each image is one uncompressed layer holding
 /bin/busybox, a symlink per applet, and a small /etc (passwd with root, nobody
 and uid 1337 "istio-proxy", group, nsswitch). The two images share the layer
-and differ only in their config:
+and differ only in their config (RUNTIME_IMAGE adds two symlinks):
 
   PAUSE_IMAGE  entrypoint `/bin/busybox sleep 2147483647` -- the sandbox
                ("pause") container; CRI kills it with SIGKILL on StopPodSandbox.
   APP_IMAGE    entrypoint `/bin/sh`, cmd `-c "sleep 2147483647"`; tests override
                command/args in CreateContainer.
+  RUNTIME_IMAGE  APP_IMAGE plus /lib -> usr/lib and /lib64 -> usr/lib64: a
+               container that mounts the host's /usr read-only at /usr runs
+               Debian's own nginx, haproxy, python3, node, wrk (the mesh test
+               bed's apps and sidecars) without a registry.
 
 The tarballs are OCI image layouts (oci-layout, index.json, blobs/sha256/*),
 deterministic (fixed mtimes, sorted entries), so their digests are stable and
@@ -35,6 +39,7 @@ import tempfile
 BUSYBOX = "/bin/busybox"
 PAUSE_IMAGE = "localhost/meshcut-e2e/pause:1"
 APP_IMAGE = "localhost/meshcut-e2e/app:1"
+RUNTIME_IMAGE = "localhost/meshcut-e2e/runtime:1"
 ISTIO_PROXY_UID = 1337
 
 _MTIME = 1700000000  # fixed, for reproducible layer digests
@@ -65,8 +70,8 @@ def _applets():
     return sorted(a for a in out if a and "/" not in a and a != "busybox")
 
 
-def _layer_tar():
-    """The rootfs layer (uncompressed tar bytes)."""
+def _layer_tar(runtime=False):
+    """The rootfs layer (uncompressed tar bytes); RUNTIME: with the /lib links."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
         def add_dir(name, mode=0o755):
@@ -96,6 +101,9 @@ def _layer_tar():
             add_dir(d, 0o700 if d == "root" else 0o755)
         add_dir("tmp", 0o1777)
         add_symlink("sbin", "bin")
+        if runtime:  # Debian's merged /usr: the dynamic loader is /lib64/ld-linux-x86-64.so.2
+            add_symlink("lib", "usr/lib")
+            add_symlink("lib64", "usr/lib64")
         with open(BUSYBOX, "rb") as f:
             add_file("bin/busybox", f.read(), 0o755)
         for a in _applets():
@@ -161,7 +169,7 @@ def _oci_tar(path, name, layer, entrypoint, cmd):
 
 
 def build(build_dir=None):
-    """Build (or reuse) the two tarballs; returns {image name: tar path}."""
+    """Build (or reuse) the tarballs; returns {image name: tar path}."""
     if not os.access(BUSYBOX, os.X_OK):
         raise RuntimeError(f"{BUSYBOX} missing: apt-get install busybox-static "
                            "(see e2e/cri/deps.sh)")
@@ -172,6 +180,7 @@ def build(build_dir=None):
     out = {
         PAUSE_IMAGE: os.path.join(build_dir, f"pause-{key}.tar"),
         APP_IMAGE: os.path.join(build_dir, f"app-{key}.tar"),
+        RUNTIME_IMAGE: os.path.join(build_dir, f"runtime-{key}.tar"),
     }
     if all(os.path.exists(p) for p in out.values()):
         return out
@@ -180,11 +189,13 @@ def build(build_dir=None):
              ["/bin/busybox", "sleep", "2147483647"], [])
     _oci_tar(out[APP_IMAGE], APP_IMAGE, layer,
              ["/bin/sh"], ["-c", "sleep 2147483647"])
+    _oci_tar(out[RUNTIME_IMAGE], RUNTIME_IMAGE, _layer_tar(runtime=True),
+             ["/bin/sh"], ["-c", "sleep 2147483647"])
     return out
 
 
 def import_images(sock, build_dir=None, ctr="ctr"):
-    """Import both images into the containerd at `sock`, namespace k8s.io."""
+    """Import the images into the containerd at `sock`, namespace k8s.io."""
     tars = build(build_dir)
     for name, path in tars.items():
         r = subprocess.run([ctr, "-a", sock, "-n", "k8s.io", "image", "import", path],

@@ -111,7 +111,10 @@ class Pod:
 class CriNode:
     def __init__(self, name, pod_cidr, conflist_plugins_after_main=(),
                  cni_bin_dirs=(DEBIAN_CNI,), ip_masq=False, cni_version="1.0.0",
-                 base_dir=None, log_level="info", gateway=None):
+                 base_dir=None, log_level="info", gateway=None, netns=None, main_plugin=None):
+        """NETNS: run in this existing netns (a name under /var/run/netns; the
+        caller owns it: teardown leaves it) instead of a new one. MAIN_PLUGIN:
+        the conflist's first plugin (default: the bridge + host-local below)."""
         self.name = name
         self.pod_cidr = pod_cidr
         self.extra_plugins = [dict(p) for p in conflist_plugins_after_main]
@@ -122,10 +125,12 @@ class CriNode:
         self.gateway = gateway
         rnd = secrets.token_hex(3)
         self.id = f"{NETNS_PREFIX}{name}-{rnd}"
-        self.netns = self.id
+        self.netns = netns or self.id
+        self.own_netns = netns is None
         self.netns_path = f"/var/run/netns/{self.netns}"
+        self.main_plugin = dict(main_plugin) if main_plugin else None
         self.net_name = self.id                 # CNI network name
-        self.bridge = f"mcb{rnd}"               # <= 15 chars
+        self.bridge = (main_plugin or {}).get("bridge") or f"mcb{rnd}"  # <= 15 chars
         self.cgroup_parent = "/" + self.id
         self.dir = os.path.join(base_dir or "/tmp", self.id)
         self.root = os.path.join(self.dir, "root")
@@ -163,6 +168,8 @@ class CriNode:
         }
         if self.gateway:
             bridge["ipam"]["ranges"][0][0]["gateway"] = self.gateway
+        if self.main_plugin:
+            bridge = self.main_plugin
         return {"cniVersion": self.cni_version, "name": self.net_name,
                 "plugins": [bridge] + self.extra_plugins}
 
@@ -245,9 +252,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         with open(self.config_path, "w") as f:
             f.write(self.containerd_config())
         _become_subreaper()
-        run(["ip", "netns", "add", self.netns])
-        self._netns_created = True
-        run(["ip", "-n", self.netns, "link", "set", "lo", "up"])
+        if self.own_netns:
+            run(["ip", "netns", "add", self.netns])
+            self._netns_created = True
+            run(["ip", "-n", self.netns, "link", "set", "lo", "up"])
+        elif not os.path.exists(self.netns_path):
+            raise RuntimeError(f"netns {self.netns} does not exist ({self.netns_path})")
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             ["nsenter", f"--net={self.netns_path}", "--",

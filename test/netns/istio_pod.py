@@ -299,14 +299,15 @@ defaults
 {extra_defaults}
 # Outbound capture (ISTIO_REDIRECT -> 15001). "server ... 0.0.0.0" without a
 # port = connect to the connection's destination address and port, which
-# HAProxy reads with getsockopt(SO_ORIGINAL_DST) after a REDIRECT.
+# HAProxy reads with getsockopt(SO_ORIGINAL_DST) after a REDIRECT (so does
+# the `dst` fetch: service routes pick endpoints by ClusterIP, as Envoy does).
 frontend outbound
     bind {bind}:{out_port}
     log-format "CONN out client=%ci:%cp local=%fi:%fp upstream_src=%bi:%bp upstream_dst=%si:%sp"
-    default_backend outbound_orig_dst
+{outbound_routes}    default_backend outbound_orig_dst
 backend outbound_orig_dst
     server orig 0.0.0.0
-
+{service_backends}
 # Inbound capture (ISTIO_IN_REDIRECT -> 15006): to the original destination,
 # from 127.0.0.6 like Istio's inbound passthrough (ISTIO_OUTPUT lets it
 # through with `-o lo -s 127.0.0.6/32 -j RETURN`).
@@ -413,7 +414,7 @@ class IstioPod:
                 f.write(HAPROXY_CFG.format(
                     maxconn=self.maxconn, idle=self.idle, bind="0.0.0.0",
                     out_port=self.out_port, in_port=self.in_port,
-                    in_src=INBOUND_PASSTHROUGH_SRC,
+                    in_src=INBOUND_PASSTHROUGH_SRC, outbound_routes="", service_backends="",
                     extra_global="".join("    %s\n" % l for l in self.hx_global),
                     extra_defaults="".join("    %s\n" % l for l in self.hx_defaults)))
             os.chmod(cfg, 0o644)

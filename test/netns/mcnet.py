@@ -67,6 +67,21 @@ def sh(*cmd, check=True, quiet=False):
     return r
 
 
+def drop_logfiles(keep=False, into=None):
+    """The daemons' log files: kept (and named) when KEEP, else appended to
+    INTO (a file path) if given, and removed."""
+    for f in _logfiles:
+        if not os.path.exists(f):
+            continue
+        if keep:
+            print("daemon log kept: %s" % f)
+            continue
+        if into:
+            with open(f, errors="replace") as src, open(into, "a") as dst:
+                dst.write("---- %s\n%s" % (f, src.read()))
+        os.unlink(f)
+
+
 def _sweep():
     while _cleanups:
         fn = _cleanups.pop()
@@ -379,11 +394,6 @@ class Checks:
 
     def done(self):
         _sweep()
-        for f in _logfiles:
-            if self.failed:
-                if os.path.exists(f):
-                    print("daemon log kept: %s" % f)
-            elif os.path.exists(f):
-                os.unlink(f)
+        drop_logfiles(keep=bool(self.failed))
         print("%d passed, %d failed" % (self.passed, self.failed))
         sys.exit(1 if self.failed else 0)

@@ -48,6 +48,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cnirun  # noqa: E402
+
+
+def _crinode():
+    """e2e/cri/node.py (CriNode), imported only for runtime "cri" (it needs python3-grpcio)."""
+    sys.path.insert(0, os.path.join(mcnet.REPO, "e2e", "cri"))
+    import node
+    return node
 import mcnet  # noqa: E402
 import streams  # noqa: E402
 from mcnet import log  # noqa: E402
@@ -169,6 +176,54 @@ class Pod:
         return "<pod %s/%s %s>" % (self.node.name, self.name, self.ip)
 
 
+class _PodNetns:
+    """A CRI pod's netns (a bind mount under containerd's state dir) in the
+    shape mcnet.spawn and the benchmarks expect (.path, .name)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.name = os.path.basename(path)
+
+
+class CriPod:
+    """A pod made through CRI (e2e/cri/node.py Pod), with what Pod has."""
+
+    def __init__(self, node, name, cri_pod):
+        self.node, self.name, self.cri_pod = node, name, cri_pod
+        self.sid = self.cid = cri_pod.sid
+        self.ip = cri_pod.ip
+        self.ns = _PodNetns(cri_pod.netns)
+        self.path = self.ns.path
+        # the host side of the pod's eth0: its peer ifindex in the node netns
+        link = json.loads(mcnet.sh("nsenter", "--net=" + self.path, "ip", "-j", "link", "show", "eth0").stdout)[0]
+        self.mac = link.get("address")
+        peer = [x for x in json.loads(mcnet.sh("ip", "-n", node.ns.name, "-j", "link", "show").stdout)
+                if x.get("ifindex") == link.get("link_index")]
+        self.host_veth = peer[0]["ifname"] if peer else None
+
+    def __repr__(self):
+        return "<cri pod %s/%s %s>" % (self.node.name, self.name, self.ip)
+
+
+class _NodeCgroup:
+    """The cgroup v2 directory runc puts every container of a CriNode in
+    (cgroupfs driver, cgroup_parent /<node id>), created before meshcutd
+    attaches sockops there; CriNode.teardown rmdirs it, remove() is a fallback."""
+
+    def __init__(self, cri):
+        self.path = os.path.join(mcnet.cgroup2_root(), cri.cgroup_parent.lstrip("/"))
+        os.makedirs(self.path, exist_ok=True)
+        self.procs = os.path.join(self.path, "cgroup.procs")
+        mcnet._cleanups.append(self.remove)
+
+    def remove(self):
+        for d, _, _ in sorted(os.walk(self.path), key=lambda t: len(t[0]), reverse=True):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+
+
 class Node:
     def __init__(self, cluster, idx):
         self.cluster = cluster
@@ -182,6 +237,7 @@ class Node:
         self.vtep_mac = None
         self.daemon = None
         self.rt = None
+        self.cri = None
         self.pods = {}
 
     def run(self, *cmd, check=True):
@@ -225,7 +281,7 @@ class Cluster:
     by mcnet's cleanup sweep (or ck.done())."""
 
     def __init__(self, cg, meshcut=True, cross_node=True, daemon_extra=(), meshcut_conf=None,
-                 kube_forward_invalid_drop=True, conntrack_liberal=False, daemon_cgroup=None):
+                 kube_forward_invalid_drop=True, conntrack_liberal=False, daemon_cgroup=None, runtime="cni"):
         """CG: the test cgroup (already joined by the caller). MESHCUT: chain
         the meshcut plugin and run a meshcutd per node. CROSS_NODE: the
         plugin's crossNode switch. DAEMON_EXTRA: extra `meshcutd run` args
@@ -235,7 +291,11 @@ class Cluster:
         CONNTRACK_LIBERAL: net.netfilter.nf_conntrack_tcp_be_liberal=1 (what
         kube-proxy's conntrack.tcpBeLiberal sets; it then omits that drop rule:
         pass kube_forward_invalid_drop=False too). DAEMON_CGROUP: the cgroup meshcutd attaches sockops to
-        (default CG; pass an empty one to keep the socket shortcut out)."""
+        (default CG; pass an empty one to keep the socket shortcut out).
+        RUNTIME: "cni" (pods are netns made here, the chain run by cnirun)
+        or "cri" (a containerd per node, inside the node's netns, creates
+        the pods through CRI with the same chain; each node's meshcutd then
+        attaches sockops to that node's pod cgroup, and CG is not used)."""
         self.cg = cg
         self.meshcut = meshcut
         self.cross_node = cross_node
@@ -244,6 +304,9 @@ class Cluster:
         self.kube_forward_invalid_drop = kube_forward_invalid_drop
         self.conntrack_liberal = conntrack_liberal
         self.daemon_cgroup = daemon_cgroup or cg
+        if runtime not in ("cni", "cri"):
+            raise ValueError("runtime must be 'cni' or 'cri'")
+        self.runtime = runtime
         self.tmp = tempfile.mkdtemp(prefix="mc-2node-")
         mcnet._cleanups.append(lambda: shutil.rmtree(self.tmp, ignore_errors=True))
         self.nodes = {}
@@ -327,9 +390,16 @@ class Cluster:
                     "ipam": {"type": "host-local", "dataDir": os.path.join(self.tmp, "ipam-" + n.name),
                              "ranges": [[{"subnet": n.pod_cidr, "gateway": n.gw_ip}]],
                              "routes": [{"dst": "0.0.0.0/0"}]}}]
+        cgroup = self.daemon_cgroup
+        if self.runtime == "cri":
+            crinode = _crinode()
+            n.cri = crinode.CriNode(n.name, n.pod_cidr, netns=n.ns.name, main_plugin=plugins[0],
+                                    cni_bin_dirs=[d for d in CNI_BIN_DIRS if os.path.isdir(d)])
+            cgroup = _NodeCgroup(n.cri)
+            cache = os.path.dirname(crinode.CNI_CACHE)  # containerd's libcni cache (results/ below)
         if self.meshcut:
             extra = self.daemon_extra(n) if callable(self.daemon_extra) else list(self.daemon_extra)
-            n.daemon = mcnet.Daemon(self.daemon_cgroup, n.name, netns=n.ns,
+            n.daemon = mcnet.Daemon(cgroup, n.name, netns=n.ns,
                                     extra=["--cni-cache-dir", cache, "--gc-interval", "0"] + extra)
             n.daemon.start()
             conf = {"type": "meshcut", "pinRoot": n.daemon.pin_root,
@@ -337,12 +407,23 @@ class Cluster:
             conf.update(self.meshcut_conf)
             plugins.append(conf)
         n.conflist = {"cniVersion": "1.0.0", "name": "mc-2node", "plugins": plugins}
+        if self.runtime == "cri":
+            n.cri.extra_plugins = plugins[1:]
+            n.conflist = n.cri.conflist()
+            mcnet._cleanups.append(n.cri.teardown)  # pods (CNI DEL) before meshcutd and the netns go
+            n.cri.start()
+            return
         n.rt = cnirun.Runtime(n.ns, n.conflist, [d for d in CNI_BIN_DIRS if os.path.isdir(d)], cache)
 
     # --- pods ---------------------------------------------------------------
-    def add_pod(self, node, name, namespace="default"):
-        """A pod on NODE ("n1"/"n2") through the CNI chain; returns a Pod."""
+    def add_pod(self, node, name, namespace="default", **cri_kw):
+        """A pod on NODE ("n1"/"n2") through the CNI chain (RunPodSandbox
+        with runtime "cri"; CRI_KW go to CriNode.run_pod); returns a Pod."""
         n = self.nodes[node] if isinstance(node, str) else node
+        if self.runtime == "cri":
+            pod = CriPod(n, name, n.cri.run_pod(name, namespace=namespace, **cri_kw))
+            n.pods[name] = pod
+            return pod
         ns = mcnet.Netns("%s-%s" % (n.name, name))
         self._pod_n += 1
         cid = "cid-%s-%s-%d" % (n.name, name, self._pod_n)
@@ -357,6 +438,10 @@ class Cluster:
 
     def delete_pod(self, pod, quiet=False):
         if pod.name not in pod.node.pods:
+            return
+        if self.runtime == "cri":
+            pod.node.cri.remove_pod(pod.cri_pod)
+            pod.node.pods.pop(pod.name, None)
             return
         try:
             pod.node.rt.delete(pod.cid, pod.path, args=pod.cni_args)
