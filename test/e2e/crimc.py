@@ -4,8 +4,8 @@
 Checks). Nothing here is specific to one test.
 
   NodeNetns(node)      the node's netns as mcnet.Daemon wants it (.path, .name, .run)
-  NodeCgroup(node)     the node's cgroup v2 directory (where runc puts every pod
-                       container: <cgroup2 root>/<node.cgroup_parent>/<container id>),
+  NodeCgroup(node)     (twonode) the node's cgroup v2 directory (where runc puts every
+                       pod container: <cgroup2 root>/<node.cgroup_parent>/<container id>),
                        created up front so meshcutd can attach sockops to it
   cni_cache_dir()      where containerd's libcni writes results/ (the kit's CNI_CACHE)
   pods_json(d), record(d, sid), our_filter(node, dev), plugin_log(path), pct(xs, p)
@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.join(REPO, "test", "netns"))
 sys.path.insert(0, os.path.join(REPO, "e2e", "cri"))
 
 import mcnet  # noqa: E402
+from twonode import NodeCgroup  # noqa: E402,F401  (the node's cgroup v2 dir, for the tests)
 import node as crinode  # noqa: E402
 
 MC_TC_PREF = "19779"      # MC_TC_PRIO
@@ -48,33 +49,6 @@ class NodeNetns:
 
     def run(self, *cmd, check=True):
         return mcnet.sh("ip", "netns", "exec", self.name, *cmd, check=check)
-
-
-class NodeCgroup:
-    """The cgroup v2 directory that holds all of a node's pod containers.
-
-    The kit runs runc with the cgroupfs driver and cgroup_parent = /<node id>;
-    on this hybrid layout runc creates <cgroup2 root>/<node id>/<container id>
-    (checked: pause and app container processes show `0::/<node id>/<cid>`).
-    We create the parent before meshcutd starts so that its sockops program is
-    attached there and inherited by every container runc creates later.
-    The kit's teardown rmdirs it (/sys/fs/cgroup/*/<node id>); remove() is a
-    fallback."""
-
-    def __init__(self, node):
-        self.path = os.path.join(mcnet.cgroup2_root(), node.cgroup_parent.lstrip("/"))
-        os.makedirs(self.path, exist_ok=True)
-        self.procs = os.path.join(self.path, "cgroup.procs")
-        mcnet._cleanups.append(self.remove)
-
-    def remove(self):
-        if not os.path.isdir(self.path):
-            return
-        for d, _, _ in sorted(os.walk(self.path), key=lambda t: len(t[0]), reverse=True):
-            try:
-                os.rmdir(d)
-            except OSError:
-                pass
 
 
 def pods_json(d):

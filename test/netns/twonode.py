@@ -205,7 +205,7 @@ class CriPod:
         return "<cri pod %s/%s %s>" % (self.node.name, self.name, self.ip)
 
 
-class _NodeCgroup:
+class NodeCgroup:
     """The cgroup v2 directory runc puts every container of a CriNode in
     (cgroupfs driver, cgroup_parent /<node id>), created before meshcutd
     attaches sockops there; CriNode.teardown rmdirs it, remove() is a fallback."""
@@ -395,7 +395,7 @@ class Cluster:
             crinode = _crinode()
             n.cri = crinode.CriNode(n.name, n.pod_cidr, netns=n.ns.name, main_plugin=plugins[0],
                                     cni_bin_dirs=[d for d in CNI_BIN_DIRS if os.path.isdir(d)])
-            cgroup = _NodeCgroup(n.cri)
+            cgroup = NodeCgroup(n.cri)
             cache = os.path.dirname(crinode.CNI_CACHE)  # containerd's libcni cache (results/ below)
         if self.meshcut:
             extra = self.daemon_extra(n) if callable(self.daemon_extra) else list(self.daemon_extra)
