@@ -5,7 +5,10 @@
 # Bookinfo-shaped graph), measures the mesh without meshcut (baseline) and with
 # it (full) from a client pod to a server on the same node and on the other,
 # checks every response, prints the table, and tears the bed down.
-# Arguments go to e2e/mesh_eval.py (e.g. --cpu 1 pins every pod process to CPU 1).
+# Every pod process runs on CPU 1 (MESHCUT_DEMO_CPU=N for another, empty for no
+# pinning): on small VMs a wake-up across CPUs costs more than the whole data
+# path and one short repetition would measure the scheduler (shared/BENCH.md).
+# Further arguments go to e2e/mesh_eval.py (e.g. --placement all adds Bookinfo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then
@@ -15,4 +18,5 @@ fi
 ./.ci/deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j "$(nproc)"
-exec /usr/bin/python3 e2e/mesh_eval.py --demo --out bench-out/demo "$@"
+cpu=${MESHCUT_DEMO_CPU-1}
+exec /usr/bin/python3 e2e/mesh_eval.py --demo ${cpu:+--cpu "$cpu"} --out bench-out/demo "$@"
