@@ -48,6 +48,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cnirun  # noqa: E402
+import mcnet  # noqa: E402
+import streams  # noqa: E402
+from mcnet import log  # noqa: E402
 
 
 def _crinode():
@@ -55,9 +58,7 @@ def _crinode():
     sys.path.insert(0, os.path.join(mcnet.REPO, "e2e", "cri"))
     import node
     return node
-import mcnet  # noqa: E402
-import streams  # noqa: E402
-from mcnet import log  # noqa: E402
+
 
 PLUGIN_DIR = os.path.join(mcnet.BUILD, "cni-plugin")
 CNI_BIN_DIRS = ["/usr/lib/cni", "/opt/cni/bin", PLUGIN_DIR]
