@@ -236,7 +236,7 @@ def web_bodies():
     return out
 
 
-def expected_digests(pods=None):
+def expected_digests():
     """URL (by service name, as the apps see it) -> sha256 of the right body."""
     want = {}
     for i in BOOK_IDS:
@@ -266,7 +266,7 @@ class MeshBed:
         for tool in ("containerd", "runc", "ctr", "/usr/sbin/haproxy", "/usr/sbin/nginx", "/usr/bin/node",
                      "/bin/busybox"):
             if not shutil.which(tool):
-                raise BedError("%s not found: run e2e/cri/deps.sh (apt-get install containerd runc busybox-static "
+                raise BedError("%s not found: run .ci/deps.sh (apt-get install containerd runc busybox-static "
                                "haproxy nginx-light nodejs ...)" % tool)
         self.dir = tempfile.mkdtemp(prefix="mcbed-")
         os.chmod(self.dir, 0o755)
@@ -768,13 +768,11 @@ def cmd_down(args):
     if os.path.exists(STATE):
         os.unlink(STATE)
     if left:
-        print("teardown incomplete, left: %s" % json.dumps(left, indent=1))
+        print("teardown incomplete, left: %s\nholder log: %s" % (json.dumps(left, indent=1), st.get("log")))
         return 1
-    for f in ("root-rules.before",):
-        if os.path.exists(os.path.join(STATE_DIR, f)):
-            os.unlink(os.path.join(STATE_DIR, f))
+    shutil.rmtree(STATE_DIR, ignore_errors=True)  # the rules snapshot and the holder's log
     print("bed down: nothing left (netns, containerd state and mounts, meshcutd pins and logs, cgroups, CNI "
-          "cache, processes; root netns ruleset unchanged). Holder log: %s" % st.get("log"))
+          "cache, processes, %s; root netns ruleset unchanged)" % STATE_DIR)
     return 0
 
 

@@ -157,7 +157,7 @@ def main():
     left = independent_leftovers(st)
     ck.check(not left, "after down, nothing of the bed is left: %s" % (left or "ok"))
     ck.check(meshbed.root_rules() == rules_before, "the root netns ruleset is unchanged")
-    ck.check(not os.path.exists(STATE), "no state file left")
+    ck.check(not os.path.exists(os.path.dirname(STATE)), "no state dir left (%s)" % os.path.dirname(STATE))
 
     # The holder dies (kill -9): down must still remove everything.
     r = bed("up")
