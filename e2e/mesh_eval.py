@@ -300,7 +300,7 @@ class Bench(benchlib.PodBench):
         for node in ("n1", "n2"):
             d = deltas[node]
             allc = benchlib.delta(before[node]["all"], after[node]["all"])
-            n0 = len(prob)
+            n0, w0 = len(prob), len(warn)
             nopeer = allc.get("msg_pass_no_peer", 0)
             if INTRA_ON[mode] and pods_on[node]:
                 got, want = d["intra_bytes"] / payload, pods_on[node]
@@ -338,9 +338,12 @@ class Bench(benchlib.PodBench):
                     prob.append(f"{node} cni0 carried only {row[f'{node}_cni0_share']:.3f}x the payload with tc off")
             if d["ct_invalid"]:
                 prob.append(f"{node} conntrack INVALID drops +{d['ct_invalid']}")
+            moved = " [%s counters: %s]" % (node, " ".join(
+                f"{k}=+{v}" for k, v in sorted(allc.items()) if v and not k.startswith("tc_pass")))
             if len(prob) > n0:
-                prob[-1] += " [%s counters: %s]" % (node, " ".join(
-                    f"{k}=+{v}" for k, v in sorted(allc.items()) if v and not k.startswith("tc_pass")))
+                prob[-1] += moved
+            if len(warn) > w0:
+                warn[-1] += moved
         if placement == "same":
             if NODE_ON[mode] and row["srv_veth_share"] > SHORTCUT_MAX:
                 prob.append(f"server veth ({srv_node}) carried {row['srv_veth_share']:.3f}x the payload with the "
