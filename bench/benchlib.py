@@ -273,6 +273,22 @@ def delta(before, after, skip=()):
     return {k: v - before.get(k, 0) for k, v in after.items() if k not in skip}
 
 
+def socket_counters(node, bridge):
+    """A node's meshcutd counters as the mesh benchmarks compare them per sample:
+    socket redirects by kind, tc paths (tc_counters) and every counter ("all")."""
+    c = node.daemon.counters()
+    return {
+        "intra_bytes": int(c.get("bytes_redirect_intra", 0)),
+        "intra_msgs": int(c.get("msg_redirect_intra", 0)),
+        "node_bytes": int(c.get("bytes_redirect_node", 0)),
+        "node_msgs": int(c.get("msg_redirect_node", 0)),
+        "pairs": int(c.get("pairs_redirected", 0)),
+        "skip_disabled": int(c.get("sock_skip_disabled", 0)),
+        **tc_counters(node, c, bridge),
+        "all": {k: int(v) for k, v in c.items() if isinstance(v, int)},
+    }
+
+
 def tc_counters(node, counters, bridge):
     """A node's cross-node tc counters from meshcutd COUNTERS, and its BRIDGE's
     bytes and conntrack INVALID drops: what tells which path a sample took."""

@@ -49,11 +49,8 @@ Usage:  sudo /usr/bin/python3 bench/mesh_crossnode_bench.py [--quick] [--out DIR
 """
 
 import argparse
-import json
 import os
-import socket
 import statistics
-import struct
 import subprocess
 import sys
 import time
@@ -185,19 +182,7 @@ class Bench(benchlib.PodBench):
     # ---- counters --------------------------------------------------------------
 
     def snapshot(self):
-        out = {}
-        for name, n in self.nodes.items():
-            c = n.daemon.counters()
-            out[name] = {
-                "intra_bytes": int(c.get("bytes_redirect_intra", 0)),
-                "intra_msgs": int(c.get("msg_redirect_intra", 0)),
-                "node_msgs": int(c.get("msg_redirect_node", 0)),
-                "pairs": int(c.get("pairs_redirected", 0)),
-                "skip_disabled": int(c.get("sock_skip_disabled", 0)),
-                **benchlib.tc_counters(n, c, twonode.BRIDGE),
-                "all": {k: int(v) for k, v in c.items() if isinstance(v, int)},
-            }
-        return out
+        return {name: benchlib.socket_counters(n, twonode.BRIDGE) for name, n in self.nodes.items()}
 
     def check(self, row, before, after, payload_bytes, iters):
         mode = row["mode"]

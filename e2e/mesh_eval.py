@@ -267,20 +267,8 @@ class Bench(benchlib.PodBench):
     # ---- counters --------------------------------------------------------------
 
     def snapshot(self, placement):
-        out = {}
         srv = self.server(placement)
-        for name, n in self.nodes.items():
-            c = n.daemon.counters()
-            out[name] = {
-                "intra_bytes": int(c.get("bytes_redirect_intra", 0)),
-                "intra_msgs": int(c.get("msg_redirect_intra", 0)),
-                "node_bytes": int(c.get("bytes_redirect_node", 0)),
-                "node_msgs": int(c.get("msg_redirect_node", 0)),
-                "pairs": int(c.get("pairs_redirected", 0)),
-                "skip_disabled": int(c.get("sock_skip_disabled", 0)),
-                **benchlib.tc_counters(n, c, twonode.BRIDGE),
-                "all": {k: int(v) for k, v in c.items() if isinstance(v, int)},
-            }
+        out = {name: benchlib.socket_counters(n, twonode.BRIDGE) for name, n in self.nodes.items()}
         st = srv.node.link_stats(srv.host_veth) or {}
         out["srv_veth_bytes"] = st.get("rx_bytes", 0) + st.get("tx_bytes", 0)
         return out
