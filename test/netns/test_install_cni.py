@@ -28,6 +28,16 @@ def active(conf):
     return os.path.join(conf, files[0])
 
 
+def last_plugin(conf, timeout=5):
+    """The last plugin of the active conflist once it is meshcut (or after timeout)."""
+    deadline = time.time() + timeout
+    while True:
+        last = json.load(open(active(conf)))["plugins"][-1]
+        if last["type"] == "meshcut" or time.time() > deadline:
+            return last
+        time.sleep(0.1)
+
+
 def main():
     mcnet.require_root()
     ck = mcnet.Checks()
@@ -61,15 +71,17 @@ def main():
     os.makedirs(bin_)
     d = mcnet.Daemon(cg, "inst", extra=["--cni-plugin-src", PLUGIN, "--cni-bin-dir", bin_, "--cni-conf-dir", conf])
     d.start()
-    j = json.load(open(active(conf)))
-    ck.check(j["plugins"][-1]["type"] == "meshcut" and j["plugins"][-1]["pinRoot"] == d.pin_root,
+    # The daemon reports ready once its programs are attached and chains the
+    # plugin right after (the plugin needs the pins first): wait for it.
+    j = last_plugin(conf)
+    ck.check(j["type"] == "meshcut" and j["pinRoot"] == d.pin_root,
              "meshcutd run --cni-plugin-src installed the plugin with its own pin root")
     shutil.copy(os.path.join(FIX, "flannel", "10-flannel.conflist"), active(conf))  # flannel rewrites its file
-    deadline = time.time() + 5
-    while time.time() < deadline and json.load(open(active(conf)))["plugins"][-1]["type"] != "meshcut":
-        time.sleep(0.1)
-    ck.check(json.load(open(active(conf)))["plugins"][-1]["type"] == "meshcut",
+    ck.check(last_plugin(conf)["type"] == "meshcut",
              "after the main CNI rewrote its conflist, meshcutd chained meshcut again within 5 s")
+    deadline = time.time() + 2  # the log line follows the rename
+    while "chained again" not in open(d.logfile).read() and time.time() < deadline:
+        time.sleep(0.05)
     ck.check("chained again" in open(d.logfile).read(), "and logged it")
     d.stop()
     r = run("uninstall-cni", "--cni-bin-dir", bin_, "--cni-conf-dir", conf)
