@@ -81,6 +81,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -274,7 +275,40 @@ class Bench(benchlib.PodBench):
         out["srv_veth_bytes"] = st.get("rx_bytes", 0) + st.get("tx_bytes", 0)
         return out
 
-    def check(self, row, before, after, placement):
+    def conns_later(self, delay):
+        """A thread that takes `meshcutd conns` of every node DELAY s into the
+        sample: which live connections took which path (explains a warning)."""
+        def take():
+            time.sleep(delay)
+            for name, n in self.nodes.items():
+                r = n.daemon.cli("conns", "--json", check=False)
+                try:
+                    t.conns[name] = json.loads(r.stdout)
+                except ValueError:
+                    t.conns[name] = []
+        t = threading.Thread(target=take, daemon=True)
+        t.conns = {}
+        t.start()
+        return t
+
+    @staticmethod
+    def normal_path_conns(conns, limit=4):
+        """The intra-pod / same-node connections of a `meshcutd conns` list
+        with a direction on the normal path, as short text."""
+        out = []
+        for c in conns:
+            if c.get("kind") not in ("intra_pod", "same_node"):
+                continue
+            dirs = [(d, c.get(d) or {}) for d in ("client_to_server", "server_to_client")]
+            if not any(x.get("path") == "normal" for _, x in dirs):
+                continue
+            out.append("%s%s %s" % (c["client"], "" if c.get("paired") else " (unpaired)", ", ".join(
+                f"{d.split('_')[0][0]}>{d.split('_')[-1][0]} {x.get('path')} "
+                f"{x.get('bytes_normal_path', 0) + x.get('bytes_redirected', 0)} B" for d, x in dirs if x)))
+        more = len(out) - limit
+        return out[:limit] + ([f"{more} more"] if more > 0 else [])
+
+    def check(self, row, before, after, placement, conns=None):
         """Did each shortcut of the mode carry the load (and the others not)?"""
         mode = row["mode"]
         what = f"{placement} c={row['conc']} {mode} rep {row['rep']}"
@@ -337,6 +371,9 @@ class Bench(benchlib.PodBench):
                 prob[-1] += moved
             if len(warn) > w0:
                 warn[-1] += moved
+                slow = self.normal_path_conns((conns or {}).get(node, []))
+                if slow:
+                    warn[-1] += f" [{node} mid-sample, on the normal path: " + "; ".join(slow) + "]"
         if placement == "same":
             if NODE_ON[mode] and row["srv_veth_share"] > SHORTCUT_MAX:
                 prob.append(f"server veth ({srv_node}) carried {row['srv_veth_share']:.3f}x the payload with the "
@@ -426,8 +463,10 @@ class Bench(benchlib.PodBench):
         # The correctness pass runs alongside the load, spread over its duration.
         chk = self.bed.exec_async(CLIENT, self.checker_cmd(placement, a.duration * 0.8, a.check_n), 60 + a.duration)
         t0 = time.monotonic()
+        mid = self.conns_later(a.duration * 0.6)
         w = self.wrk(placement, conc, a.duration)
         rc, out, err = chk.result()
+        mid.join()
         row["wall_s"] = round(time.monotonic() - t0, 2)
         cpu1, cg1 = proc_stat(), self.bed.cpu_usage_us()
         time.sleep(0.05)  # closing handshakes, before the counters and any switch
@@ -445,7 +484,7 @@ class Bench(benchlib.PodBench):
         errs = {k: w[k] for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout") if w[k]}
         if errs or not w["requests"]:
             self.problems.append(f"{what}: wrk: {w['requests']} requests, errors {errs}")
-        self.check(row, before, self.snapshot(placement), placement)
+        self.check(row, before, self.snapshot(placement), placement, mid.conns)
         log(f"{what}: {row['qps']:.0f} req/s, avg {w['mean_us']:.0f} µs, p99 {w['p99_us']} µs"
             + ("" if row["path_ok"] else " (PATH CHECK FAILED)") + (" (partial coverage)" if row["coverage_warning"]
                                                                      else ""))
