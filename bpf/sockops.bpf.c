@@ -107,8 +107,7 @@ static __always_inline void mc_established(struct bpf_sock_ops *skops, __u8 side
 		mc_count(MC_C_SOCK_NO_STORAGE, 1);
 		return;
 	}
-	mc_sock_keys(&own, &peer, side, skops->local_ip4, (__u16)skops->local_port,
-		     skops->remote_ip4, (__u16)bpf_ntohl(skops->remote_port), skops->snd_nxt,
+	mc_sock_keys(&own, &peer, side, skops->local_ip4, skops->remote_ip4, skops->snd_nxt,
 		     skops->rcv_nxt, netns);
 	st->peer = peer;
 	st->kind = kind;

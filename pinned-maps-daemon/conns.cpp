@@ -13,7 +13,6 @@
 #include <bpf/libbpf.h>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <tuple>
 #include <vector>
 
 #include "mc_conns_iter.skel.h"
@@ -44,9 +43,14 @@ std::vector<Entry> entries(int fd) {
   return out;
 }
 
-// A pair: the same key but for the side.
-using PairId = std::tuple<uint64_t, uint32_t, uint16_t, uint32_t, uint32_t>;
-PairId pair_id(const mc_sock_key& k) { return {k.scope, k.init_ip, k.init_port, k.isn_init, k.isn_resp}; }
+bool same_key(const mc_sock_key& a, const mc_sock_key& b) { return std::memcmp(&a, &b, sizeof(a)) == 0; }
+
+// A socket's own key: its peer's key with its own side.
+mc_sock_key own_key(const mc_sock_state& st) {
+  mc_sock_key k = st.peer;
+  k.side = st.side;
+  return k;
+}
 
 std::string tuple(uint32_t lip, uint16_t lport, uint32_t rip, uint16_t rport) {
   return sys::ipv4_str(lip) + ":" + std::to_string(lport) + " -> " + sys::ipv4_str(rip) + ":" + std::to_string(rport);
@@ -104,8 +108,11 @@ int cmd_conns(const std::string& pin_root, bool json, const std::string& src, co
     return 3;
   }
   auto all = entries(maps->fd(MC_MAP_SOCKHASH));
-  std::map<PairId, std::vector<Entry>> pairs;
-  for (const auto& e : all) pairs[pair_id(e.key)].push_back(e);
+  auto live = live_sockets(PinLayout(pin_root));
+  if (!live) {
+    std::fprintf(stderr, "meshcutd: %s\n", live.error().format().c_str());
+    return 1;
+  }
 
   if (!src.empty()) {
     auto s = endpoint(src), d = endpoint(dst);
@@ -126,13 +133,33 @@ int cmd_conns(const std::string& pin_root, bool json, const std::string& src, co
     bool loop_src = (ntohl(s->first) >> 24) == 127;
     const mc_pod* sp = owner(s->first);
     const mc_pod* dp = owner(d->first);
-    std::vector<Entry> found;
-    for (const auto& e : all)
-      if (e.key.init_ip == s->first && e.key.init_port == s->second) found.push_back(e);
-    bool active = false, passive = false;
-    for (const auto& e : found) (e.key.side == MC_SIDE_ACTIVE ? active : passive) = true;
+    // The initiator's socket by the tuple it sees (one local port may serve
+    // several destinations: prefer the one to DST); the responder's by key,
+    // since NAT may have rewritten the initiator's port on its side.
+    const mc_sock_state* ini = nullptr;
+    for (const auto& st : *live)
+      if (st.side == MC_SIDE_ACTIVE && st.local_ip == s->first && st.local_port == s->second &&
+          (!ini || (st.remote_ip == d->first && st.remote_port == d->second)))
+        ini = &st;
+    const mc_sock_state* resp = nullptr;
+    if (ini)
+      for (const auto& st : *live)
+        if (st.side == MC_SIDE_PASSIVE && same_key(own_key(st), ini->peer)) resp = &st;
+    auto in_map = [&](const mc_sock_key& k) {
+      for (const auto& e : all)
+        if (same_key(e.key, k)) return true;
+      return false;
+    };
+    bool active = ini && in_map(own_key(*ini));
+    bool passive = ini && in_map(ini->peer);
     nlohmann::json j = {{"src", src}, {"dst", dst}, {"src_pod", sp != nullptr}, {"dst_pod", dp != nullptr},
                         {"initiator_in_map", active}, {"responder_in_map", passive}};
+    if (resp) j["responder"] = tuple(resp->local_ip, resp->local_port, resp->remote_ip, resp->remote_port);
+    if (resp && resp->remote_port != s->second)
+      why.push_back("NAT rewrote the initiator's port: the responder sees " + sys::ipv4_str(resp->remote_ip) + ":" +
+                    std::to_string(resp->remote_port) + " (conntrack, an earlier connection from " + src +
+                    " still held the redirected tuple); the pair is keyed by the initiator's address and both "
+                    "ISNs, which NAT leaves alone");
     if (active && passive) {
       why.push_back("accelerated: both sockets are in the sockhash under the same key; each direction took the "
                     "shortcut unless its first bytes left before the peer was established (counter msg_pass_no_peer)");
@@ -162,19 +189,10 @@ int cmd_conns(const std::string& pin_root, bool json, const std::string& src, co
     return 0;
   }
 
-  auto live = live_sockets(PinLayout(pin_root));
-  if (!live) {
-    std::fprintf(stderr, "meshcutd: %s\n", live.error().format().c_str());
-    return 1;
-  }
   // Pair by key: a socket's own key is its peer's key with the other side.
   auto key_bytes = [](mc_sock_key k) { return std::string(reinterpret_cast<const char*>(&k), sizeof(k)); };
   std::map<std::string, const mc_sock_state*> by_own;
-  for (const auto& st : *live) {
-    mc_sock_key own = st.peer;
-    own.side = st.side;
-    by_own[key_bytes(own)] = &st;
-  }
+  for (const auto& st : *live) by_own[key_bytes(own_key(st))] = &st;
   nlohmann::json arr = nlohmann::json::array();
   for (const auto& st : *live) {
     if (st.side != MC_SIDE_ACTIVE) continue;

@@ -60,16 +60,22 @@ enum mc_side {
  *
  * The two sockets of a local connection do not see mirror-image 4-tuples when
  * Istio's REDIRECT sits between them (paper Table 2): socket (1)
- * podIP:r -> svcIP:80 pairs with socket (2) 127.0.0.1:15001 <- podIP:r. NAT
- * never rewrites the initiator's endpoint nor the TCP sequence numbers, so a
- * pair is identified by
- *   - the initiator endpoint (init_ip:init_port): the active socket's local
- *     end, the passive socket's remote end;
+ * podIP:r -> svcIP:80 pairs with socket (2) 127.0.0.1:15001 <- podIP:r.
+ * Usually. The initiator's port is NOT safe either: when the REDIRECT's reply
+ * tuple (127.0.0.1:15001 <- podIP:r) is still held by conntrack for an earlier
+ * connection from r to another destination (TIME_WAIT, 120 s), conntrack
+ * rewrites the source port and socket (2) sees podIP:q. NAT never rewrites
+ * the initiator's address (REDIRECT and kube-proxy's DNAT change the
+ * destination; a masquerade leaves the pair unpaired: normal path) nor the
+ * TCP sequence numbers, so a pair is identified by
+ *   - the initiator address (init_ip): the active socket's local address,
+ *     the passive socket's remote address;
  *   - the initial sequence numbers of both directions, read at establishment
- *     (snd_nxt/rcv_nxt are ISN+1 on both sides then). They tell apart two
- *     connections that reuse one source port towards different destinations
- *     (Linux shares ephemeral ports across destinations), so a socket is only
- *     ever redirected to its true peer;
+ *     (snd_nxt/rcv_nxt are ISN+1 on both sides then): 64 bits the kernel
+ *     draws per connection from a keyed hash of its 4-tuple and a clock, so
+ *     two live connections of one initiator address share them only by
+ *     chance (about 2^-64 a pair), and then the second insert fails
+ *     (BPF_NOEXIST) and that connection takes the normal path;
  *   - scope: the netns cookie when the initiator address is loopback (not
  *     unique on the node: every pod has 127.0.0.1 and 127.0.0.6), 0 for a pod
  *     IP, which is unique on the node and must match across two netns
@@ -82,7 +88,7 @@ struct mc_sock_key {
 	__u32 init_ip;   /* network byte order */
 	__u32 isn_init;  /* initiator's ISN+1 (host order) */
 	__u32 isn_resp;  /* responder's ISN+1 (host order) */
-	__u16 init_port; /* host byte order */
+	__u16 pad16;     /* 0: the initiator's port is not part of the key (above) */
 	__u8 side;       /* enum mc_side */
 	__u8 pad;
 };
@@ -283,18 +289,17 @@ enum mc_counter {
 
 /*
  * Own key and peer key of an established socket. Inputs exactly as struct
- * bpf_sock_ops gives them: IPv4 addresses in network order, ports in host
- * order, snd_nxt / rcv_nxt in host order.
+ * bpf_sock_ops gives them: IPv4 addresses in network order, snd_nxt /
+ * rcv_nxt in host order. No port: NAT may rewrite the initiator's (above).
  */
 static inline void mc_sock_keys(struct mc_sock_key *own, struct mc_sock_key *peer, __u8 side,
-				__u32 local_ip, __u16 local_port, __u32 remote_ip,
-				__u16 remote_port, __u32 snd_nxt, __u32 rcv_nxt,
+				__u32 local_ip, __u32 remote_ip, __u32 snd_nxt, __u32 rcv_nxt,
 				__u64 netns_cookie)
 {
 	__u32 init_ip = side == MC_SIDE_ACTIVE ? local_ip : remote_ip;
 
 	own->init_ip = init_ip;
-	own->init_port = side == MC_SIDE_ACTIVE ? local_port : remote_port;
+	own->pad16 = 0;
 	own->isn_init = side == MC_SIDE_ACTIVE ? snd_nxt : rcv_nxt;
 	own->isn_resp = side == MC_SIDE_ACTIVE ? rcv_nxt : snd_nxt;
 	own->scope = MC_IS_LOOPBACK(init_ip) ? netns_cookie : 0;

@@ -14,9 +14,16 @@ HAProxy sidecar that forwards to SO_ORIGINAL_DST (inbound upstream from
 Asserts: replies are byte-exact; each of the six sockets moved its data
 without a single TCP data segment (ss -ti: no data_segs_out); the counters
 saw both directions of the three pairs and the bytes per shortcut kind.
+
+NAT port remap: conntrack rewrites the initiator's source port when the
+REDIRECT's reply tuple (127.0.0.1:15001 <- podIP:p) is still held by an
+earlier connection from p to another destination (TIME_WAIT): the sidecar then
+sees podIP:q. The app reconnects from one bound port to a second server port
+and the pair must still be redirected (sockets are paired by the initiator IP
+and both ISNs, not its port).
 """
 import argparse
-import hashlib
+import json
 import os
 import re
 import socket
@@ -29,15 +36,20 @@ sys.path.insert(0, HERE)
 APP_PORT = 8080
 
 
-def role_server(port):
-    """App server (uid 65534): for each request (8-byte length + payload)
-    answers the payload reversed, framed the same way, on one connection."""
-    l = socket.socket()
-    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    l.bind(("0.0.0.0", port))
-    l.listen(64)
-    print("READY", flush=True)
+def role_server(ports):
+    """App server (uid 65534) on PORTS: for each request (8-byte length +
+    payload) answers the payload reversed, framed the same way, on one
+    connection."""
+    import selectors
     import threading
+    sel = selectors.DefaultSelector()
+    for port in ports:
+        l = socket.socket()
+        l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        l.bind(("0.0.0.0", port))
+        l.listen(64)
+        sel.register(l, selectors.EVENT_READ)
+    print("READY", flush=True)
 
     def serve(c):
         import streams
@@ -54,16 +66,21 @@ def role_server(port):
             c.close()
 
     while True:
-        c, _ = l.accept()
-        threading.Thread(target=serve, args=(c,), daemon=True).start()
+        for key, _ in sel.select():
+            c, _ = key.fileobj.accept()
+            threading.Thread(target=serve, args=(c,), daemon=True).start()
 
 
-def role_client(dst, sizes):
-    """App client: one connection, a request per size; prints its local
-    address, then waits for a line on stdin before closing (so that the test
-    can inspect the six sockets while they are established)."""
+def role_client(dst, sizes, port=APP_PORT, src_port=0):
+    """App client: one connection (from SRC_PORT if given), a request per
+    size; prints its local address, then waits for a line on stdin before
+    closing (so that the test can inspect the six sockets while they are
+    established)."""
     import streams
-    c = socket.create_connection((dst, APP_PORT))
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port still in TIME_WAIT
+    c.bind(("0.0.0.0", src_port))
+    c.connect((dst, port))
     print("LOCAL %s %d" % c.getsockname(), flush=True)
     ok = True
     for i, n in enumerate(sizes):
@@ -97,12 +114,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--role", choices=["server", "client"])
     ap.add_argument("--dst")
+    ap.add_argument("--port", type=int, default=APP_PORT)
+    ap.add_argument("--src-port", type=int, default=0)
     ap.add_argument("--sidecar", choices=["haproxy", "python"], default="haproxy")
     args = ap.parse_args()
     if args.role == "server":
-        return role_server(APP_PORT)
+        return role_server([APP_PORT, APP_PORT + 1])
     if args.role == "client":
-        return role_client(args.dst, [64, 1024, 65536, 1 << 20, 3 << 20, 7])
+        return role_client(args.dst, [64, 1024, 65536, 1 << 20, 3 << 20, 7], args.port, args.src_port)
 
     import mcnet
     import istio_pod
@@ -182,6 +201,47 @@ def main():
                  "%s on both pods: %d directions redirected (intra %d B, node %d B), the rest on the normal path "
                  "by the pod's switch (%d msgs)" % (flag, dc["pairs_redirected"], dc["bytes_redirect_intra"],
                                                     dc["bytes_redirect_node"], dc["msg_pass_disabled"]))
+
+    # NAT port remap: connection 1 from port P to the server's APP_PORT, closed
+    # by the client (TIME_WAIT, conntrack too); connection 2 from P to
+    # APP_PORT + 1. Both are REDIRECTed to 127.0.0.1:15001, so connection 2's
+    # reply tuple is taken and conntrack gives it another source port.
+    for p in (a, b):
+        d.enroll(p, p.pod_ip)
+    src_port = 20000 + os.getpid() % 10000
+
+    def connect(port):
+        c = pa.exec(me + ["--role", "client", "--dst", b.pod_ip, "--port", str(port), "--src-port", str(src_port)],
+                    cgroup_procs=cg.procs, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        local = c.stdout.readline().split()
+        return c, (local[1], int(local[2])) if len(local) == 3 else None, c.stdout.readline().split()
+
+    def close(c):
+        c.stdin.write("\n")
+        c.stdin.flush()
+        c.wait(10)
+
+    cli, _, res1 = connect(APP_PORT)
+    close(cli)
+    c0 = d.counters()
+    cli, local, res = connect(APP_PORT + 1)
+    seen = [s.peer for s in pa.sockets("established") if s.local == ("127.0.0.1", pa.out_port)]
+    dc = mcnet.delta(d.counters(), c0)
+    ex = json.loads(d.cli("conns", "--json", "--explain", "%s:%d" % local, "%s:%d" % (b.pod_ip, APP_PORT + 1)).stdout)
+    close(cli)
+    ck.check(res1[1:2] == ["ok"] and local == (a.pod_ip, src_port) and len(seen) == 1 and seen[0][0] == a.pod_ip
+             and seen[0][1] != src_port,
+             "NAT remap set up: the app connected from %s:%d again (to :%d), its sidecar sees %s (conntrack "
+             "rewrote the port)" % (a.pod_ip, src_port, APP_PORT + 1, ":".join(map(str, seen[0])) if seen else seen))
+    ck.check(res[1:2] == ["ok"] and dc["pairs_redirected"] == 6 and dc["msg_pass_no_peer"] == 0
+             and dc["bytes_redirect_intra"] == 4 * framed and dc["bytes_redirect_node"] == 2 * framed,
+             "with the initiator's port rewritten by NAT all 3 pairs were still redirected: %d directions, "
+             "intra %d B, node %d B, no-peer sends %d (reply %s)"
+             % (dc["pairs_redirected"], dc["bytes_redirect_intra"], dc["bytes_redirect_node"],
+                dc["msg_pass_no_peer"], " ".join(res)))
+    ck.check(ex["accelerated"] and seen and ex.get("responder") == "127.0.0.1:%d -> %s:%d" % (pa.out_port, *seen[0])
+             and any(w.startswith("NAT rewrote the initiator's port") for w in ex["why"]),
+             "conns --explain finds the pair and says NAT rewrote the port (responder %s)" % ex.get("responder"))
     ck.done()
 
 
