@@ -291,13 +291,14 @@ class Bench(benchlib.PodBench):
         t.start()
         return t
 
-    @staticmethod
-    def normal_path_conns(conns, limit=4):
-        """The intra-pod / same-node connections of a `meshcutd conns` list
-        with a direction on the normal path, as short text."""
+    def normal_path_conns(self, node, conns, limit=4):
+        """The connections of NODE's `meshcutd conns` list with a direction on
+        the normal path, as short text; not those to a pod on another node
+        (a sidecar's upstream there has no local peer, by design)."""
+        away = {p.ip for p in self.pods.values() if p.node.name != node}
         out = []
         for c in conns:
-            if c.get("kind") not in ("intra_pod", "same_node"):
+            if c["client"].split(" -> ")[-1].rsplit(":", 1)[0] in away:
                 continue
             dirs = [(d, c.get(d) or {}) for d in ("client_to_server", "server_to_client")]
             if not any(x.get("path") == "normal" for _, x in dirs):
@@ -371,7 +372,7 @@ class Bench(benchlib.PodBench):
                 prob[-1] += moved
             if len(warn) > w0:
                 warn[-1] += moved
-                slow = self.normal_path_conns((conns or {}).get(node, []))
+                slow = self.normal_path_conns(node, (conns or {}).get(node, []))
                 if slow:
                     warn[-1] += f" [{node} mid-sample, on the normal path: " + "; ".join(slow) + "]"
         if placement == "same":
