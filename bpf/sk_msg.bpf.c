@@ -12,21 +12,13 @@
  */
 #include "meshcut_kern.h"
 
-SEC("sk_msg")
-int mc_sk_msg(struct sk_msg_md *msg)
+/* Decides where one message goes and updates ST; always returns SK_PASS (a
+ * redirected message is SK_PASS too: the helper already queued it). */
+static __always_inline int mc_decide(struct sk_msg_md *msg, struct mc_sock_state *st)
 {
-	struct mc_sock_state *st;
 	struct mc_sock_key peer;
 	__u64 size = msg->size;
-	struct bpf_sock *sk = msg->sk;
 
-	if (!sk)
-		return SK_PASS;
-	st = bpf_sk_storage_get(&mc_sk_state, sk, 0, 0);
-	if (!st) {
-		mc_count(MC_C_MSG_NO_STATE, 1);
-		return SK_PASS;
-	}
 	if (st->decision == MC_DECISION_PASS) {
 		st->bytes_passed += size;
 		mc_count(MC_C_MSG_PASS_STICKY, 1);
@@ -86,6 +78,25 @@ int mc_sk_msg(struct sk_msg_md *msg)
 	}
 	st->decision = MC_DECISION_PASS;
 	return SK_PASS;
+}
+
+SEC("sk_msg")
+int mc_sk_msg(struct sk_msg_md *msg)
+{
+	struct mc_sock_state *st;
+	struct bpf_sock *sk = msg->sk;
+	int verdict;
+
+	if (!sk)
+		return SK_PASS;
+	st = bpf_sk_storage_get(&mc_sk_state, sk, 0, 0);
+	if (!st) {
+		mc_count(MC_C_MSG_NO_STATE, 1);
+		return SK_PASS;
+	}
+	verdict = mc_decide(msg, st);
+	mc_conns_sync(st);
+	return verdict;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -20,6 +20,7 @@
 #include "meshcut/maps.h"
 #include "meshcut/pins.h"
 #include "meshcut/sys.h"
+#include "probe.h"
 
 using namespace meshcut;
 
@@ -71,7 +72,9 @@ Result<std::pair<uint32_t, uint16_t>> endpoint(const std::string& s) {
 
 }  // namespace
 
-Result<std::vector<mc_sock_state>> live_sockets(const PinLayout& layout) {
+namespace {
+
+Result<std::vector<mc_sock_state>> iterate(const PinLayout& layout) {
   std::unique_ptr<mc_conns_iter, void (*)(mc_conns_iter*)> skel(mc_conns_iter__open(), mc_conns_iter__destroy);
   if (!skel) return make_error("couldn't open the conns iterator", errno);
   auto map = open_pinned(layout.map(MC_MAP_SK_STATE));
@@ -79,12 +82,13 @@ Result<std::vector<mc_sock_state>> live_sockets(const PinLayout& layout) {
   if (int err = bpf_map__reuse_fd(skel->maps.mc_sk_state, map->get()))
     return make_error("couldn't use the pinned " MC_MAP_SK_STATE, -err);
   if (int err = mc_conns_iter__load(skel.get()))
-    return make_error("couldn't load the conns iterator", -err, "BPF iterators need Linux 5.10+");
+    return make_error("couldn't load the conns iterator (a BPF tracing program)", -err,
+                      daemon::tracing_refused_hint(-err));
   union bpf_iter_link_info li = {};
   li.map.map_fd = static_cast<__u32>(map->get());
   DECLARE_LIBBPF_OPTS(bpf_iter_attach_opts, o, .link_info = &li, .link_info_len = sizeof(li));
   bpf_link* link = bpf_program__attach_iter(skel->progs.mc_conns_iter, &o);
-  if (!link) return make_error("couldn't attach the conns iterator", errno);
+  if (!link) return make_error("couldn't attach the conns iterator", errno, daemon::tracing_refused_hint(errno));
   std::unique_ptr<bpf_link, int (*)(bpf_link*)> own(link, bpf_link__destroy);
   Fd it(bpf_iter_create(bpf_link__fd(link)));
   if (!it.valid()) return make_error("couldn't start the conns iterator", errno);
@@ -101,6 +105,25 @@ Result<std::vector<mc_sock_state>> live_sockets(const PinLayout& layout) {
   return out;
 }
 
+}  // namespace
+
+Result<LiveSockets> live_sockets(const PinLayout& layout, const PinnedMaps& maps) {
+  auto cfg = maps.config();
+  if (!cfg) return cfg.error();
+  if (cfg->flags & MC_CFG_F_CONNS_TABLE) {
+    auto t = maps.conns();
+    if (!t) return t.error();
+    return LiveSockets{std::move(*t), kSourceTable};
+  }
+  if (daemon::no_tracing_env())
+    return make_error("MESHCUT_NO_TRACING=1, but meshcutd does not keep the conns table", EOPNOTSUPP,
+                      "start meshcutd with --no-tracing (or MESHCUT_NO_TRACING=1 in its environment), or unset "
+                      "MESHCUT_NO_TRACING here to read through the BPF iterator");
+  auto it = iterate(layout);
+  if (!it) return it.error();
+  return LiveSockets{std::move(*it), kSourceIterator};
+}
+
 int cmd_conns(const std::string& pin_root, bool json, const std::string& src, const std::string& dst) {
   auto maps = PinnedMaps::open(PinLayout(pin_root));
   if (!maps) {
@@ -108,11 +131,14 @@ int cmd_conns(const std::string& pin_root, bool json, const std::string& src, co
     return 3;
   }
   auto all = entries(maps->fd(MC_MAP_SOCKHASH));
-  auto live = live_sockets(PinLayout(pin_root));
-  if (!live) {
-    std::fprintf(stderr, "meshcutd: %s\n", live.error().format().c_str());
+  auto live_r = live_sockets(PinLayout(pin_root), *maps);
+  if (!live_r) {
+    std::fprintf(stderr, "meshcutd: couldn't list the live sockets (the sockhash holds %zu): %s\n", all.size(),
+                 live_r.error().format().c_str());
     return 1;
   }
+  const auto* live = &live_r->sockets;
+  const std::string& source = live_r->source;
 
   if (!src.empty()) {
     auto s = endpoint(src), d = endpoint(dst);
@@ -153,7 +179,7 @@ int cmd_conns(const std::string& pin_root, bool json, const std::string& src, co
     bool active = ini && in_map(own_key(*ini));
     bool passive = ini && in_map(ini->peer);
     nlohmann::json j = {{"src", src}, {"dst", dst}, {"src_pod", sp != nullptr}, {"dst_pod", dp != nullptr},
-                        {"initiator_in_map", active}, {"responder_in_map", passive}};
+                        {"initiator_in_map", active}, {"responder_in_map", passive}, {"source", source}};
     if (resp) j["responder"] = tuple(resp->local_ip, resp->local_port, resp->remote_ip, resp->remote_port);
     if (resp && resp->remote_port != s->second)
       why.push_back("NAT rewrote the initiator's port: the responder sees " + sys::ipv4_str(resp->remote_ip) + ":" +
@@ -202,6 +228,7 @@ int cmd_conns(const std::string& pin_root, bool json, const std::string& src, co
                         {"client_netns", st.netns_cookie},
                         {"kind", st.kind == MC_KIND_NODE ? "same_node" : "intra_pod"},
                         {"paired", p != nullptr},
+                        {"source", source},
                         {"client_to_server", {{"path", decision_name(st.decision)},
                                               {"bytes_redirected", st.bytes_redirected},
                                               {"bytes_normal_path", st.bytes_passed}}}};
@@ -227,6 +254,7 @@ int cmd_conns(const std::string& pin_root, bool json, const std::string& src, co
                 c["client_to_server"]["bytes_redirected"].get<unsigned long long>(),
                 c.contains("server_to_client") ? c["server_to_client"]["bytes_redirected"].get<unsigned long long>() : 0ull);
   }
-  std::printf("%zu live sockets in the map, %zu paired connections (bytes: through the shortcut)\n", all.size(), paired);
+  std::printf("%zu live sockets in the map, %zu paired connections (bytes: through the shortcut; read from %s)\n",
+              all.size(), paired, source.c_str());
   return 0;
 }

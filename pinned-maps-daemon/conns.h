@@ -11,6 +11,19 @@
 // initiator), explains whether that connection is accelerated and why not.
 int cmd_conns(const std::string& pin_root, bool json, const std::string& src, const std::string& dst);
 
-// Every live socket's state (tuple, netns, peer key, decision, bytes), read
-// through a BPF iterator over mc_sk_state.
-meshcut::Result<std::vector<mc_sock_state>> live_sockets(const meshcut::PinLayout& layout);
+#include "meshcut/maps.h"
+
+// Where the live sockets were read from. Both give every field of
+// mc_sock_state; the table lists only sockets established while it was kept.
+inline constexpr const char* kSourceIterator = "bpf_iter";
+inline constexpr const char* kSourceTable = "conns_table";
+
+struct LiveSockets {
+  std::vector<mc_sock_state> sockets;
+  std::string source;  // kSourceIterator or kSourceTable
+};
+
+// Every live socket's state (tuple, netns, peer key, decision, bytes): from
+// the conns table when meshcutd keeps it (the kernel refused the iterator, or
+// --no-tracing), else through a BPF iterator over mc_sk_state.
+meshcut::Result<LiveSockets> live_sockets(const meshcut::PinLayout& layout, const meshcut::PinnedMaps& maps);

@@ -46,7 +46,7 @@ Status set_pin_paths(bpf_object* obj, const PinLayout& layout, uint32_t max_sock
   bpf_object__for_each_map(m, obj) {
     if (bpf_map__is_internal(m)) continue;  // .rodata: per object, never shared (and bpffs refuses dots)
     std::string name = bpf_map__name(m);
-    if (name == MC_MAP_SOCKHASH) bpf_map__set_max_entries(m, max_sockets);
+    if (name == MC_MAP_SOCKHASH || name == MC_MAP_CONNS) bpf_map__set_max_entries(m, max_sockets);
     int err = bpf_map__set_pin_path(m, layout.map(name).c_str());
     if (err) return make_error("couldn't set pin path of map " + name, err);
   }
@@ -258,6 +258,13 @@ Result<AttachResult> attach_all(const DaemonConfig& cfg, const std::string& cgro
     res.overlay_attached = true;
   }
   if (cfg.cross_node && mc.pod_cidr) mc.flags |= MC_CFG_F_CROSS_NODE;
+  // The conns table where iterators are refused. Switched off, its entries
+  // would go stale (closes are no longer seen): empty it.
+  if (feat.conns_table())
+    mc.flags |= MC_CFG_F_CONNS_TABLE;
+  else if (auto st = maps->clear_conns(); !st)
+    return st.error();
+  res.conns_table = feat.conns_table();
   res.cross_node = (mc.flags & MC_CFG_F_CROSS_NODE) != 0;
   if (auto st = maps->set_config(mc); !st) return st.error();
   return res;

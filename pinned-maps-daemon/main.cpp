@@ -60,7 +60,7 @@ int cmd_run(DaemonConfig cfg, const install::InstallOptions* cni, const std::str
   }
   if (auto st = sys::check_cgroup2_dir(cgroup); !st) return fail(st.error());
 
-  daemon::Features feat = daemon::probe_features();
+  daemon::Features feat = daemon::probe_features(cfg.no_tracing || daemon::no_tracing_env());
   log::info("kernel features", feat.to_json());
   if (!feat.usable())
     return fail(make_error("this kernel lacks what the socket shortcut needs", EOPNOTSUPP,
@@ -83,6 +83,7 @@ int cmd_run(DaemonConfig cfg, const install::InstallOptions* cni, const std::str
                       {"reused_maps", res->reused_maps},
                       {"link_updated", res->link_updated},
                       {"skb_verdict", res->skb_verdict},
+                      {"conns_table", res->conns_table},
                       {"max_sockets", res->max_sockets}});
 
   install::InstallOptions o;
@@ -248,6 +249,10 @@ int main(int argc, char** argv) {
   auto* o_rto = run->add_option("--local-rto-min-us", rto_min,
                                 "minimum RTO of sockets whose peer is on this node (0: kernel's 200 ms)")
                     ->check(CLI::Range(0u, 200000u));
+  bool no_tracing = false;
+  auto* o_notrace = run->add_flag("--no-tracing", no_tracing,
+                                  "load no tracing program (as on kernels that refuse them; also "
+                                  "MESHCUT_NO_TRACING=1): conns/pods read the conns table, trace is off");
   auto* o_log = run->add_option("--log-level", log_level, "debug|info|warn|error")
                     ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
 
@@ -354,6 +359,7 @@ int main(int argc, char** argv) {
     if (o_metrics->count()) cfg.metrics_addr = metrics_addr;
     if (o_ovl->count()) cfg.overlay_dev = overlay_dev;
     if (o_cross->count()) cfg.cross_node = cross_node == "on";
+    if (o_notrace->count()) cfg.no_tracing = no_tracing;
     if (!run_entry.empty()) {
       try {
         inst.plugin_entry = nlohmann::json::parse(run_entry);

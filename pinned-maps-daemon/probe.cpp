@@ -11,8 +11,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 
+#include "mc_conns_iter.skel.h"
+#include "mc_latency.skel.h"
 #include "mc_probe.skel.h"
 #include "meshcut/abi.h"
 #include "meshcut/fd.h"
@@ -58,7 +62,99 @@ Tri fionread_ok(int map_fd) {
   return ready == 1 && n == static_cast<int>(sizeof(buf)) ? Tri::yes : Tri::no;
 }
 
+// Loads (never attaches) a throw-away program of a tracing type: the verdict
+// and, when refused, the errno text.
+template <typename Skel>
+Tri load_probe(Skel* (*open)(), int (*load)(Skel*), void (*destroy)(Skel*), void (*select)(Skel*),
+               std::string* why) {
+  std::unique_ptr<Skel, void (*)(Skel*)> s(open(), destroy);
+  if (!s) {
+    *why = "couldn't open the object: " + errno_text(errno);
+    return Tri::unknown;
+  }
+  if (select) select(s.get());
+  if (int err = load(s.get())) {
+    *why = errno_text(-err) + " (errno " + std::to_string(-err) + ")";
+    return Tri::no;
+  }
+  return Tri::yes;
+}
+
+void latency_select(mc_latency* s, bool typed) {
+  bpf_program__set_autoload(s->progs.mct_send_btf, typed);
+  bpf_program__set_autoload(s->progs.mct_recv_btf, typed);
+  bpf_program__set_autoload(s->progs.mct_send_raw, !typed);
+  bpf_program__set_autoload(s->progs.mct_recv_raw, !typed);
+}
+
 }  // namespace
+
+void probe_tracing(Features& f) {
+  if (f.no_tracing) {
+    f.bpf_iter = f.tp_btf = f.raw_tp = Tri::no;
+    f.bpf_iter_error = f.tp_btf_error = f.raw_tp_error = "not tried (--no-tracing / MESHCUT_NO_TRACING=1)";
+    f.notes.push_back("tracing programs off by request: conns/pods read the conns table, trace is off");
+    return;
+  }
+  f.bpf_iter_error = f.tp_btf_error = f.raw_tp_error = "";
+  f.bpf_iter = load_probe<mc_conns_iter>(mc_conns_iter__open, mc_conns_iter__load, mc_conns_iter__destroy, nullptr,
+                                         &f.bpf_iter_error);
+  f.tp_btf = load_probe<mc_latency>(mc_latency__open, mc_latency__load, mc_latency__destroy,
+                                    [](mc_latency* s) { latency_select(s, true); }, &f.tp_btf_error);
+  f.raw_tp = load_probe<mc_latency>(mc_latency__open, mc_latency__load, mc_latency__destroy,
+                                    [](mc_latency* s) { latency_select(s, false); }, &f.raw_tp_error);
+  if (f.bpf_iter != Tri::yes)
+    f.notes.push_back("BPF iterator (tracing program) refused: " + f.bpf_iter_error +
+                      "; sockops/sk_msg keep the conns table instead (conns, conns --explain and pods read it; "
+                      "a hash lookup per send)");
+  if (f.tp_btf != Tri::yes && f.raw_tp != Tri::yes)
+    f.notes.push_back("tp_btf (" + f.tp_btf_error + ") and raw_tp (" + f.raw_tp_error +
+                      ") refused: `meshcutd trace` (the latency monitor) is off; the shortcuts are not affected");
+  else if (f.tp_btf != Tri::yes)
+    f.notes.push_back("tp_btf refused (" + f.tp_btf_error + "): `meshcutd trace` uses raw_tp");
+}
+
+nlohmann::json degraded_json(uint32_t b) {
+  nlohmann::json out = nlohmann::json::array();
+  if (!(b & MC_FEAT_PROBED)) return out;
+  Features now;  // the kernel's answer now, for the errno text
+  now.no_tracing = (b & MC_FEAT_NO_TRACING) != 0;
+  probe_tracing(now);
+  if (!(b & MC_FEAT_BPF_ITER))
+    out.push_back({{"feature", "bpf_iter"},
+                   {"refused", now.bpf_iter_error},
+                   {"turns_off", "nothing: conns, conns --explain and pods read the conns table that sockops and "
+                                 "sk_msg keep (every field; a hash lookup per send)"}});
+  if (!(b & MC_FEAT_TP_BTF))
+    out.push_back({{"feature", "tp_btf"},
+                   {"refused", now.tp_btf_error},
+                   {"turns_off", (b & MC_FEAT_RAW_TP) ? "nothing: trace uses raw_tp" : "see raw_tp"}});
+  if (!(b & MC_FEAT_RAW_TP))
+    out.push_back({{"feature", "raw_tp"},
+                   {"refused", now.raw_tp_error},
+                   {"turns_off", (b & MC_FEAT_TP_BTF) ? "nothing: trace uses tp_btf"
+                                                      : "trace (the latency monitor); the shortcuts are not affected"}});
+  return out;
+}
+
+bool no_tracing_env() {
+  const char* v = std::getenv("MESHCUT_NO_TRACING");
+  if (!v) return false;
+  std::string s(v);
+  return s == "1" || s == "true" || s == "yes";
+}
+
+std::string tracing_refused_hint(int err) {
+  if (err == EPERM || err == EACCES)
+    return "this kernel refuses tracing programs (BPF iterators, tp_btf) before verification: lockdown "
+           "(cat /sys/kernel/security/lockdown), a hardened or distribution build, or a process without "
+           "CAP_BPF+CAP_PERFMON; meshcutd keeps the conns table on such kernels: start it again (its probe sees "
+           "this) or with --no-tracing";
+  if (err == EINVAL || err == 524 || err == EOPNOTSUPP || err == ENOENT || err == ESRCH)
+    return "this kernel lacks the program type or its BTF (iterators need Linux 5.10+ with BTF); start "
+           "meshcutd with --no-tracing to keep the conns table";
+  return "start meshcutd with --no-tracing to keep the conns table";
+}
 
 uint32_t Features::bits() const {
   uint32_t b = 0;
@@ -67,7 +163,12 @@ uint32_t Features::bits() const {
   if (sk_storage) b |= MC_FEAT_SK_STORAGE;
   if (fionread_bug == Tri::yes) b |= MC_FEAT_FIONREAD_BUG;
   if (verdict_fixes_it == Tri::yes) b |= MC_FEAT_FIONREAD_FIXED;
-  return b;
+  if (bpf_iter == Tri::yes) b |= MC_FEAT_BPF_ITER;
+  if (tp_btf == Tri::yes) b |= MC_FEAT_TP_BTF;
+  if (raw_tp == Tri::yes) b |= MC_FEAT_RAW_TP;
+  if (conns_table()) b |= MC_FEAT_CONNS_TABLE;
+  if (no_tracing) b |= MC_FEAT_NO_TRACING;
+  return b | MC_FEAT_PROBED;
 }
 
 nlohmann::json Features::to_json() const {
@@ -77,11 +178,27 @@ nlohmann::json Features::to_json() const {
           {"netns_cookie", netns_cookie},
           {"fionread_regression", tri(fionread_bug)},
           {"skb_verdict_fixes_fionread", tri(verdict_fixes_it)},
+          {"bpf_iter", tri(bpf_iter)},
+          {"tp_btf", tri(tp_btf)},
+          {"raw_tp", tri(raw_tp)},
+          {"bpf_iter_error", bpf_iter_error},
+          {"tp_btf_error", tp_btf_error},
+          {"raw_tp_error", raw_tp_error},
+          {"no_tracing", no_tracing},
+          {"conns_table", conns_table()},
           {"notes", notes}};
 }
 
 nlohmann::json features_json(uint32_t b) {
-  return {{"netns_cookie", (b & MC_FEAT_NETNS_COOKIE) != 0},
+  nlohmann::json tracing = nullptr;  // an older daemon did not probe them
+  if (b & MC_FEAT_PROBED)
+    tracing = {{"bpf_iter", (b & MC_FEAT_BPF_ITER) != 0},
+               {"tp_btf", (b & MC_FEAT_TP_BTF) != 0},
+               {"raw_tp", (b & MC_FEAT_RAW_TP) != 0},
+               {"conns_table", (b & MC_FEAT_CONNS_TABLE) != 0},
+               {"off_by_request", (b & MC_FEAT_NO_TRACING) != 0}};
+  return {{"tracing", tracing},
+          {"netns_cookie", (b & MC_FEAT_NETNS_COOKIE) != 0},
           {"sockhash", (b & MC_FEAT_SOCKHASH) != 0},
           {"sk_storage", (b & MC_FEAT_SK_STORAGE) != 0},
           {"fionread_regression", (b & MC_FEAT_FIONREAD_BUG) != 0},
@@ -89,8 +206,10 @@ nlohmann::json features_json(uint32_t b) {
           {"skb_verdict_attached", (b & MC_FEAT_SKB_VERDICT) != 0}};
 }
 
-Features probe_features() {
+Features probe_features(bool no_tracing) {
   Features f;
+  f.no_tracing = no_tracing;
+  probe_tracing(f);
   f.kernel_ok = sys::kernel_version_code() >= (5 << 16) + (15 << 8);
   if (!f.kernel_ok) f.notes.push_back("kernel older than 5.15: netns cookies in sockops/sk_msg are missing");
   f.sockhash = libbpf_probe_bpf_map_type(BPF_MAP_TYPE_SOCKHASH, nullptr) == 1;

@@ -55,6 +55,7 @@ int cmd_status(const std::string& pin_root, bool json, bool require_running) {
   bool alive = meta->daemon_pid && ::kill(static_cast<pid_t>(meta->daemon_pid), 0) == 0;
   j["daemon"] = {{"pid", meta->daemon_pid}, {"running", alive}, {"started_ns", meta->started_ns}};
   j["features"] = daemon::features_json(meta->features);
+  j["degraded"] = daemon::degraded_json(meta->features);
   j["attachments"] = daemon::attachments_json(layout);
   nlohmann::json m = nlohmann::json::object();
   for (const auto& u : *usage) m[u.name] = {{"entries", u.entries}, {"max_entries", u.max_entries}};
@@ -86,6 +87,10 @@ int cmd_status(const std::string& pin_root, bool json, bool require_running) {
   for (auto& [k, val] : c.items()) std::printf("%-22s %14llu\n", k.c_str(), val.get<unsigned long long>());
   std::printf("\nFEATURE\n");
   for (auto& [k, val] : j["features"].items()) std::printf("  %-28s %s\n", k.c_str(), val.dump().c_str());
+  if (!j["degraded"].empty()) std::printf("\nREFUSED BY THIS KERNEL (or off by request)\n");
+  for (const auto& d : j["degraded"])
+    std::printf("  %-9s %s\n  %-9s turns off: %s\n", d["feature"].get<std::string>().c_str(),
+                d["refused"].get<std::string>().c_str(), "", d["turns_off"].get<std::string>().c_str());
   return rc;
 }
 
@@ -107,13 +112,19 @@ int cmd_pods(const std::string& pin_root, bool json) {
   // Per-pod counters of the live sockets (closed ones are in the node totals).
   struct Live { uint64_t sockets = 0, redirected = 0, normal = 0; };
   std::map<uint64_t, Live> live;
-  if (auto socks = live_sockets(PinLayout(pin_root)))
-    for (const auto& st : *socks) {
+  auto socks = live_sockets(PinLayout(pin_root), *maps);
+  if (socks) {
+    for (const auto& st : socks->sockets) {
       auto& l = live[st.netns_cookie];
       ++l.sockets;
       l.redirected += st.bytes_redirected;
       l.normal += st.bytes_passed;
     }
+  } else {
+    // Never a silent 0: the per-pod socket fields are null and the cause is said.
+    std::fprintf(stderr, "meshcutd: per-pod live sockets unknown: %s\n", socks.error().format().c_str());
+  }
+  auto live_field = [&](uint64_t v) -> nlohmann::json { return socks ? nlohmann::json(v) : nlohmann::json(nullptr); };
   nlohmann::json arr = nlohmann::json::array();
   for (const auto& [cookie, pod] : *pods) {
     nlohmann::json ips = nlohmann::json::array();
@@ -128,9 +139,10 @@ int cmd_pods(const std::string& pin_root, bool json) {
                         {"same_node", (pod.flags & MC_POD_F_NODE) != 0},
                         {"cross_node", (pod.flags & MC_POD_F_CROSS) != 0},
                         {"source", "enroll"},
-                        {"live_sockets", live[cookie].sockets},
-                        {"live_bytes_redirected", live[cookie].redirected},
-                        {"live_bytes_normal_path", live[cookie].normal}};
+                        {"live_sockets", live_field(live[cookie].sockets)},
+                        {"live_bytes_redirected", live_field(live[cookie].redirected)},
+                        {"live_bytes_normal_path", live_field(live[cookie].normal)},
+                        {"live_source", socks ? nlohmann::json(socks->source) : nlohmann::json(nullptr)}};
     for (const auto& [k, r] : *recs) {
       if (r.netns_cookie != cookie) continue;
       p["source"] = "cni";
@@ -157,11 +169,11 @@ int cmd_pods(const std::string& pin_root, bool json) {
     std::string name = p.value("namespace", std::string()) + "/" + p.value("name", std::string("(enrolled)"));
     std::string shortcuts = std::string(p["intra_pod"].get<bool>() ? "intra " : "") +
                             (p["same_node"].get<bool>() ? "node " : "") + (p["cross_node"].get<bool>() ? "cross" : "");
-    std::printf("%-28s %-14.12s %-18s %-16s %-12llu %-18s %8llu %14llu\n", name.c_str(),
+    auto num = [](const nlohmann::json& v) { return v.is_null() ? std::string("?") : std::to_string(v.get<uint64_t>()); };
+    std::printf("%-28s %-14.12s %-18s %-16s %-12llu %-18s %8s %14s\n", name.c_str(),
                 p.value("container_id", std::string("-")).c_str(), ips.c_str(),
                 p.value("host_veth", std::string("-")).c_str(), p["netns_cookie"].get<unsigned long long>(),
-                shortcuts.c_str(), p["live_sockets"].get<unsigned long long>(),
-                p["live_bytes_redirected"].get<unsigned long long>());
+                shortcuts.c_str(), num(p["live_sockets"]).c_str(), num(p["live_bytes_redirected"]).c_str());
   }
   return 0;
 }

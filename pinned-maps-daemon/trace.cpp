@@ -24,6 +24,8 @@
 //       app     send(6) - recv(6)       the server app
 #include "trace.h"
 
+#include "probe.h"
+
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
@@ -629,6 +631,10 @@ int cmd_trace(const TraceOptions& o) {
 
   // Which hook: tp_btf (typed sk) where the kernel has the tracepoints in BTF,
   // else raw_tp. Both need sock:sock_{send,recv}_length (Linux 6.3+).
+  if (no_tracing_env())
+    return fail(make_error("meshcutd trace needs tracing programs (tp_btf or raw_tp), and MESHCUT_NO_TRACING=1 "
+                           "forbids them",
+                           EOPNOTSUPP, "unset MESHCUT_NO_TRACING to trace"));
   bool btf_tp = has_btf_tracepoint();
   std::optional<Loaded> l;
   std::string why_not_btf;
@@ -645,8 +651,11 @@ int cmd_trace(const TraceOptions& o) {
     auto r = load(false);
     if (!r)
       return fail(make_error(r.error().what + " (and tp_btf: " + why_not_btf + ")", r.error().err,
-                             "meshcutd trace needs the sock:sock_send_length/sock_recv_length tracepoints "
-                             "(Linux 6.3+) and CAP_BPF + CAP_PERFMON"));
+                             r.error().err == EPERM || r.error().err == EACCES
+                                 ? "the latency monitor is off on this kernel: " + tracing_refused_hint(r.error().err) +
+                                       " (the shortcuts, conns and pods do not need tracing programs)"
+                                 : "meshcutd trace needs the sock:sock_send_length/sock_recv_length tracepoints "
+                                   "(Linux 6.3+) and CAP_BPF + CAP_PERFMON"));
     l = *r;
   }
   auto* sk = l->skel;

@@ -25,4 +25,41 @@ static __always_inline int mc_enabled(void)
 	return c && c->enabled;
 }
 
+/* Whether mc_conns is kept (the kernel refused the iterator, or forced). */
+static __always_inline int mc_conns_table(void)
+{
+	__u32 zero = 0;
+	struct mc_config *c = bpf_map_lookup_elem(&mc_config, &zero);
+
+	return c && (c->flags & MC_CFG_F_CONNS_TABLE);
+}
+
+/* A socket's own key: its peer's with its own side. */
+static __always_inline struct mc_sock_key mc_own_key(const struct mc_sock_state *st)
+{
+	struct mc_sock_key own = st->peer;
+
+	own.side = st->side;
+	return own;
+}
+
+/* Copies what sk_msg changes (decision, kind, bytes) into the socket's
+ * mc_conns entry, if the table is kept and the entry is this socket's. */
+static __always_inline void mc_conns_sync(const struct mc_sock_state *st)
+{
+	struct mc_sock_key own;
+	struct mc_sock_state *t;
+
+	if (!mc_conns_table())
+		return;
+	own = mc_own_key(st);
+	t = bpf_map_lookup_elem(&mc_conns, &own);
+	if (!t || t->netns_cookie != st->netns_cookie || t->local_port != st->local_port)
+		return;
+	t->decision = st->decision;
+	t->kind = st->kind;
+	t->bytes_redirected = st->bytes_redirected;
+	t->bytes_passed = st->bytes_passed;
+}
+
 #endif /* MESHCUT_KERN_H */

@@ -24,6 +24,7 @@
 #define MC_PIN_DIR_LINKS "links"
 #define MC_MAP_SOCKHASH "mc_sockhash"
 #define MC_MAP_SK_STATE "mc_sk_state"
+#define MC_MAP_CONNS "mc_conns"
 #define MC_MAP_PODS "mc_pods"
 #define MC_MAP_POD_IPS "mc_pod_ips"
 #define MC_MAP_PAIR_KIND "mc_pair_kind"
@@ -108,7 +109,11 @@ enum mc_decision {
 };
 
 /* Value of mc_sk_state (BPF_MAP_TYPE_SK_STORAGE): lives and dies with the socket.
- * `meshcutd conns` reads every live one through a BPF iterator. */
+ * `meshcutd conns` reads every live one through a BPF iterator, or, where the
+ * kernel refuses iterators, from mc_conns (HASH, key: the socket's own
+ * struct mc_sock_key, value: this struct), which sockops fills at
+ * establishment and empties at TCP_CLOSE and sk_msg keeps current (decision,
+ * kind, bytes) while MC_CFG_F_CONNS_TABLE is set. */
 struct mc_sock_state {
 	struct mc_sock_key peer; /* key of the peer socket in mc_sockhash */
 	__u8 decision;           /* enum mc_decision */
@@ -168,6 +173,12 @@ struct mc_cni_pod {
 
 /* mc_config: array, one entry. */
 #define MC_CFG_F_CROSS_NODE 0x1u /* the node's switch for the tc shortcut */
+/* sockops and sk_msg keep a copy of every socket's mc_sock_state in mc_conns
+ * (an ordinary hash map that user space lists), for kernels that refuse the
+ * BPF iterator over mc_sk_state (tracing programs refused: lockdown,
+ * hardened builds). Off otherwise: it costs a hash update per connection and
+ * a lookup per send. */
+#define MC_CFG_F_CONNS_TABLE 0x2u
 struct mc_config {
 	__u32 enabled;         /* 0: every new decision is PASS and REDIRECT turns PASS */
 	__u32 flags;           /* MC_CFG_F_* */
@@ -214,6 +225,12 @@ struct mc_flow_owner_key {
 #define MC_FEAT_FIONREAD_BUG 0x8u   /* regression of commit 929e30f93125 seen */
 #define MC_FEAT_SKB_VERDICT 0x10u   /* no-op SK_SKB verdict attached to the sockhash */
 #define MC_FEAT_FIONREAD_FIXED 0x20u /* the probe saw FIONREAD right with the verdict */
+#define MC_FEAT_BPF_ITER 0x40u      /* BPF iterators load (conns/pods read mc_sk_state directly) */
+#define MC_FEAT_TP_BTF 0x80u        /* tp_btf programs load (trace: typed hook) */
+#define MC_FEAT_RAW_TP 0x100u       /* raw_tp programs load (trace: untyped hook) */
+#define MC_FEAT_CONNS_TABLE 0x200u  /* mc_conns is kept (MC_CFG_F_CONNS_TABLE) */
+#define MC_FEAT_PROBED 0x400u       /* the tracing bits above were probed (not an older daemon) */
+#define MC_FEAT_NO_TRACING 0x800u   /* tracing programs off by request (--no-tracing) */
 struct mc_meta {
 	__u32 magic;          /* MC_META_MAGIC */
 	__u32 layout_version; /* MC_LAYOUT_VERSION */

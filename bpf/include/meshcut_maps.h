@@ -32,6 +32,16 @@ struct {
 	__type(value, struct mc_sock_state);
 } mc_sk_state SEC(".maps");
 
+/* Own sockhash key -> copy of the socket's state, kept only while
+ * MC_CFG_F_CONNS_TABLE is set (see meshcut_kern_user.h); meshcutd sets
+ * max_entries to the sockhash's. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MC_DEFAULT_MAX_SOCKETS);
+	__type(key, struct mc_sock_key);
+	__type(value, struct mc_sock_state);
+} mc_conns SEC(".maps");
+
 /* netns cookie -> pod record. Example row: 0x2d4 -> {10.244.1.5, INTRA|NODE}. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

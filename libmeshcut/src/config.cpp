@@ -90,6 +90,9 @@ Result<DaemonConfig> parse_daemon_config(const std::string& text, DaemonConfig c
     } else if (key == "crossNode") {
       st = want("crossNode", v.is_boolean(), "true or false");
       if (st) c.cross_node = v.get<bool>();
+    } else if (key == "noTracing") {
+      st = want("noTracing", v.is_boolean(), "true or false");
+      if (st) c.no_tracing = v.get<bool>();
     } else if (key == "metricsAddr") {
       st = want("metricsAddr", v.is_string(), "a string HOST:PORT");
       if (st) c.metrics_addr = v.get<std::string>();

@@ -121,17 +121,42 @@ Result<bool> PinnedMaps::del_pod(uint64_t cookie) const {
   return true;
 }
 
-Result<std::vector<std::pair<uint64_t, mc_pod>>> PinnedMaps::pods() const {
-  std::vector<std::pair<uint64_t, mc_pod>> out;
-  uint64_t key = 0, next = 0;
+namespace {
+
+// Every (key, value) of a hash map; an entry deleted during the walk is skipped.
+template <typename K, typename V>
+std::vector<std::pair<K, V>> walk(int map_fd) {
+  std::vector<std::pair<K, V>> out;
+  K key{}, next{};
   const void* prev = nullptr;
-  while (bpf_map_get_next_key(fd(MC_MAP_PODS), prev, &next) == 0) {
-    mc_pod pod{};
-    if (bpf_map_lookup_elem(fd(MC_MAP_PODS), &next, &pod) == 0) out.emplace_back(next, pod);
+  while (bpf_map_get_next_key(map_fd, prev, &next) == 0) {
+    V v{};
+    if (bpf_map_lookup_elem(map_fd, &next, &v) == 0) out.emplace_back(next, v);
     key = next;
     prev = &key;
   }
   return out;
+}
+
+}  // namespace
+
+Result<std::vector<std::pair<uint64_t, mc_pod>>> PinnedMaps::pods() const {
+  return walk<uint64_t, mc_pod>(fd(MC_MAP_PODS));
+}
+
+Result<std::vector<mc_sock_state>> PinnedMaps::conns() const {
+  std::vector<mc_sock_state> out;
+  for (const auto& [k, st] : walk<mc_sock_key, mc_sock_state>(fd(MC_MAP_CONNS))) out.push_back(st);
+  return out;
+}
+
+Status PinnedMaps::clear_conns() const {
+  int f = fd(MC_MAP_CONNS);
+  mc_sock_key k{};
+  // Deleting the key just returned restarts the walk at the first key.
+  while (bpf_map_get_next_key(f, nullptr, &k) == 0)
+    if (bpf_map_delete_elem(f, &k) != 0 && errno != ENOENT) return make_error("couldn't clear " MC_MAP_CONNS, errno);
+  return ok_status();
 }
 
 Result<mc_cni_key> PinnedMaps::cni_key(const std::string& container_id, const std::string& ifname) {

@@ -376,6 +376,26 @@ def delta(after, before):
     return {k: after[k] - before.get(k, 0) for k in after if isinstance(after[k], int)}
 
 
+def no_tracing_forced():
+    """True when the test runs with tracing programs forced off (MESHCUT_NO_TRACING=1)."""
+    return os.environ.get("MESHCUT_NO_TRACING", "") in ("1", "true", "yes")
+
+
+def check_conns_source(ck, d, seen_sources):
+    """Checks that conns/pods read from the path this kernel and the switch call
+    for: the conns table when forced or when the daemon's probe found BPF
+    iterators refused (with the errno text in status), the iterator otherwise."""
+    st = json.loads(d.cli("status", "--json").stdout)
+    tracing = st["features"]["tracing"] or {}
+    want = "conns_table" if no_tracing_forced() or not tracing.get("bpf_iter") else "bpf_iter"
+    refused = [x for x in st.get("degraded", []) if x["feature"] == "bpf_iter"]
+    ck.check(set(seen_sources) == {want} and tracing.get("conns_table") == (want == "conns_table")
+             and (want == "bpf_iter" or (len(refused) == 1 and refused[0]["refused"])),
+             "conns/pods read from %s (forced off: %s; probe: bpf_iter %s, refused: %s)"
+             % (sorted(set(seen_sources)), no_tracing_forced(), tracing.get("bpf_iter"),
+                refused[0]["refused"] if refused else "-"))
+
+
 class Checks:
     """Collects assertions; prints each, exits non-zero at the end if any failed."""
 

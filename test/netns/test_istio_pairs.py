@@ -242,6 +242,7 @@ def main():
     ck.check(ex["accelerated"] and seen and ex.get("responder") == "127.0.0.1:%d -> %s:%d" % (pa.out_port, *seen[0])
              and any(w.startswith("NAT rewrote the initiator's port") for w in ex["why"]),
              "conns --explain finds the pair and says NAT rewrote the port (responder %s)" % ex.get("responder"))
+    mcnet.check_conns_source(ck, d, [ex.get("source")])
     ck.done()
 
 

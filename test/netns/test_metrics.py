@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -102,6 +103,18 @@ def main():
     hs.close()
     c.close()
     s.close()
+    mcnet.check_conns_source(ck, d, [x["source"] for x in mine] + [pj[0].get("live_source"), ex.get("source")])
+    deadline = time.time() + 5
+    while True:  # closed sockets leave the listing (the table drops them at TCP_CLOSE)
+        gone = json.loads(d.cli("conns", "--json").stdout)
+        left = [p for p in gone if p["client"] == "%s -> %s" % (me, srv_end) or p.get("server") == "%s -> %s" % (srv_end, me)]
+        if not left or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    pj2 = json.loads(d.cli("pods", "--json").stdout)
+    ck.check(not left and pj2[0]["live_sockets"] == pj[0]["live_sockets"] - 2,
+             "closed sockets leave conns and pods (%d left, pod sockets %s -> %s)"
+             % (len(left), pj[0]["live_sockets"], pj2[0]["live_sockets"]))
     st, m1 = get(node, port, "/metrics")
     name = "meshcut_socket_redirected_bytes_total"
     delta = metric(m1, name, 'kind="intra_pod"') - metric(m0, name, 'kind="intra_pod"')

@@ -27,6 +27,9 @@ struct DaemonConfig {
   std::string pod_cidr;
   std::string overlay_dev;
   bool cross_node = true;            // the node's switch
+  // Load no tracing program (BPF iterators, tp_btf, raw_tp), as on kernels
+  // that refuse them: conns/pods read the conns table, trace is off.
+  bool no_tracing = false;
   std::vector<std::string> warnings;  // unknown keys, reported, not fatal
 };
 

@@ -43,6 +43,12 @@ class PinnedMaps {
   Result<bool> del_pod(uint64_t netns_cookie) const;
   Result<std::vector<std::pair<uint64_t, mc_pod>>> pods() const;
 
+  // The conns table (mc_conns): each live socket's state, kept by sockops and
+  // sk_msg while MC_CFG_F_CONNS_TABLE is set (kernels that refuse iterators).
+  Result<std::vector<mc_sock_state>> conns() const;
+  // Empties it (the table is switched off: its entries would go stale).
+  Status clear_conns() const;
+
   // CNI attachment records (mc_cni_pods), keyed by container ID + ifname.
   static Result<mc_cni_key> cni_key(const std::string& container_id, const std::string& ifname);
   Status put_cni(const mc_cni_key& k, const mc_cni_pod& rec) const;
