@@ -29,9 +29,7 @@ if [ ! -e "$BASE/.complete" ]; then
 fi
 
 cleanup() {
-  for m in tmp run dev sys proc; do
-    mountpoint -q "$RUN/$m" && umount -R -l "$RUN/$m" || true
-  done
+  mountpoint -q "$RUN" && umount -R -l "$RUN" || true
   rm -rf --one-file-system "$RUN"
 }
 trap cleanup EXIT
@@ -45,6 +43,10 @@ fi
 cp /etc/resolv.conf "$RUN/etc/resolv.conf"
 git clone -q --no-local "$REPO" "$RUN/src/meshcut"
 
+# The root must be a mount point of its own: `ip netns exec` and `ip -n` run
+# `mount --make-rslave /` in a new mount namespace, which fails otherwise.
+mount --bind "$RUN" "$RUN"
+mount --make-private "$RUN"
 for m in proc sys dev; do
   mount --rbind "/$m" "$RUN/$m"
   mount --make-rslave "$RUN/$m"   # nothing unmounted here reaches the host's mounts
