@@ -6,9 +6,9 @@ export DEBIAN_FRONTEND=noninteractive
 PKGS=(
   # build
   cmake g++ make pkg-config clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev
-  nlohmann-json3-dev libcli11-dev catch2 libclang-rt-14-dev
+  nlohmann-json3-dev libcli11-dev catch2 libclang-rt-14-dev libcpp-httplib-dev
   # what the tests, the bed and the benchmarks run
-  iproute2 iptables nftables procps util-linux kmod python3 curl
+  iproute2 iptables nftables conntrack procps util-linux kmod python3 curl
   haproxy nginx-light nodejs iperf3 wrk hey gnuplot-nox prometheus
   containernetworking-plugins golang-go golang-github-appc-cni-dev
   containerd runc busybox-static python3-grpcio python3-protobuf python3-grpc-tools

@@ -7,16 +7,11 @@
  * into the pod (bpf_redirect_peer), with the MACs the bridge would have
  * written, skipping the host's IP stack and the bridge. The first SYN of a
  * flow arriving here already has the pod's IP as destination: nothing on this
- * node translates it, so the flow is known from then on. Everything else is
- * TC_ACT_OK, counted by reason.
+ * node translates it, so the flow is known from then on (its handshake still
+ * takes the normal path: mc_flow_allows). Everything else is TC_ACT_UNSPEC
+ * (the next filter, then the normal path), counted by reason.
  */
 #include "meshcut_tc.h"
-
-static __always_inline int pass(__u32 reason)
-{
-	mc_count(reason, 1);
-	return TC_ACT_OK;
-}
 
 SEC("tc")
 int mc_tc_overlay(struct __sk_buff *skb)
@@ -27,19 +22,19 @@ int mc_tc_overlay(struct __sk_buff *skb)
 	int r;
 
 	if (!mc_tc_on(cfg))
-		return pass(MC_C_TC_PASS_DISABLED);
+		return mc_tc_pass(MC_C_TC_PASS_DISABLED);
 	r = mc_parse(skb, cfg, &p);
 	if (r)
-		return pass(r);
+		return mc_tc_pass(r);
 	dst = mc_pod_by_ip(p.ip->daddr);
 	/* From the overlay, the source is never one of our pods (spoofed). */
 	if (!dst || !(dst->flags & MC_POD_F_CROSS) || !dst->host_ifindex || mc_pod_by_ip(p.ip->saddr))
-		return pass(MC_C_TC_PASS_NO_POD);
-	r = mc_flow_allows(&p);
+		return mc_tc_pass(MC_C_TC_PASS_NO_POD);
+	r = mc_flow_allows(skb, &p);
 	if (r)
-		return pass(r);
+		return mc_tc_pass(r);
 	if (mc_dec_ttl(p.ip))
-		return pass(MC_C_TC_PASS_FIB);
+		return mc_tc_pass(MC_C_TC_PASS_FIB);
 	mc_count(MC_C_TC_REDIRECT_PEER, 1);
 	return mc_to_pod(&p, dst);
 }

@@ -9,19 +9,14 @@
  * with the next hop that bpf_fib_lookup finds (the routes, neighbour and FDB
  * entries flannel or the admin set up are the truth; no MAC table of ours).
  * Everything else — ClusterIP, NodePort, outside, UDP, ARP, IPv6, fragments,
- * unknown flows — returns TC_ACT_OK: the normal path, counted by reason.
+ * unknown flows — returns TC_ACT_UNSPEC: the next filter, then the normal path,
+ * counted by reason.
  */
 #include "meshcut_tc.h"
 
 #ifndef AF_INET
 #define AF_INET 2
 #endif
-
-static __always_inline int pass(__u32 reason)
-{
-	mc_count(reason, 1);
-	return TC_ACT_OK;
-}
 
 SEC("tc")
 int mc_tc_veth(struct __sk_buff *skb)
@@ -34,26 +29,26 @@ int mc_tc_veth(struct __sk_buff *skb)
 	long rc;
 
 	if (!mc_tc_on(cfg))
-		return pass(MC_C_TC_PASS_DISABLED);
+		return mc_tc_pass(MC_C_TC_PASS_DISABLED);
 	r = mc_parse(skb, cfg, &p);
 	if (r == MC_C_TC_PASS_NOT_POD && p.tcp->syn && !p.tcp->ack)
 		mc_flow_new_syn(&p, 0); /* e.g. to a ClusterIP: see mc_flow_owner */
 	if (r)
-		return pass(r);
+		return mc_tc_pass(r);
 	/* The source must be the pod behind this very veth (no spoofing). */
 	src = mc_pod_by_ip(p.ip->saddr);
 	if (!src || src->host_ifindex != skb->ingress_ifindex || !(src->flags & MC_POD_F_CROSS))
-		return pass(MC_C_TC_PASS_NO_POD);
+		return mc_tc_pass(MC_C_TC_PASS_NO_POD);
 	if (p.tcp->syn && !p.tcp->ack)
 		mc_flow_new_syn(&p, 1);
-	r = mc_flow_allows(&p);
+	r = mc_flow_allows(skb, &p);
 	if (r)
-		return pass(r);
+		return mc_tc_pass(r);
 
 	dst = mc_pod_by_ip(p.ip->daddr);
 	if (dst) {
 		if (!(dst->flags & MC_POD_F_CROSS) || !dst->host_ifindex)
-			return pass(MC_C_TC_PASS_NO_POD);
+			return mc_tc_pass(MC_C_TC_PASS_NO_POD);
 		mc_count(MC_C_TC_REDIRECT_LOCAL, 1);
 		return mc_to_pod(&p, dst);
 	}
@@ -71,12 +66,12 @@ int mc_tc_veth(struct __sk_buff *skb)
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
 	if ((rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) ||
 	    (cfg->overlay_ifindex && fib.ifindex != cfg->overlay_ifindex))
-		return pass(MC_C_TC_PASS_FIB);
+		return mc_tc_pass(MC_C_TC_PASS_FIB);
 	/* bpf_fib_lookup may have changed nothing in the packet, but the verifier
 	 * wants the pointers re-checked after a helper call. */
 	r = mc_parse(skb, cfg, &p);
 	if (r || mc_dec_ttl(p.ip))
-		return pass(r ? r : MC_C_TC_PASS_FIB);
+		return mc_tc_pass(r ? r : MC_C_TC_PASS_FIB);
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
 		mc_count(MC_C_TC_REDIRECT_NEIGH, 1);
 		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);

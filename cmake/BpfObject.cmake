@@ -1,4 +1,4 @@
-# meshcut_bpf_object(NAME SOURCE [DEPENDS hdr...])
+# meshcut_bpf_object(NAME SOURCE [DEPENDS hdr...] [DEFINES -DX...])
 #   bpf/NAME.bpf.c -> ${CMAKE_BINARY_DIR}/bpf/NAME.bpf.o -> NAME.skel.h
 #   and an INTERFACE target meshcut_skel_NAME whose include dir holds the skeleton.
 find_program(MESHCUT_CLANG NAMES clang clang-14 REQUIRED)
@@ -29,7 +29,7 @@ else()
 endif()
 
 function(meshcut_bpf_object NAME SOURCE)
-  cmake_parse_arguments(ARG "" "" "DEPENDS" ${ARGN})
+  cmake_parse_arguments(ARG "" "" "DEPENDS;DEFINES" ${ARGN})
   set(_out ${CMAKE_BINARY_DIR}/bpf)
   set(_obj ${_out}/${NAME}.bpf.o)
   set(_skel ${_out}/${NAME}.skel.h)
@@ -37,7 +37,7 @@ function(meshcut_bpf_object NAME SOURCE)
     OUTPUT ${_obj}
     COMMAND ${CMAKE_COMMAND} -E make_directory ${_out}
     COMMAND ${MESHCUT_CLANG} -g -O2 -target bpf -D__TARGET_ARCH_${MESHCUT_BPF_ARCH}
-            -Wall -Wextra -Werror -Wno-unused-parameter
+            -Wall -Wextra -Werror -Wno-unused-parameter ${ARG_DEFINES}
             -I${PROJECT_SOURCE_DIR}/bpf/include ${MESHCUT_BPF_SYS_INCLUDES}
             -c ${SOURCE} -o ${_obj}
     DEPENDS ${SOURCE} ${ARG_DEPENDS}

@@ -86,6 +86,8 @@ NetConf parse_netconf(const std::string& text) {
   if (j.contains("name")) {
     want(j["name"].is_string(), "name", "a string");
     c.name = j["name"].get<std::string>();
+    if (auto w = validate::network_name(c.name); !w.empty())
+      throw CniError{kInvalidConfig, "invalid meshcut config: network 'name' " + w, ""};
   }
   if (j.contains("type")) {
     want(j["type"].is_string(), "type", "a string");
@@ -101,9 +103,22 @@ NetConf parse_netconf(const std::string& text) {
     want(j[key].is_boolean(), key, "true or false");
     out = j[key].get<bool>();
   };
-  str("pinRoot", c.pin_root);
-  want(!c.pin_root.empty() && c.pin_root[0] == '/', "pinRoot", "an absolute path");
-  str("logFile", c.log_file);
+  auto path = [&](const char* key, std::string& out, size_t max) {
+    str(key, out);
+    if (std::string(key) == "logFile" && out.empty()) return;  // "": stderr
+    if (auto w = validate::abs_path(out, max); !w.empty())
+      throw CniError{kInvalidConfig, std::string("invalid meshcut config: '") + key + "' " + w,
+                     "give an absolute path without '.' or '..' components"};
+  };
+  path("pinRoot", c.pin_root, validate::kMaxPinRoot);
+  path("logFile", c.log_file, validate::kMaxPath);
+  path("stateDir", c.state_dir, validate::kMaxPath - validate::kMaxContainerId - validate::kMaxIfname - 2);
+  if (j.contains("lockTimeoutMs")) {
+    want(j["lockTimeoutMs"].is_number_integer() && j["lockTimeoutMs"].get<int64_t>() >= 0 &&
+             j["lockTimeoutMs"].get<int64_t>() <= 60000,
+         "lockTimeoutMs", "an integer from 0 to 60000 (milliseconds)");
+    c.lock_timeout_ms = static_cast<int>(j["lockTimeoutMs"].get<int64_t>());
+  }
   if (j.contains("failPolicy")) {
     want(j["failPolicy"] == "open" || j["failPolicy"] == "closed", "failPolicy", "\"open\" or \"closed\"");
     c.fail_closed = j["failPolicy"] == "closed";

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "validate.h"
+
 namespace meshcut::cni {
 
 // CNI spec error codes (SPEC.md "Error"); 100+ are meshcut's own.
@@ -49,7 +51,8 @@ struct Env {
   std::map<std::string, std::string> kv;    // CNI_ARGS parsed: K8S_POD_NAMESPACE=...
 };
 // Reads CNI_* through GETENV (std::getenv in main, a map in tests). Throws
-// CniError(kInvalidEnv) for what the command needs but lacks.
+// CniError(kInvalidEnv) for what the command needs but lacks, and for any
+// variable that is set but malformed (validate.h), before it is used.
 template <typename GetEnv>
 Env read_env(GetEnv getenv);
 std::map<std::string, std::string> parse_cni_args(const std::string& s);
@@ -58,6 +61,10 @@ struct NetConf {
   std::string cni_version, name, type;
   std::string pin_root = "/sys/fs/bpf/meshcut";
   std::string log_file;         // empty: stderr
+  // Which network each attachment record belongs to (GC of one network keeps
+  // the others' records): <stateDir>/<containerID>:<ifname> holds the name.
+  std::string state_dir = "/var/lib/cni/meshcut";
+  int lock_timeout_ms = 2000;   // "lockTimeoutMs": wait for the pin lock, then fail open
   bool fail_closed = false;     // "failPolicy": "closed"
   std::vector<std::string> ns_include;                 // empty: all namespaces
   std::vector<std::string> ns_exclude = {"kube-system"};
@@ -70,7 +77,7 @@ struct NetConf {
   nlohmann::json raw;
 };
 // Parses stdin. Throws CniError: kDecodeFailure (not JSON), kIncompatibleVersion,
-// kInvalidConfig (wrong types, bad failPolicy).
+// kInvalidConfig (wrong types, bad failPolicy, a malformed name or path).
 NetConf parse_netconf(const std::string& text);
 // JSON with a nesting bound; throws CniError(kDecodeFailure).
 nlohmann::json parse_json(const std::string& text);
@@ -96,6 +103,23 @@ Env read_env(GetEnv getenv) {
   e.ifname = get("CNI_IFNAME");
   e.path = get("CNI_PATH");
   e.args = get("CNI_ARGS");
+  auto bad = [](const char* var, const std::string& why, const char* hint) {
+    // The value itself is not quoted: it may be huge or not UTF-8.
+    throw CniError{kInvalidEnv, std::string(var) + " " + why, hint};
+  };
+  if (e.command.size() > 16) bad("CNI_COMMAND", "is too long", "set by the container runtime: ADD, DEL, CHECK, ...");
+  if (!e.container_id.empty())
+    if (auto w = validate::container_id(e.container_id); !w.empty())
+      bad("CNI_CONTAINERID", w, "the container runtime sets it; check its CNI configuration");
+  if (!e.ifname.empty())
+    if (auto w = validate::ifname(e.ifname); !w.empty())
+      bad("CNI_IFNAME", w, "an interface name has 1-15 characters without '/', ':' or whitespace");
+  if (!e.netns.empty())
+    if (auto w = validate::abs_path(e.netns); !w.empty())
+      bad("CNI_NETNS", w, "a network namespace path like /var/run/netns/NAME or /proc/PID/ns/net");
+  if (auto w = validate::path_list(e.path); !w.empty())
+    bad("CNI_PATH", w, "a ':'-separated list of absolute directories");
+  if (auto w = validate::cni_args(e.args); !w.empty()) bad("CNI_ARGS", w, "KEY=VALUE pairs separated by ';'");
   e.kv = parse_cni_args(e.args);
   if (e.command.empty()) throw CniError{kInvalidEnv, "CNI_COMMAND is not set", "run by a container runtime"};
   bool attachment_cmd = e.command == "ADD" || e.command == "DEL" || e.command == "CHECK";

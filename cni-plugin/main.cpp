@@ -26,8 +26,12 @@ std::string read_stdin() {
 
 void open_log(const NetConf& c) {
   if (c.log_file.empty()) return;  // stderr
-  int fd = ::open(c.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-  if (fd >= 0) log::set_fd(fd);
+  auto fd = open_log_file(c.log_file);
+  if (!fd) {
+    log::warn("logging to stderr instead of logFile", {{"error", fd.error().format()}});
+    return;
+  }
+  log::set_fd(fd->release());
 }
 
 }  // namespace
@@ -36,6 +40,9 @@ int main() {
   std::string version = "1.1.0";
   auto t0 = std::chrono::steady_clock::now();
   Env env;
+  // Read on its own: DEL must exit 0 even when another variable is malformed.
+  const char* cmd_env = std::getenv("CNI_COMMAND");
+  const std::string command = cmd_env ? cmd_env : "";
   try {
     env = read_env(std::getenv);
     std::string in = read_stdin();
@@ -79,12 +86,12 @@ int main() {
   } catch (const CniError& e) {
     log::error(e.msg, {{"code", e.code}, {"details", e.details}});
     // DEL must never fail: libcni stops the reverse-order cleanup and leaks IPs.
-    if (env.command == "DEL") return 0;
+    if (command == "DEL") return 0;
     std::cout << error_json(e, version) << std::endl;
     return 1;
   } catch (const std::exception& e) {
     log::error(std::string("internal error: ") + e.what());
-    if (env.command == "DEL") return 0;
+    if (command == "DEL") return 0;
     std::cout << error_json(CniError{999, "meshcut internal error", e.what()}, version) << std::endl;
     return 1;
   }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <ctime>
 #include <memory>
 #include <vector>
@@ -17,7 +18,9 @@
 #include "mc_sk_skb.skel.h"
 #include "mc_sockops.skel.h"
 #include "mc_tc_overlay.skel.h"
+#include "mc_tc_overlay_noct.skel.h"
 #include "mc_tc_veth.skel.h"
+#include "mc_tc_veth_noct.skel.h"
 #include "meshcut/abi.h"
 #include "meshcut/libbpf_log.h"
 #include "meshcut/log.h"
@@ -36,8 +39,6 @@ struct Deleter {
 using SockopsSkel = std::unique_ptr<mc_sockops, Deleter<mc_sockops, mc_sockops__destroy>>;
 using SkMsgSkel = std::unique_ptr<mc_sk_msg, Deleter<mc_sk_msg, mc_sk_msg__destroy>>;
 using SkSkbSkel = std::unique_ptr<mc_sk_skb, Deleter<mc_sk_skb, mc_sk_skb__destroy>>;
-using TcVethSkel = std::unique_ptr<mc_tc_veth, Deleter<mc_tc_veth, mc_tc_veth__destroy>>;
-using TcOverlaySkel = std::unique_ptr<mc_tc_overlay, Deleter<mc_tc_overlay, mc_tc_overlay__destroy>>;
 
 // Points every map of OBJ at its pin: libbpf reuses a compatible pinned map
 // (same type, key, value, max_entries, flags) or creates and pins a new one.
@@ -51,6 +52,60 @@ Status set_pin_paths(bpf_object* obj, const PinLayout& layout, uint32_t max_sock
     if (err) return make_error("couldn't set pin path of map " + name, err);
   }
   return ok_status();
+}
+
+Error load_error(const char* what, int err, const PinLayout& layout);
+
+// The two tc programs, loaded and owned until pinned: built with the
+// conntrack kfuncs (ct = true) or without them.
+struct TcProgs {
+  std::shared_ptr<void> veth_owner, overlay_owner;
+  bpf_program* veth = nullptr;
+  bpf_program* overlay = nullptr;
+  bool ct = false;
+  std::string ct_error;  // why the kfunc build did not load
+};
+
+template <typename V, typename O>
+Result<TcProgs> load_tc_pair(V* (*vopen)(), int (*vload)(V*), void (*vdestroy)(V*), O* (*oopen)(),
+                             int (*oload)(O*), void (*odestroy)(O*), const PinLayout& layout, uint32_t max_sockets) {
+  std::shared_ptr<V> v(vopen(), vdestroy);
+  std::shared_ptr<O> o(oopen(), odestroy);
+  if (!v || !o) return make_error("couldn't open the tc skeletons", errno);
+  for (bpf_object* obj : {v->obj, o->obj})
+    if (auto st = set_pin_paths(obj, layout, max_sockets); !st) return st.error();
+  if (int err = vload(v.get())) return load_error("tc_veth", -err, layout);
+  if (int err = oload(o.get())) return load_error("tc_overlay", -err, layout);
+  TcProgs t;
+  t.veth = v->progs.mc_tc_veth;
+  t.overlay = o->progs.mc_tc_overlay;
+  t.veth_owner = v;
+  t.overlay_owner = o;
+  return t;
+}
+
+// With the conntrack kfuncs where the kernel has them (Linux 6.0+, nf_conntrack
+// with BTF, loaded), else without: then the conntrack entries of shortcut
+// flows stay until conntrack's own timeout.
+Result<TcProgs> load_tc(const PinLayout& layout, uint32_t max_sockets) {
+  const char* off = std::getenv("MESHCUT_NO_CT_KFUNCS");  // tests: the path of kernels without them
+  auto ct = off && std::string(off) == "1"
+                ? Result<TcProgs>(make_error("conntrack kfuncs off by request (MESHCUT_NO_CT_KFUNCS=1)", 0))
+                : load_tc_pair(mc_tc_veth__open, mc_tc_veth__load, mc_tc_veth__destroy, mc_tc_overlay__open,
+                         mc_tc_overlay__load, mc_tc_overlay__destroy, layout, max_sockets);
+  if (ct) {
+    ct->ct = true;
+    return ct;
+  }
+  auto plain = load_tc_pair(mc_tc_veth_noct__open, mc_tc_veth_noct__load, mc_tc_veth_noct__destroy,
+                            mc_tc_overlay_noct__open, mc_tc_overlay_noct__load, mc_tc_overlay_noct__destroy, layout,
+                            max_sockets);
+  if (!plain) return plain.error();
+  plain->ct_error = ct.error().format();
+  log::warn("conntrack kfuncs unavailable: conntrack entries of shortcut flows stay until conntrack's timeout",
+            {{"error", plain->ct_error},
+             {"hint", "needs Linux 6.0+ with nf_conntrack (and its BTF) loaded before meshcutd starts"}});
+  return plain;
 }
 
 Error load_error(const char* what, int err, const PinLayout& layout) {
@@ -189,23 +244,22 @@ Result<AttachResult> attach_all(const DaemonConfig& cfg, const std::string& cgro
   SockopsSkel so(mc_sockops__open());
   SkMsgSkel sm(mc_sk_msg__open());
   SkSkbSkel sb(mc_sk_skb__open());
-  TcVethSkel tv(mc_tc_veth__open());
-  TcOverlaySkel to(mc_tc_overlay__open());
-  if (!so || !sm || !sb || !tv || !to) return make_error("couldn't open the BPF skeletons", errno);
+  if (!so || !sm || !sb) return make_error("couldn't open the BPF skeletons", errno);
   so->rodata->mc_local_rto_min_us = static_cast<int>(cfg.local_rto_min_us);
-  for (bpf_object* o : {so->obj, sm->obj, sb->obj, tv->obj, to->obj})
+  for (bpf_object* o : {so->obj, sm->obj, sb->obj})
     if (auto st = set_pin_paths(o, layout, res.max_sockets); !st) return st.error();
   if (int err = mc_sockops__load(so.get())) return load_error("sockops", -err, layout);
   if (int err = mc_sk_msg__load(sm.get())) return load_error("sk_msg", -err, layout);
   if (int err = mc_sk_skb__load(sb.get())) return load_error("sk_skb", -err, layout);
-  if (int err = mc_tc_veth__load(tv.get())) return load_error("tc_veth", -err, layout);
-  if (int err = mc_tc_overlay__load(to.get())) return load_error("tc_overlay", -err, layout);
+  auto tc = load_tc(layout, res.max_sockets);
+  if (!tc) return tc.error();
+  res.ct_kfuncs = tc->ct;
 
   if (auto st = pin_prog(so->progs.mc_sockops, layout.prog(MC_PROG_SOCKOPS)); !st) return st.error();
   if (auto st = pin_prog(sm->progs.mc_sk_msg, layout.prog(MC_PROG_SK_MSG)); !st) return st.error();
   // The CNI plugin attaches this one to each pod's host veth (it loads no BPF).
-  if (auto st = pin_prog(tv->progs.mc_tc_veth, layout.prog(MC_PROG_TC_VETH)); !st) return st.error();
-  if (auto st = pin_prog(to->progs.mc_tc_overlay, layout.prog(MC_PROG_TC_OVERLAY)); !st) return st.error();
+  if (auto st = pin_prog(tc->veth, layout.prog(MC_PROG_TC_VETH)); !st) return st.error();
+  if (auto st = pin_prog(tc->overlay, layout.prog(MC_PROG_TC_OVERLAY)); !st) return st.error();
 
   int sockhash = bpf_map__fd(so->maps.mc_sockhash);
   // sk_msg (and sk_skb) to the map: replaces an older program in place. Sockets
@@ -233,7 +287,7 @@ Result<AttachResult> attach_all(const DaemonConfig& cfg, const std::string& cgro
   mc_meta meta{};
   meta.magic = MC_META_MAGIC;
   meta.layout_version = MC_LAYOUT_VERSION;
-  meta.features = feat.bits() | (res.skb_verdict ? MC_FEAT_SKB_VERDICT : 0);
+  meta.features = feat.bits() | (res.skb_verdict ? MC_FEAT_SKB_VERDICT : 0) | (res.ct_kfuncs ? MC_FEAT_CT_KFUNCS : 0);
   meta.daemon_pid = static_cast<uint32_t>(::getpid());
   timespec ts{};
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -253,7 +307,7 @@ Result<AttachResult> attach_all(const DaemonConfig& cfg, const std::string& cgro
     if (!mc.overlay_ifindex)
       return make_error("overlay device '" + cfg.overlay_dev + "' not found", errno,
                         "pass --overlay-dev with the overlay's name in this netns (ip -d link show type vxlan)");
-    auto att = tc::attach_ingress(static_cast<int>(mc.overlay_ifindex), bpf_program__fd(to->progs.mc_tc_overlay));
+    auto att = tc::attach_ingress(static_cast<int>(mc.overlay_ifindex), bpf_program__fd(tc->overlay));
     if (!att) return att.error();
     res.overlay_attached = true;
   }

@@ -23,6 +23,7 @@ struct AttachResult {
   uint32_t max_sockets = 0;
   bool overlay_attached = false;  // tc_overlay on the overlay device
   bool cross_node = false;        // the tc shortcut is on (pod CIDR known, switch on)
+  bool ct_kfuncs = false;         // the tc programs end conntrack entries of shortcut flows
   bool conns_table = false;       // sockops/sk_msg keep mc_conns (no BPF iterator)
 };
 

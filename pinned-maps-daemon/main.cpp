@@ -84,6 +84,7 @@ int cmd_run(DaemonConfig cfg, const install::InstallOptions* cni, const std::str
                       {"link_updated", res->link_updated},
                       {"skb_verdict", res->skb_verdict},
                       {"conns_table", res->conns_table},
+                      {"conntrack_kfuncs", res->ct_kfuncs},
                       {"max_sockets", res->max_sockets}});
 
   install::InstallOptions o;

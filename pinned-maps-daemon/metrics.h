@@ -16,8 +16,14 @@ std::string render_metrics(const PinLayout& layout);
 // "" when ready, else why not.
 std::string not_ready_reason(const PinLayout& layout);
 
-// Serves ADDR ("127.0.0.1:9464") on a background thread until the process
-// exits. Errors (bad address, port in use) are returned at once.
+// ADDR is "HOST:PORT" with a numeric IPv4 host or "[V6ADDR]:PORT"; "" or
+// "off" is no endpoint. Checks the form only (nothing is bound).
+Status check_http_addr(const std::string& addr);
+
+// Serves ADDR ("127.0.0.1:9464", "[::1]:9464") on a background thread until
+// the process exits, where it is stopped and joined. Errors (bad address, port
+// in use) are returned at once. Idle or slow clients are cut off after a few
+// seconds and a bounded pool serves the rest (limits in metrics.cpp).
 Status start_http(const std::string& addr, const PinLayout& layout);
 
 }  // namespace meshcut::daemon

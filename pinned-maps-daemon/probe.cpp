@@ -203,7 +203,8 @@ nlohmann::json features_json(uint32_t b) {
           {"sk_storage", (b & MC_FEAT_SK_STORAGE) != 0},
           {"fionread_regression", (b & MC_FEAT_FIONREAD_BUG) != 0},
           {"skb_verdict_fixes_fionread", (b & MC_FEAT_FIONREAD_FIXED) != 0},
-          {"skb_verdict_attached", (b & MC_FEAT_SKB_VERDICT) != 0}};
+          {"skb_verdict_attached", (b & MC_FEAT_SKB_VERDICT) != 0},
+          {"conntrack_kfuncs", (b & MC_FEAT_CT_KFUNCS) != 0}};
 }
 
 Features probe_features(bool no_tracing) {

@@ -15,7 +15,7 @@
 #define MESHCUT_KERN_USER_H
 
 /* Bump on any change to a struct, a map definition or a pin name below. */
-#define MC_LAYOUT_VERSION 1
+#define MC_LAYOUT_VERSION 2
 #define MC_META_MAGIC 0x4d435554u /* "MCUT" */
 
 /* Pin layout under the pin root (default /sys/fs/bpf/meshcut). Names <= 15 chars. */
@@ -200,6 +200,19 @@ struct mc_flow_key {
 	__u16 port_hi;
 };
 #define MC_FLOW_F_FIN 0x1u /* a FIN was seen: the flow is closing */
+/* The handshake takes the normal path on every node, so that netfilter
+ * (NetworkPolicy, kube-proxy) decides the connection and conntrack knows it;
+ * only a flow whose handshake completed there is shortcut. A flow is in the
+ * handshake while one of these is set; neither set: established. */
+#define MC_FLOW_F_SYN_SENT 0x2u  /* a SYN went the normal path */
+#define MC_FLOW_F_SYN_ACKED 0x4u /* then its SYN-ACK: the next ACK ends the handshake */
+/* conntrack's entry of the flow was ended (its timeout shortened to
+ * MC_CT_END_MS) once the flow was on the shortcut: conntrack sees none of its
+ * later packets, so the entry would linger for the 5-day established timeout,
+ * and its stale window would call the packets of a flow that falls back
+ * mid-stream INVALID; without it the normal path picks the flow up again. */
+#define MC_FLOW_F_CT_ENDED 0x8u
+#define MC_CT_END_MS 1000u
 struct mc_flow {
 	__u64 last_ns; /* bpf_ktime_get_ns of the last packet that refreshed it */
 	__u32 flags;   /* MC_FLOW_F_* */
@@ -230,6 +243,7 @@ struct mc_flow_owner_key {
 #define MC_FEAT_RAW_TP 0x100u       /* raw_tp programs load (trace: untyped hook) */
 #define MC_FEAT_CONNS_TABLE 0x200u  /* mc_conns is kept (MC_CFG_F_CONNS_TABLE) */
 #define MC_FEAT_PROBED 0x400u       /* the tracing bits above were probed (not an older daemon) */
+#define MC_FEAT_CT_KFUNCS 0x1000u   /* tc ends conntrack entries of shortcut flows (kfuncs) */
 #define MC_FEAT_NO_TRACING 0x800u   /* tracing programs off by request (--no-tracing) */
 struct mc_meta {
 	__u32 magic;          /* MC_META_MAGIC */
@@ -299,8 +313,13 @@ enum mc_counter {
 	MC_C_TC_PASS_FIB,         /* no route via the overlay device */
 	MC_C_TC_PASS_DISABLED,    /* node switch off, or no pod CIDR configured */
 	MC_C_TC_FLOW_RST,         /* flows ended by RST (the RST itself still takes the shortcut) */
+	MC_C_TC_PASS_HANDSHAKE,   /* SYN, SYN-ACK, handshake ACK: the normal path decides the flow */
+	MC_C_TC_CT_ENDED,         /* conntrack entries of shortcut flows ended (MC_FLOW_F_CT_ENDED) */
+	MC_C_TC_CT_ABSENT,        /* shortcut flows with no conntrack entry found, or no conntrack kfuncs */
 	MC_C__N,
 };
+/* mc_counters' size: room for counters added later without a new layout. */
+#define MC_C_MAX 64
 
 #define MC_IS_LOOPBACK(ip_be) ((((const __u8 *)&(ip_be))[0]) == 127)
 

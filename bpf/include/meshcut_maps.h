@@ -88,7 +88,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, MC_C__N);
+	__uint(max_entries, MC_C_MAX);
 	__type(key, __u32);
 	__type(value, __u64);
 } mc_counters SEC(".maps");

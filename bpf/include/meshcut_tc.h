@@ -91,39 +91,113 @@ static __always_inline void mc_flow_key(const struct mc_pkt *p, struct mc_flow_k
 	}
 }
 
+/* Nothing for meshcut to do with this packet: count why, and let the next
+ * filter on the device run (TC_ACT_UNSPEC; TC_ACT_OK would end the chain in
+ * direct-action mode and hide the packet from every filter after ours). With
+ * no filter after ours the packet goes on as with TC_ACT_OK. */
+static __always_inline int mc_tc_pass(__u32 reason)
+{
+	mc_count(reason, 1);
+	return TC_ACT_UNSPEC;
+}
+
+#ifndef MC_NO_CT
+/* Conntrack kfuncs (Linux 6.0+ with nf_conntrack's BTF). The loader falls back
+ * to a build with MC_NO_CT where the kernel lacks them; see mc_ct_end. */
+/* A struct, not a forward declaration: libbpf matches a kfunc's prototype by
+ * kind, and the kernel's nf_conn is a struct (its fields are never read). */
+struct nf_conn {
+	int unused;
+};
+struct bpf_ct_opts___mc {
+	__s32 netns_id;
+	__s32 error;
+	__u8 l4proto;
+	__u8 dir;
+	__u8 reserved[2];
+};
+extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *skb, struct bpf_sock_tuple *tuple, __u32 tuple__sz,
+					 struct bpf_ct_opts___mc *opts, __u32 opts__sz) __ksym;
+extern void bpf_ct_release(struct nf_conn *ct) __ksym;
+extern int bpf_ct_change_timeout(struct nf_conn *ct, __u32 timeout) __ksym;
+#endif
+
+/* Ends this node's conntrack entry of a flow now on the shortcut (see
+ * MC_FLOW_F_CT_ENDED): its timeout becomes MC_CT_END_MS. Either direction's
+ * tuple finds the entry. Returns 1 if an entry was found. */
+static __always_inline int mc_ct_end(struct __sk_buff *skb, const struct mc_pkt *p)
+{
+#ifndef MC_NO_CT
+	struct bpf_ct_opts___mc o = {.netns_id = -1 /* BPF_F_CURRENT_NETNS */, .l4proto = IPPROTO_TCP};
+	struct bpf_sock_tuple t = {};
+	struct nf_conn *ct;
+
+	t.ipv4.saddr = p->ip->saddr;
+	t.ipv4.daddr = p->ip->daddr;
+	t.ipv4.sport = p->tcp->source;
+	t.ipv4.dport = p->tcp->dest;
+	ct = bpf_skb_ct_lookup(skb, &t, sizeof(t.ipv4), &o, sizeof(o));
+	if (!ct)
+		return 0;
+	bpf_ct_change_timeout(ct, MC_CT_END_MS);
+	bpf_ct_release(ct);
+	return 1;
+#else
+	return 0;
+#endif
+}
+
 /*
- * The flow decision, the same on every hook and in both directions: a SYN
+ * The flow decision, the same on every hook and in both directions. A SYN
  * (without ACK) between pod IPs starts a flow known to need no translation
- * here; later packets of a known, live flow take the shortcut, FIN and RST
- * included (a flow keeps one path to its end); RST forgets it.
- * Returns 0 to shortcut, else the pass counter.
+ * here. Its handshake -- SYN, SYN-ACK and the ACK after it -- takes the normal
+ * path, so netfilter on every node decides the connection (NetworkPolicy,
+ * kube-proxy) and conntrack knows it: a flow that a rule rejects never
+ * completes its handshake and never reaches the shortcut. Packets of an
+ * established flow take the shortcut, FIN and RST included (a flow keeps one
+ * path to its end: conntrack's entry of it was ended, and a FIN or RST without
+ * one is INVALID); RST forgets it. Returns 0 to shortcut, else the pass counter.
  */
-static __always_inline int mc_flow_allows(const struct mc_pkt *p)
+static __always_inline int mc_flow_allows(struct __sk_buff *skb, const struct mc_pkt *p)
 {
 	struct mc_flow_key k = {};
 	struct mc_flow *f, nf = {};
 	__u64 now = bpf_ktime_get_ns();
 
 	mc_flow_key(p, &k);
-	if (p->tcp->rst) {
-		/* The RST goes the way the flow went: on the normal path the node's
-		 * conntrack, which never saw the flow's middle, would call it INVALID
-		 * and kube-proxy's KUBE-FORWARD rule would drop it. */
-		f = bpf_map_lookup_elem(&mc_flows, &k);
-		if (!f || now - f->last_ns > MC_FLOW_IDLE_NS)
-			return MC_C_TC_PASS_UNKNOWN_FLOW;
-		bpf_map_delete_elem(&mc_flows, &k);
-		mc_count(MC_C_TC_FLOW_RST, 1);
-		return 0;
-	}
 	if (p->tcp->syn && !p->tcp->ack) {
 		nf.last_ns = now;
+		nf.flags = MC_FLOW_F_SYN_SENT;
 		bpf_map_update_elem(&mc_flows, &k, &nf, BPF_ANY);
-		return 0;
+		return MC_C_TC_PASS_HANDSHAKE;
 	}
 	f = bpf_map_lookup_elem(&mc_flows, &k);
 	if (!f || now - f->last_ns > ((f->flags & MC_FLOW_F_FIN) ? MC_FLOW_CLOSING_IDLE_NS : MC_FLOW_IDLE_NS))
 		return MC_C_TC_PASS_UNKNOWN_FLOW;
+	if (f->flags & (MC_FLOW_F_SYN_SENT | MC_FLOW_F_SYN_ACKED)) {
+		if (p->tcp->rst) {
+			bpf_map_delete_elem(&mc_flows, &k);
+		} else if (p->tcp->syn) {
+			if (f->flags & MC_FLOW_F_SYN_SENT)
+				f->flags = MC_FLOW_F_SYN_ACKED;
+		} else if (f->flags & MC_FLOW_F_SYN_ACKED) {
+			/* The ACK that completes the handshake (or the first data
+			 * after it, if reordered): still the normal path, then
+			 * established. */
+			f->flags = 0;
+			f->last_ns = now;
+		}
+		return MC_C_TC_PASS_HANDSHAKE;
+	}
+	if (!(f->flags & MC_FLOW_F_CT_ENDED)) {
+		f->flags |= MC_FLOW_F_CT_ENDED;
+		mc_count(mc_ct_end(skb, p) ? MC_C_TC_CT_ENDED : MC_C_TC_CT_ABSENT, 1);
+	}
+	if (p->tcp->rst) {
+		bpf_map_delete_elem(&mc_flows, &k);
+		mc_count(MC_C_TC_FLOW_RST, 1);
+		return 0;
+	}
 	if (p->tcp->fin && !(f->flags & MC_FLOW_F_FIN))
 		f->flags |= MC_FLOW_F_FIN;
 	if (now - f->last_ns > 1000000000ull) /* refresh at most once a second */
@@ -189,7 +263,7 @@ static __always_inline struct mc_pod *mc_pod_by_ip(__u32 ip)
 static __always_inline long mc_to_pod(struct mc_pkt *p, const struct mc_pod *dst)
 {
 	if (!dst->host_ifindex) /* unknown veth: the caller checked; belt and braces */
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	__builtin_memcpy(p->eth->h_dest, dst->pod_mac, ETH_ALEN);
 	__builtin_memcpy(p->eth->h_source, dst->host_mac, ETH_ALEN);
 	return bpf_redirect_peer(dst->host_ifindex, 0);

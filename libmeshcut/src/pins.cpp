@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <thread>
 
 #include "meshcut/abi.h"
 
@@ -19,13 +20,46 @@ const std::vector<std::string>& PinLayout::map_names() {
   return names;
 }
 
-Result<PinLock> PinLock::acquire(const std::string& root) {
+namespace {
+Result<Fd> open_root(const std::string& root) {
   Fd fd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd.valid())
     return make_error("couldn't open pin root '" + root + "'", errno,
                       errno == ENOENT ? "is meshcutd running with --pin-root " + root + "?" : "");
-  if (::flock(fd.get(), LOCK_EX) != 0) return make_error("couldn't lock pin root '" + root + "'", errno);
-  return PinLock(std::move(fd));
+  return fd;
+}
+}  // namespace
+
+Result<PinLock> PinLock::acquire(const std::string& root) {
+  auto fd = open_root(root);
+  if (!fd) return fd.error();
+  int rc;
+  while ((rc = ::flock(fd->get(), LOCK_EX)) != 0 && errno == EINTR) {
+  }
+  if (rc != 0) return make_error("couldn't lock pin root '" + root + "'", errno);
+  return PinLock(std::move(*fd));
+}
+
+Result<PinLock> PinLock::acquire(const std::string& root, std::chrono::milliseconds timeout) {
+  auto fd = open_root(root);
+  if (!fd) return fd.error();
+  // Polling LOCK_NB rather than a timer signal: no signal handler to install
+  // in a library, and the common uncontended case costs one syscall.
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto pause = std::chrono::milliseconds(1);
+  for (;;) {
+    if (::flock(fd->get(), LOCK_EX | LOCK_NB) == 0) return PinLock(std::move(*fd));
+    if (errno != EWOULDBLOCK && errno != EINTR) return make_error("couldn't lock pin root '" + root + "'", errno);
+    auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) break;
+    std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(pause, deadline - now));
+    pause = std::min(pause * 2, std::chrono::milliseconds(20));
+  }
+  return make_error("gave up after " + std::to_string(timeout.count()) + " ms waiting for the lock on pin root '" +
+                        root + "'",
+                    ETIMEDOUT,
+                    "another process holds it (a stuck meshcutd or `meshcutd enroll`?): find it with `fuser -v " +
+                        root + "` or `lsof " + root + "`, or the lock's holder in /proc/locks");
 }
 
 Status mkdir_p(const std::string& path) {

@@ -1,8 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // libFuzzer target for the CNI plugin's input side: the network configuration
-// on stdin (with its prevResult), CNI_ARGS, and result conversion.
+// on stdin (with its prevResult), the CNI_* environment, result conversion,
+// and the backend's validation layer (validate.h: names, paths, and the veth
+// peer decision over kernel facts) — the pure layer only, no interface is read.
 //
-// Input layout: <stdin text> [ '\0' <CNI_ARGS> [ '\0' <CNI_IFNAME> ] ]
+// Input layout, fields separated by NUL (each optional, in this order):
+//   <stdin text> \0 <CNI_ARGS> \0 <CNI_IFNAME> \0 <CNI_CONTAINERID> \0 <CNI_NETNS>
+//   \0 <CNI_PATH> \0 <veth facts: raw bytes>
 // The whole input is also fed to parse_cni_args on its own.
 //
 // Contract under test (cni.h): invalid input throws meshcut::cni::CniError and
@@ -15,15 +19,19 @@
 // stderr and keep going (to explore past a known finding); not for CI.
 #include <cstdint>
 #include <cstdio>
+#include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <map>
 #include <set>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "cni.h"
 #include "plan.h"
+#include "validate.h"
 
 using json = nlohmann::json;
 using namespace meshcut::cni;
@@ -121,20 +129,82 @@ void plan_once(const char* stage, const NetConf& conf, const Env& env) {
   });
 }
 
+// What the backend copies into fixed-size record fields once read_env accepted
+// the environment: bounded copies, as backend.cpp/maps.cpp do (ASan checks).
+void backend_copies(const char* stage, const Env& e) {
+  char ifname[16] = {}, cid[72] = {}, netns[128] = {};
+  if (e.ifname.size() > validate::kMaxIfname) finding(stage, "invariant", "accepted CNI_IFNAME over 15 characters");
+  if (e.container_id.size() > validate::kMaxContainerId) finding(stage, "invariant", "accepted a CNI_CONTAINERID over 71");
+  if (e.ifname.find_first_of("/: \t\n") != std::string::npos) finding(stage, "invariant", "accepted '/', ':' or space");
+  if (!e.netns.empty() && e.netns[0] != '/') finding(stage, "invariant", "accepted a relative CNI_NETNS");
+  std::memcpy(ifname, e.ifname.data(), e.ifname.size());
+  std::memcpy(cid, e.container_id.data(), e.container_id.size());
+  std::memcpy(netns, e.netns.data(), std::min(e.netns.size(), sizeof(netns) - 1));
+  // The owner file name <containerID>:<ifname> is one path component.
+  std::string owner = e.container_id + ":" + e.ifname;
+  if (owner.find('/') != std::string::npos || owner.find("..") == 0) finding(stage, "invariant", "owner file escapes");
+}
+
+// Kernel facts for validate::veth_pair from raw bytes: any combination of
+// kinds, indexes and netns ids, including the macvlan/ipvlan shape.
+validate::VethFacts veth_facts(const std::string& b) {
+  size_t i = 0;
+  auto byte = [&]() -> int { return i < b.size() ? static_cast<unsigned char>(b[i++]) : 0; };
+  auto small = [&]() { return byte() % 8 - 1; };  // -1..6: absent ids and collisions
+  static const char* kinds[] = {"veth", "macvlan", "ipvlan", "", "dummy", "bridge", "macvtap", "vet"};
+  validate::VethFacts f;
+  f.pod_ifname = "eth0";
+  f.pod = {small(), kinds[byte() % 8], small(), small()};
+  f.host_nsid_in_pod = small();
+  f.host_found = byte() & 1;
+  f.host_ifname = std::string(b.substr(std::min(b.size(), i), 15));
+  f.host = {small(), kinds[byte() % 8], small(), small()};
+  f.pod_nsid_in_host = small();
+  return f;
+}
+
+void veth_once(const validate::VethFacts& f) {
+  bool ok = validate::veth_pair(f).empty();
+  bool want = f.pod.kind == "veth" && f.pod.link > 0 && f.pod.link_netnsid >= 0 &&
+              f.pod.link_netnsid == f.host_nsid_in_pod && f.host_found && f.host.ifindex == f.pod.link &&
+              f.host.kind == "veth" && f.host.link == f.pod.ifindex && f.host.link_netnsid >= 0 &&
+              f.host.link_netnsid == f.pod_nsid_in_host;
+  if (ok != want) finding("validate::veth_pair", "invariant", ok ? "accepted a non-peer" : "refused a true peer");
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string all(reinterpret_cast<const char*>(data), size);
   size_t nul = all.find('\0');
   std::string text = all.substr(0, nul);
-  std::string args, ifname;
-  bool have_args = nul != std::string::npos;
-  if (have_args) {
-    std::string rest = all.substr(nul + 1);
-    size_t nul2 = rest.find('\0');
-    args = rest.substr(0, nul2);
-    if (nul2 != std::string::npos) ifname = rest.substr(nul2 + 1);
+  // Fields after the netconf text, split at NUL.
+  std::vector<std::string> field;
+  for (size_t pos = nul; pos != std::string::npos;) {
+    size_t next = all.find('\0', pos + 1);
+    field.push_back(all.substr(pos + 1, next == std::string::npos ? std::string::npos : next - pos - 1));
+    pos = next;
+    if (field.size() == 6) {  // the rest, NULs included, is the veth facts
+      if (pos != std::string::npos) field.push_back(all.substr(pos + 1));
+      break;
+    }
   }
+  auto fld = [&](size_t k) { return k < field.size() ? field[k] : std::string(); };
+  bool have_args = !field.empty();
+  std::string args = fld(0), ifname = fld(1), cid = fld(2), netns = fld(3), cni_path = fld(4);
+
+  // The validation layer on each raw field, then the veth decision.
+  guarded("validate", [&] {
+    for (const auto& f : field) {
+      (void)validate::ifname(f);
+      (void)validate::container_id(f);
+      (void)validate::network_name(f);
+      (void)validate::abs_path(f);
+      (void)validate::path_list(f);
+      (void)validate::cni_args(f);
+    }
+    veth_once(veth_facts(fld(5)));
+  });
 
   // CNI_ARGS parser on its own: never throws, keys are non-empty and '='/';'-free.
   guarded("parse_cni_args(all)", [&] {
@@ -145,9 +215,30 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   });
 
+  // The environment alone (every command): what read_env accepts is safe to copy.
+  for (const char* cmd : {"ADD", "DEL", "GC"}) {
+    auto m = fixed_env();
+    m["CNI_COMMAND"] = cmd;
+    if (have_args) {
+      m["CNI_ARGS"] = args.c_str();  // an environment variable ends at NUL
+      m["CNI_IFNAME"] = ifname.c_str();
+      m["CNI_CONTAINERID"] = cid.c_str();
+      m["CNI_NETNS"] = netns.c_str();
+      m["CNI_PATH"] = cni_path.c_str();
+    }
+    Env e;
+    if (guarded("read_env(input env)", [&] { e = env_from(m); })) backend_copies("read_env(input env)", e);
+  }
+
   NetConf conf;
   if (!guarded("parse_netconf", [&] { conf = parse_netconf(text); })) return 0;
   if (!version_supported(conf.cni_version)) finding("parse_netconf", "invariant", "unsupported cniVersion accepted");
+  // Paths the plugin opens as root: accepted only if valid.
+  if (!validate::abs_path(conf.pin_root).empty() || !validate::abs_path(conf.state_dir).empty() ||
+      (!conf.log_file.empty() && !validate::abs_path(conf.log_file).empty()))
+    finding("parse_netconf", "invariant", "accepted an invalid pinRoot/stateDir/logFile");
+  if (!conf.name.empty() && !validate::network_name(conf.name).empty())
+    finding("parse_netconf", "invariant", "accepted an invalid network name");
 
   guarded("error_json/version_json", [&] {
     (void)json::parse(error_json(CniError{kInvalidConfig, "x", "y"}, conf.cni_version));
@@ -159,11 +250,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Env env;
   if (guarded("read_env(fixed)", [&] { env = env_from(base); })) plan_once("make_plan(fixed env)", conf, env);
 
-  // ADD with CNI_ARGS (and CNI_IFNAME) from the input.
+  // ADD with the environment from the input.
   if (have_args) {
     auto m = base;
     m["CNI_ARGS"] = args.c_str();  // an environment variable ends at NUL
     if (!ifname.empty()) m["CNI_IFNAME"] = ifname.c_str();
+    if (!cid.empty()) m["CNI_CONTAINERID"] = cid.c_str();
+    if (!netns.empty()) m["CNI_NETNS"] = netns.c_str();
+    if (!cni_path.empty()) m["CNI_PATH"] = cni_path.c_str();
     Env e2;
     if (guarded("read_env(input args)", [&] { e2 = env_from(m); })) plan_once("make_plan(input CNI_ARGS)", conf, e2);
   }

@@ -1,7 +1,9 @@
 #!/bin/bash
 # SPDX-License-Identifier: Apache-2.0
-# Fuzz the CNI plugin's config/prevResult/CNI_ARGS parser (libFuzzer + ASan +
-# UBSan + LeakSanitizer) for SECONDS (default 30).
+# Fuzz the CNI plugin's input side (libFuzzer + ASan + UBSan + LeakSanitizer)
+# for SECONDS (default 30): config/prevResult, the CNI_* environment (ifname,
+# container ID, netns, CNI_PATH, CNI_ARGS) and the backend's pure validation
+# layer (cni-plugin/validate.cpp: names, paths, the veth peer decision).
 #
 #   test/fuzz/run.sh [SECONDS]
 #
@@ -37,17 +39,17 @@ command -v "$CXX" >/dev/null 2>&1 || skip "$CXX not found (apt-get install clang
 FUZZLIB=$("$CXX" -print-file-name=libclang_rt.fuzzer-x86_64.a)
 [ -f "$FUZZLIB" ] || skip "libFuzzer not found (apt-get install libclang-rt-14-dev)"
 
-SRCS="$HERE/fuzz_netconf.cpp $ROOT/cni-plugin/cni.cpp $ROOT/cni-plugin/plan.cpp"
+SRCS="$HERE/fuzz_netconf.cpp $ROOT/cni-plugin/cni.cpp $ROOT/cni-plugin/plan.cpp $ROOT/cni-plugin/validate.cpp"
 mkdir -p "$OUT" "$OUT/artifacts"
 stale=0
 [ -x "$BIN" ] || stale=1
-for f in $SRCS "$ROOT/cni-plugin/cni.h" "$ROOT/cni-plugin/plan.h" "$0"; do
+for f in $SRCS "$ROOT/cni-plugin/cni.h" "$ROOT/cni-plugin/plan.h" "$ROOT/cni-plugin/validate.h" "$0"; do
   [ "$f" -nt "$BIN" ] && stale=1
 done
 if [ $stale = 1 ]; then
   echo "fuzz: building $BIN"
-  # cni.cpp/plan.cpp need only nlohmann-json and the standard library: no
-  # libmeshcut, no libbpf.
+  # cni.cpp/plan.cpp/validate.cpp need only nlohmann-json and the standard
+  # library: no libmeshcut, no libbpf, no kernel interface.
   # shellcheck disable=SC2086 # SRCS is a list of paths without spaces
   "$CXX" -std=c++20 -g -O1 -fno-omit-frame-pointer \
     -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \

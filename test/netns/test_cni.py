@@ -79,7 +79,7 @@ def main():
         "plugins": [
             {"type": "bridge", "bridge": br, "isGateway": True, "ipMasq": False,
              "ipam": {"type": "host-local", "dataDir": ipam_dir, "ranges": [[{"subnet": "10.252.0.0/24"}]]}},
-            {"type": "meshcut", "pinRoot": d.pin_root, "logFile": log_file,
+            {"type": "meshcut", "pinRoot": d.pin_root, "logFile": log_file, "stateDir": os.path.join(tmp, "state"),
              "capabilities": {"io.kubernetes.cri.pod-annotations": True}},
         ]}
     rt = cnirun.Runtime(node, conflist, ["/usr/lib/cni", PLUGIN_DIR], os.path.join(tmp, "cache"))

@@ -3,9 +3,11 @@
 """netns tier, cross-node shortcut: coexistence (invariant 6) and re-checks.
 
 Another agent's tc filter (foreign_tc.bpf.c: drops TCP to port 9, passes the
-rest on) sits before meshcut's on a pod's host veth and on the overlay device:
-both keep running in their order (port 9 stays blocked, the rest is still
-shortcut). meshcutd puts back its own filters when another agent removes them,
+rest on) sits before meshcut's on a pod's host veth and on the overlay device,
+and a third one after meshcut's (tc's default priority 49152: drops TCP and UDP
+to port 10): all keep running in their order (ports 9 and 10 stay blocked, the
+rest is still shortcut), since meshcut returns TC_ACT_UNSPEC for what it does
+not take. meshcutd puts back its own filters when another agent removes them,
 and `meshcutd detach` removes only its own.
 """
 import os
@@ -20,6 +22,7 @@ import streams  # noqa: E402
 import twonode  # noqa: E402
 
 FOREIGN = os.path.join(mcnet.BUILD, "bpf", "mc_foreign_tc.bpf.o")
+FOREIGN_AFTER = os.path.join(mcnet.BUILD, "bpf", "mc_foreign_tc_after.bpf.o")  # drops TCP and UDP to port 10
 OURS = ("pref 19779", "handle 0x4d43")
 
 
@@ -41,8 +44,11 @@ def main():
     for node, dev in ((n1, c1.host_veth), (n2, "flannel.1")):
         node.run("tc", "filter", "add", "dev", dev, "ingress", "prio", "1", "handle", "1", "bpf", "da",
                  "obj", FOREIGN, "sec", "tc")
+        node.run("tc", "filter", "add", "dev", dev, "ingress", "prio", "49152", "handle", "2", "bpf", "da",
+                 "obj", FOREIGN_AFTER, "sec", "tc")
     lst = twonode.listen_tcp(s2.ns, s2.ip, 8080)
     blk = twonode.listen_tcp(s2.ns, s2.ip, 9)
+    blk10 = twonode.listen_tcp(s2.ns, s2.ip, 10)
 
     def exchange():
         c = mcnet.in_netns(c1.ns, socket.create_connection, (s2.ip, 8080), 5)
@@ -72,8 +78,35 @@ def main():
     except OSError:
         blocked = True
     ck.check(blocked, "and the other agent's filter still runs first (TCP to port 9 dropped)")
+    try:
+        mcnet.in_netns(c1.ns, socket.create_connection, (s2.ip, 10), 1).close()
+        blocked10 = False
+    except OSError:
+        blocked10 = True
+
+    def udp_got(port):
+        r = mcnet.in_netns(s2.ns, socket.socket, socket.AF_INET, socket.SOCK_DGRAM)
+        r.bind((s2.ip, port))
+        r.settimeout(0.5)
+        u = mcnet.in_netns(c1.ns, socket.socket, socket.AF_INET, socket.SOCK_DGRAM)
+        for _ in range(3):
+            u.sendto(b"x" * 32, (s2.ip, port))
+        try:
+            got = len(r.recv(64)) > 0
+        except OSError:
+            got = False
+        u.close()
+        r.close()
+        return got
+
+    u10, u11 = udp_got(10), udp_got(11)
+    ck.check(blocked10 and not u10 and u11,
+             "the filter after meshcut's still sees what meshcut passes on: the handshake to TCP port 10 and UDP "
+             "to port 10 dropped there (tcp %s, udp %s), UDP to port 11 delivered (%s)"
+             % ("dropped" if blocked10 else "CONNECTED", "delivered" if u10 else "dropped", u11))
     f = filters(n1, c1.host_veth)
-    ck.check("pref 1 " in f and all(x in f for x in OURS), "both filters on the pod veth, in their order")
+    ck.check("pref 1 " in f and all(x in f for x in OURS) and "pref 49152 " in f,
+             "the three filters on the pod veth, in their order")
 
     for node, dev, what in ((n2, "flannel.1", "overlay device"), (n1, c1.host_veth, "pod veth")):
         node.run("tc", "filter", "del", "dev", dev, "ingress", "pref", "19779", "handle", "0x4d43", "bpf")

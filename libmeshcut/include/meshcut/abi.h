@@ -44,8 +44,10 @@ inline constexpr std::array<std::string_view, MC_C__N> kCounterNames = {
     "tc_redirect_peer",    "tc_redirect_local",    "tc_pass_not_ip",
     "tc_pass_fragment",    "tc_pass_not_tcp",      "tc_pass_not_pod",
     "tc_pass_no_pod",      "tc_pass_unknown_flow", "tc_pass_fib",
-    "tc_pass_disabled",    "tc_flow_rst",
+    "tc_pass_disabled",    "tc_flow_rst",          "tc_pass_handshake",
+    "tc_ct_ended",         "tc_ct_absent",
 };
 static_assert(kCounterNames.size() == MC_C__N);
+static_assert(MC_C__N <= MC_C_MAX);
 
 }  // namespace meshcut

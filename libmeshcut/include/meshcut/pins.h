@@ -7,6 +7,7 @@
 //   <pin-root>/links/sockops_cgroup
 #pragma once
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -34,7 +35,12 @@ struct PinLayout {
 // ADD/DEL serialise their writes to the pinned state on it. Released on destruction.
 class PinLock {
  public:
+  // Waits as long as it takes (meshcutd, the operator tools).
   static Result<PinLock> acquire(const std::string& root);
+  // Waits at most TIMEOUT (the CNI plugin: a stuck holder must not wedge every
+  // pod start and stop on the node), then fails with ETIMEDOUT and a hint that
+  // names the holder's lock. A zero timeout tries once.
+  static Result<PinLock> acquire(const std::string& root, std::chrono::milliseconds timeout);
   PinLock(PinLock&&) = default;
   PinLock& operator=(PinLock&&) = default;
 

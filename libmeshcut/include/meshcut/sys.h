@@ -32,19 +32,28 @@ Result<uint64_t> netns_cookie(const std::string& netns_path);
 // IPv4 addresses (network order) configured in that netns, loopback excluded.
 Result<std::vector<uint32_t>> netns_ipv4(const std::string& netns_path);
 
-// The ifindex, in the netns it lives in, of the veth peer of IFNAME inside the
-// network namespace at NETNS_PATH (IFLA_LINK of the pod's eth0), and IFNAME's MAC.
+// What rtnetlink says about one interface (RTM_GETLINK), in the netns it was
+// read in. An IFNAME longer than 15 characters is refused (EINVAL), never copied.
 struct LinkInfo {
-  int ifindex = 0;       // in the pod netns
-  int peer_ifindex = 0;  // IFLA_LINK: the peer's ifindex (0 if not a veth)
-  std::string mac;       // "aa:bb:cc:dd:ee:ff"
+  int ifindex = 0;        // in the netns it was read in
+  int peer_ifindex = 0;   // IFLA_LINK: a veth's peer, a macvlan/ipvlan's PARENT (0 if none)
+  int link_netnsid = -1;  // IFLA_LINK_NETNSID: where IFLA_LINK lives (-1: the same netns)
+  std::string kind;       // IFLA_LINKINFO/IFLA_INFO_KIND: "veth", "macvlan", "" (none)
+  std::string name;       // IFLA_IFNAME
+  std::string mac;        // "aa:bb:cc:dd:ee:ff"
 };
 Result<LinkInfo> link_in_netns(const std::string& netns_path, const std::string& ifname);
-// Both of the above in one visit of the netns (the CNI ADD path: each setns
-// into a fresh namespace costs about a millisecond).
+// The CNI ADD path's one visit of the pod netns (each setns into a fresh
+// namespace costs about a millisecond): its cookie, IFNAME there, and what it
+// takes to tell whether IFNAME's IFLA_LINK really is its veth peer in the
+// caller's netns (both netns ids, and the caller-side interface at that index).
+// Facts only: deciding is the caller's (cni-plugin/validate.h).
 struct PodNetns {
   uint64_t cookie = 0;
-  LinkInfo link;
+  LinkInfo link;               // IFNAME in the pod netns
+  int host_nsid_in_pod = -1;   // the caller's netns as the pod netns numbers it
+  int pod_nsid_in_host = -1;   // the pod netns as the caller's netns numbers it
+  std::optional<LinkInfo> host;  // the caller-netns interface at link.peer_ifindex, if any
 };
 Result<PodNetns> pod_netns(const std::string& netns_path, const std::string& ifname);
 // MAC of an interface in the caller's netns.
