@@ -169,14 +169,28 @@ def main():
     d = cl.delta(cl.snapshot(), before)
     left = {n.name: ct_entries(n, s2.ip, PORT + 2) for n in (n1, n2)}
     feats = {n.name: n.daemon.status()["features"].get("conntrack_kfuncs") for n in (n1, n2)}
-    ck.check(ok1 and all(feats.values()) and ctr(d, "n1", "tc_ct_ended") >= 1
-             and ctr(d, "n2", "tc_ct_ended") >= 1 and not any(left.values()),
-             "a shortcut flow's conntrack entry was ended on both nodes (conntrack kfuncs %s; tc_ct_ended n1 +%d "
-             "n2 +%d; entries left %s)" % (feats, ctr(d, "n1", "tc_ct_ended"), ctr(d, "n2", "tc_ct_ended"),
-                                           left))
+    kfuncs = os.environ.get("MESHCUT_NO_CT_KFUNCS") != "1"
+    if kfuncs:
+        ck.check(ok1 and all(feats.values()) and ctr(d, "n1", "tc_ct_ended") >= 1
+                 and ctr(d, "n2", "tc_ct_ended") >= 1 and not any(left.values()),
+                 "a shortcut flow's conntrack entry was ended on both nodes (conntrack kfuncs %s; tc_ct_ended "
+                 "n1 +%d n2 +%d; entries left %s)" % (feats, ctr(d, "n1", "tc_ct_ended"),
+                                                      ctr(d, "n2", "tc_ct_ended"), left))
+    else:
+        # The build without kfuncs (kernels before 6.0, or nf_conntrack loaded
+        # after meshcutd): the entry stays, and the flow still works on the shortcut.
+        ck.check(ok1 and not any(feats.values()) and ctr(d, "n1", "tc_ct_absent") >= 1
+                 and ctr(d, "n2", "tc_ct_absent") >= 1 and all(left.values()),
+                 "without conntrack kfuncs (forced) the tc programs load without them, count the flow in "
+                 "tc_ct_absent (n1 +%d, n2 +%d) and conntrack keeps its entry (%s)"
+                 % (ctr(d, "n1", "tc_ct_absent"), ctr(d, "n2", "tc_ct_absent"),
+                    {k: len(v) for k, v in left.items()}))
     ok2 = exchange("two")
-    for n in (n1, n2):
-        n.daemon.cli("set", "--cross-node", "off")
+    if kfuncs:
+        # A fallback mid-stream is picked up by conntrack only without a stale
+        # entry (README, known limitations): checked where the entry was ended.
+        for n in (n1, n2):
+            n.daemon.cli("set", "--cross-node", "off")
     before = cl.snapshot()
     ok3 = exchange("three")
     d = cl.delta(cl.snapshot(), before)
@@ -187,10 +201,12 @@ def main():
     c.close()
     time.sleep(0.3)
     inv = {n.name: n.invalid_drops() - inv0[n.name] for n in (n1, n2)}
-    ck.check(ok2 and ok3 and eof and eof2 and not any(inv.values())
-             and not any(ctr(d, k, c_) for k in ("n1", "n2") for c_ in twonode_redirects()),
-             "the flow went on after its entry was ended, fell back to the normal path mid-stream (shortcut off: "
-             "nothing redirected) and closed cleanly, nothing dropped as INVALID (%s)" % inv)
+    redirected = sum(ctr(d, k, c_) for k in ("n1", "n2") for c_ in twonode_redirects())
+    ck.check(ok2 and ok3 and eof and eof2 and not any(inv.values()) and (redirected == 0) == kfuncs,
+             "the flow went on, %s and closed cleanly, nothing dropped as INVALID "
+             "(%s; %d packets redirected after)"
+             % ("fell back to the normal path mid-stream (shortcut off)" if kfuncs else "stayed on the shortcut",
+                inv, redirected))
     for n in (n1, n2):
         n.daemon.cli("set", "--cross-node", "on")
     ck.done()
