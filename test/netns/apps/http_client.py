@@ -143,9 +143,12 @@ class Conn:
             if got == n:
                 break
             self.fill(deadline)
+        fin_wait = None
         if close:
             # The request ends at the server's FIN, as for an EOF-delimited
-            # body: this is where a dropped-and-retransmitted FIN shows.
+            # body: this is where a dropped-and-retransmitted FIN shows, as
+            # the wait from the body's last byte to EOF (fin_sec).
+            t_body = time.monotonic()
             try:
                 while True:
                     self.fill(deadline)
@@ -153,10 +156,11 @@ class Conn:
                         raise ValueError("%d bytes after the body" % len(self.buf))
             except EOFError:
                 pass
+            fin_wait = time.monotonic() - t_body
             self.close()
         elif hdr.get("connection", "").lower() == "close":
             self.close()
-        return status, n, h.hexdigest(), hdr
+        return status, n, h.hexdigest(), hdr, fin_wait
 
 
 def main():
@@ -177,12 +181,15 @@ def main():
         for _ in range(int(count)):
             t0 = time.monotonic()
             try:
-                status, n, sha, hdr = c.request(path, a.timeout, a.close)
+                status, n, sha, hdr, fin_wait = c.request(path, a.timeout, a.close)
                 exp = want.get(path) or hdr.get("x-sha256")
                 ok = status == 200 and sha == exp
                 if not ok:
                     out["errors"].append("%s: status %d, sha %s != %s" % (path, status, sha[:12], (exp or "?")[:12]))
-                out["requests"].append({"path": path, "bytes": n, "sec": time.monotonic() - t0, "ok": ok})
+                r = {"path": path, "bytes": n, "sec": time.monotonic() - t0, "ok": ok}
+                if fin_wait is not None:
+                    r["fin_sec"] = fin_wait  # body's last byte -> EOF
+                out["requests"].append(r)
             except Exception as e:
                 out["errors"].append("%s: %r" % (path, e))
                 out["requests"].append({"path": path, "bytes": 0, "sec": time.monotonic() - t0, "ok": False})
