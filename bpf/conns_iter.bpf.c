@@ -9,7 +9,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
-#include "meshcut_kern_user.h"
+#include "meshcut_sk_state.h"
 
 struct seq_file;
 struct sock;
@@ -21,13 +21,6 @@ struct bpf_iter__bpf_sk_storage_map {
 	struct sock *sk;
 	void *value;
 } __attribute__((preserve_access_index));
-
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct mc_sock_state);
-} mc_sk_state SEC(".maps");
 
 SEC("iter/bpf_sk_storage_map")
 int mc_conns_iter(struct bpf_iter__bpf_sk_storage_map *ctx)

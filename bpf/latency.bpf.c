@@ -26,10 +26,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include "meshcut_trace.h"
-
-#define MC_AF_INET 2
-#define MC_IPPROTO_TCP 6
-#define MC_MSG_PEEK 2
+#include "meshcut_net.h"
 
 struct net {
 	__u64 net_cookie;

@@ -8,19 +8,11 @@
  * sk_msg reads. Anything unexpected leaves the socket alone: normal path.
  */
 #include "meshcut_kern.h"
+#include "meshcut_net.h"
 
-#ifndef AF_INET
-#define AF_INET 2
-#endif
-#ifndef SOL_TCP
-#define SOL_TCP 6
-#endif
 /* Minimum RTO (µs) for sockets whose peer is on this node (the kernel's is
  * 200 ms); 0 keeps the kernel's. Set by meshcutd before load (--local-rto-min-us). */
 const volatile int mc_local_rto_min_us = 5000;
-#ifndef AF_INET6
-#define AF_INET6 10
-#endif
 
 /* IPv4-mapped IPv6 (::ffff:a.b.c.d): a dual-stack socket talking IPv4. Its
  * local_ip4/remote_ip4 hold the IPv4 addresses. */
@@ -102,7 +94,7 @@ static __always_inline void mc_established(struct bpf_sock_ops *skops, __u8 side
 		mc_count(MC_C_SOCK_NOT_ENROLLED, 1);
 		return;
 	}
-	if (skops->family != AF_INET && !(skops->family == AF_INET6 && mc_v4mapped(skops))) {
+	if (skops->family != MC_AF_INET && !(skops->family == MC_AF_INET6 && mc_v4mapped(skops))) {
 		mc_count(MC_C_SOCK_SKIP_FAMILY, 1);
 		return;
 	}
@@ -172,7 +164,7 @@ static __always_inline void mc_established(struct bpf_sock_ops *skops, __u8 side
 	if (local_peer && mc_local_rto_min_us > 0) {
 		int rto_min_us = mc_local_rto_min_us;
 
-		if (bpf_setsockopt(skops, SOL_TCP, TCP_BPF_RTO_MIN, &rto_min_us, sizeof(rto_min_us)))
+		if (bpf_setsockopt(skops, MC_SOL_TCP, TCP_BPF_RTO_MIN, &rto_min_us, sizeof(rto_min_us)))
 			mc_count(MC_C_SOCK_RTO_FAILED, 1);
 	}
 

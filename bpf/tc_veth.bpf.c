@@ -13,10 +13,7 @@
  * counted by reason.
  */
 #include "meshcut_tc.h"
-
-#ifndef AF_INET
-#define AF_INET 2
-#endif
+#include "meshcut_net.h"
 
 SEC("tc")
 int mc_tc_veth(struct __sk_buff *skb)
@@ -53,7 +50,7 @@ int mc_tc_veth(struct __sk_buff *skb)
 		return mc_to_pod(&p, dst);
 	}
 
-	fib.family = AF_INET;
+	fib.family = MC_AF_INET;
 	fib.l4_protocol = IPPROTO_TCP;
 	fib.tos = p.ip->tos;
 	/* tot_len 0: the kernel checks the skb against the egress MTU itself,

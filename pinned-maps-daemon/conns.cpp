@@ -19,8 +19,11 @@
 #include "meshcut/abi.h"
 #include "meshcut/maps.h"
 #include "meshcut/pins.h"
+#include "meshcut/skel.h"
 #include "meshcut/sys.h"
 #include "probe.h"
+
+MESHCUT_SKEL(mc_conns_iter);
 
 using namespace meshcut;
 
@@ -75,13 +78,13 @@ Result<std::pair<uint32_t, uint16_t>> endpoint(const std::string& s) {
 namespace {
 
 Result<std::vector<mc_sock_state>> iterate(const PinLayout& layout) {
-  std::unique_ptr<mc_conns_iter, void (*)(mc_conns_iter*)> skel(mc_conns_iter__open(), mc_conns_iter__destroy);
+  auto skel = open_skel<mc_conns_iter>();
   if (!skel) return make_error("couldn't open the conns iterator", errno);
   auto map = open_pinned(layout.map(MC_MAP_SK_STATE));
   if (!map) return map.error();
   if (int err = bpf_map__reuse_fd(skel->maps.mc_sk_state, map->get()))
     return make_error("couldn't use the pinned " MC_MAP_SK_STATE, -err);
-  if (int err = mc_conns_iter__load(skel.get()))
+  if (int err = load_skel(skel))
     return make_error("couldn't load the conns iterator (a BPF tracing program)", -err,
                       daemon::tracing_refused_hint(-err));
   union bpf_iter_link_info li = {};

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <memory>
@@ -27,18 +28,20 @@
 #include "meshcut/maps.h"
 #include "meshcut/sys.h"
 #include "meshcut/pods.h"
+#include "meshcut/skel.h"
 #include "meshcut/tc.h"
+
+MESHCUT_SKEL(mc_sockops);
+MESHCUT_SKEL(mc_sk_msg);
+MESHCUT_SKEL(mc_sk_skb);
+MESHCUT_SKEL(mc_tc_veth);
+MESHCUT_SKEL(mc_tc_overlay);
+MESHCUT_SKEL(mc_tc_veth_noct);
+MESHCUT_SKEL(mc_tc_overlay_noct);
 
 namespace meshcut::daemon {
 namespace {
 
-template <typename T, void (*D)(T*)>
-struct Deleter {
-  void operator()(T* p) const { D(p); }
-};
-using SockopsSkel = std::unique_ptr<mc_sockops, Deleter<mc_sockops, mc_sockops__destroy>>;
-using SkMsgSkel = std::unique_ptr<mc_sk_msg, Deleter<mc_sk_msg, mc_sk_msg__destroy>>;
-using SkSkbSkel = std::unique_ptr<mc_sk_skb, Deleter<mc_sk_skb, mc_sk_skb__destroy>>;
 
 // Points every map of OBJ at its pin: libbpf reuses a compatible pinned map
 // (same type, key, value, max_entries, flags) or creates and pins a new one.
@@ -67,15 +70,14 @@ struct TcProgs {
 };
 
 template <typename V, typename O>
-Result<TcProgs> load_tc_pair(V* (*vopen)(), int (*vload)(V*), void (*vdestroy)(V*), O* (*oopen)(),
-                             int (*oload)(O*), void (*odestroy)(O*), const PinLayout& layout, uint32_t max_sockets) {
-  std::shared_ptr<V> v(vopen(), vdestroy);
-  std::shared_ptr<O> o(oopen(), odestroy);
+Result<TcProgs> load_tc_pair(const PinLayout& layout, uint32_t max_sockets) {
+  std::shared_ptr<V> v = open_skel<V>();
+  std::shared_ptr<O> o = open_skel<O>();
   if (!v || !o) return make_error("couldn't open the tc skeletons", errno);
   for (bpf_object* obj : {v->obj, o->obj})
     if (auto st = set_pin_paths(obj, layout, max_sockets); !st) return st.error();
-  if (int err = vload(v.get())) return load_error("tc_veth", -err, layout);
-  if (int err = oload(o.get())) return load_error("tc_overlay", -err, layout);
+  if (int err = SkelOps<V>::load(v.get())) return load_error("tc_veth", -err, layout);
+  if (int err = SkelOps<O>::load(o.get())) return load_error("tc_overlay", -err, layout);
   TcProgs t;
   t.veth = v->progs.mc_tc_veth;
   t.overlay = o->progs.mc_tc_overlay;
@@ -91,15 +93,12 @@ Result<TcProgs> load_tc(const PinLayout& layout, uint32_t max_sockets) {
   const char* off = std::getenv("MESHCUT_NO_CT_KFUNCS");  // tests: the path of kernels without them
   auto ct = off && std::string(off) == "1"
                 ? Result<TcProgs>(make_error("conntrack kfuncs off by request (MESHCUT_NO_CT_KFUNCS=1)", 0))
-                : load_tc_pair(mc_tc_veth__open, mc_tc_veth__load, mc_tc_veth__destroy, mc_tc_overlay__open,
-                         mc_tc_overlay__load, mc_tc_overlay__destroy, layout, max_sockets);
+                : load_tc_pair<mc_tc_veth, mc_tc_overlay>(layout, max_sockets);
   if (ct) {
     ct->ct = true;
     return ct;
   }
-  auto plain = load_tc_pair(mc_tc_veth_noct__open, mc_tc_veth_noct__load, mc_tc_veth_noct__destroy,
-                            mc_tc_overlay_noct__open, mc_tc_overlay_noct__load, mc_tc_overlay_noct__destroy, layout,
-                            max_sockets);
+  auto plain = load_tc_pair<mc_tc_veth_noct, mc_tc_overlay_noct>(layout, max_sockets);
   if (!plain) return plain.error();
   plain->ct_error = ct.error().format();
   log::warn("conntrack kfuncs unavailable: conntrack entries of shortcut flows stay until conntrack's timeout",
@@ -161,6 +160,20 @@ Status check_layout_version(const PinLayout& layout) {
                       EINVAL,
                       "run `meshcutd detach --pin-root " + layout.root +
                           "` with the old meshcutd (live connections fall back to the normal path)");
+  // Same version, other struct layout (a change that kept every size): the
+  // maps would be reused and misread. 0: written by a daemon without it.
+  if (m.magic == MC_META_MAGIC && m.abi_fingerprint != 0 && m.abi_fingerprint != kAbiFingerprint) {
+    char got[16], want[16];
+    std::snprintf(got, sizeof(got), "0x%08x", m.abi_fingerprint);
+    std::snprintf(want, sizeof(want), "0x%08x", kAbiFingerprint);
+    return make_error("pin root '" + layout.root + "' holds layout v" + std::to_string(m.layout_version) +
+                          " with ABI fingerprint " + got + ", this meshcutd's structs have fingerprint " + want +
+                          " (a struct changed without a layout version bump)",
+                      EINVAL,
+                      "run `meshcutd detach --pin-root " + layout.root +
+                          "` with the meshcutd that created it (live connections fall back to the normal path), "
+                          "then start this one");
+  }
   return ok_status();
 }
 
@@ -241,9 +254,9 @@ Result<AttachResult> attach_all(const DaemonConfig& cfg, const std::string& cgro
     res.max_sockets = cur;
   }
 
-  SockopsSkel so(mc_sockops__open());
-  SkMsgSkel sm(mc_sk_msg__open());
-  SkSkbSkel sb(mc_sk_skb__open());
+  auto so = open_skel<mc_sockops>();
+  auto sm = open_skel<mc_sk_msg>();
+  auto sb = open_skel<mc_sk_skb>();
   if (!so || !sm || !sb) return make_error("couldn't open the BPF skeletons", errno);
   so->rodata->mc_local_rto_min_us = static_cast<int>(cfg.local_rto_min_us);
   for (bpf_object* o : {so->obj, sm->obj, sb->obj})
@@ -293,6 +306,7 @@ Result<AttachResult> attach_all(const DaemonConfig& cfg, const std::string& cgro
   clock_gettime(CLOCK_REALTIME, &ts);
   meta.started_ns = static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
   meta.max_sockets = res.max_sockets;
+  meta.abi_fingerprint = kAbiFingerprint;
   if (auto st = maps->set_meta(meta); !st) return st.error();
   mc_config mc{};
   mc.enabled = 1;
@@ -373,19 +387,72 @@ Status detach_all(const PinLayout& layout) {
   return ok_status();
 }
 
-bool reattach_overlay(const PinLayout& layout) {
+OverlayRecheck reattach_overlay(const PinLayout& layout, const std::string& dev) {
+  OverlayRecheck r;
   auto maps = PinnedMaps::open(layout);
-  if (!maps) return false;
+  if (!maps) return r;
   auto c = maps->config();
-  if (!c || !c->enabled || !c->overlay_ifindex || tc::attached(static_cast<int>(c->overlay_ifindex))) return false;
-  auto prog = open_pinned(layout.prog(MC_PROG_TC_OVERLAY));
-  if (!prog) return false;
-  auto att = tc::attach_ingress(static_cast<int>(c->overlay_ifindex), prog->get());
-  if (!att) {
-    log::warn("couldn't re-attach the overlay tc filter", {{"error", att.error().format()}});
-    return false;
+  if (!c || !c->enabled) return r;
+  uint32_t ifindex = c->overlay_ifindex;
+  if (!dev.empty()) {
+    ifindex = if_nametoindex(dev.c_str());
+    if (!ifindex) {
+      r.missing = true;  // deleted, maybe being recreated: look again next time
+      return r;
+    }
   }
-  return true;
+  if (!ifindex) return r;
+  r.old_ifindex = c->overlay_ifindex;
+  r.new_ifindex = ifindex;
+  bool moved = ifindex != c->overlay_ifindex;
+  if (!moved && tc::attached(static_cast<int>(ifindex))) return r;
+  auto prog = open_pinned(layout.prog(MC_PROG_TC_OVERLAY));
+  if (!prog) return r;
+  auto att = tc::attach_ingress(static_cast<int>(ifindex), prog->get());
+  if (!att) {
+    log::warn("couldn't re-attach the overlay tc filter", {{"device", dev}, {"ifindex", ifindex},
+                                                            {"error", att.error().format()}});
+    return r;
+  }
+  if (moved) {
+    // Only the ifindex changes: the switches someone set meanwhile stay.
+    c->overlay_ifindex = ifindex;
+    if (auto st = maps->set_config(*c); !st)
+      log::warn("couldn't record the overlay's new ifindex in " MC_MAP_CONFIG, {{"error", st.error().format()}});
+  }
+  r.attached = true;
+  return r;
+}
+
+SockopsRecheck reattach_sockops(const PinLayout& layout, const std::string& cgroup) {
+  SockopsRecheck r;
+  std::string pin = layout.link(MC_LINK_SOCKOPS);
+  if (int lfd = bpf_obj_get(pin.c_str()); lfd >= 0) {
+    Fd f(lfd);
+    bpf_link_info info{};
+    uint32_t len = sizeof(info);
+    // A detached cgroup link keeps its pin but reports cgroup_id 0.
+    if (bpf_obj_get_info_by_fd(lfd, &info, &len) != 0 || info.cgroup.cgroup_id != 0) return r;
+  }
+  auto prog = open_pinned(layout.prog(MC_PROG_SOCKOPS));
+  if (!prog) {
+    r.error = prog.error().format();
+    return r;
+  }
+  // A defunct pinned link is replaced by a new one, pinned in its place.
+  auto att = attach_sockops(prog->get(), cgroup, layout);
+  if (!att) {
+    r.error = att.error().format();
+    return r;
+  }
+  r.attached = true;
+  if (int lfd = bpf_obj_get(pin.c_str()); lfd >= 0) {
+    Fd f(lfd);
+    bpf_link_info info{};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(lfd, &info, &len) == 0) r.link_id = info.id;
+  }
+  return r;
 }
 
 nlohmann::json attachments_json(const PinLayout& layout) {

@@ -27,9 +27,27 @@ struct AttachResult {
   bool conns_table = false;       // sockops/sk_msg keep mc_conns (no BPF iterator)
 };
 
+// The recheck loop's repairs; the caller holds the pin lock.
+struct OverlayRecheck {
+  bool attached = false;   // our filter had to be put on (again)
+  bool missing = false;    // no device of that name right now (being recreated?)
+  uint32_t old_ifindex = 0, new_ifindex = 0;  // differ: the device was recreated
+};
 // Puts our tc filter back on the overlay device if another agent removed it.
-// Returns true if it had to.
-bool reattach_overlay(const PinLayout& layout);
+// The device is looked up by DEV, its configured name, each time: recreated
+// (flannel restarts) it has a new ifindex, which gets the filter and goes
+// into mc_config.overlay_ifindex (the other config fields are kept). An empty
+// DEV uses the ifindex in mc_config.
+OverlayRecheck reattach_overlay(const PinLayout& layout, const std::string& dev);
+
+struct SockopsRecheck {
+  bool attached = false;   // the pinned link was detached or gone: a new one is pinned
+  uint32_t link_id = 0;    // the new link
+  std::string error;       // couldn't (logged by the caller)
+};
+// Attaches sockops to CGROUP again through a new pinned link if the pinned
+// one was detached (`bpftool link detach`, cgroup removed) or its pin is gone.
+SockopsRecheck reattach_sockops(const PinLayout& layout, const std::string& cgroup);
 
 // Brings the pin root to the attached state for CFG. Idempotent: a second run
 // (daemon restart) reuses the maps and swaps programs in place, with no gap.

@@ -28,16 +28,13 @@
 #include "probe.h"
 #include "status.h"
 #include "trace.h"
+#include "cli.h"
 
 using namespace meshcut;
 
 namespace {
 
-int fail(const Error& e) {
-  log::error(e.what, {{"errno", e.err}, {"error", e.err ? errno_text(e.err) : ""}, {"hint", e.hint}});
-  std::fprintf(stderr, "meshcutd: %s\n", e.format().c_str());
-  return 1;
-}
+using daemon::fail;
 
 log::Level parse_level(const std::string& s) {
   if (s == "debug") return log::Level::debug;
@@ -118,6 +115,8 @@ int cmd_run(DaemonConfig cfg, const install::InstallOptions* cni, const std::str
     if (auto st = daemon::start_http(cfg.metrics_addr, layout); !st) return fail(st.error());
   timespec tick{1, 0};
   int ticks = 0;
+  bool overlay_missing = false;  // logged once per disappearance
+  std::string sockops_error;     // likewise
   for (;;) {
     int sig = sigtimedwait(&set, nullptr, &tick);
     if (sig == SIGTERM || sig == SIGINT) {
@@ -131,13 +130,35 @@ int cmd_run(DaemonConfig cfg, const install::InstallOptions* cni, const std::str
     }
     keep_cni(false);
     if (cfg.recheck_interval_s && ticks % static_cast<int>(cfg.recheck_interval_s) == 0) {
-      // Our tc filters that another agent removed: the overlay's and the pods'.
-      if (daemon::reattach_overlay(layout))
-        log::warn("our tc filter on the overlay device was gone (another agent?): attached again");
+      // What another agent undid: our tc filters (the overlay's, also after
+      // the device was recreated, and the pods') and the sockops link. Under
+      // the lock, and only while the pins are there (not mid-detach).
       auto lock = PinLock::acquire(layout.root);
-      auto maps = lock ? PinnedMaps::open(layout) : Result<PinnedMaps>(lock.error());
-      auto prog = open_pinned(layout.prog(MC_PROG_TC_VETH));
-      if (maps && prog) pods::reattach_tc(*maps, prog->get());
+      if (lock && exists(layout.map(MC_MAP_META))) {
+        auto ov = daemon::reattach_overlay(layout, cfg.overlay_dev);
+        if (ov.missing != overlay_missing) {
+          if (ov.missing)
+            log::warn("the overlay device is gone: its tc filter goes back on when it is there again",
+                      {{"device", cfg.overlay_dev}});
+          overlay_missing = ov.missing;
+        }
+        if (ov.attached && ov.old_ifindex != ov.new_ifindex)
+          log::warn("the overlay device was recreated (new ifindex): our tc filter attached again",
+                    {{"device", cfg.overlay_dev}, {"old_ifindex", ov.old_ifindex}, {"ifindex", ov.new_ifindex}});
+        else if (ov.attached)
+          log::warn("our tc filter on the overlay device was gone (another agent?): attached again",
+                    {{"device", cfg.overlay_dev}, {"ifindex", ov.new_ifindex}});
+        auto so = daemon::reattach_sockops(layout, cgroup);
+        if (so.attached)
+          log::warn("the sockops cgroup link was detached (another agent?): attached again",
+                    {{"cgroup", cgroup}, {"link_id", so.link_id}});
+        else if (!so.error.empty() && so.error != sockops_error)
+          log::error("couldn't re-attach sockops to the cgroup", {{"cgroup", cgroup}, {"error", so.error}});
+        sockops_error = so.error;
+        auto maps = PinnedMaps::open(layout);
+        auto prog = open_pinned(layout.prog(MC_PROG_TC_VETH));
+        if (maps && prog) pods::reattach_tc(*maps, prog->get());
+      }
     }
     if (++ticks % static_cast<int>(cfg.gc_interval_s ? cfg.gc_interval_s : 1) == 0 && cfg.gc_interval_s) {
       // Pods whose DEL never came (node crash, runtime bug): their netns is gone.
@@ -236,7 +257,8 @@ int main(int argc, char** argv) {
                     ->check(CLI::IsMember({"auto", "on", "off"}));
   std::string metrics_addr;
   auto* o_metrics = run->add_option("--metrics-addr", metrics_addr,
-                                    "HOST:PORT for /metrics, /healthz, /readyz (default 127.0.0.1:9464; off)");
+                                    "HOST:PORT or [V6ADDR]:PORT, numeric, for /metrics, /healthz, /readyz "
+                                    "(default 127.0.0.1:9464; off)");
   std::string pod_cidr, overlay_dev, cross_node;
   auto* o_cidr = run->add_option("--pod-cidr", pod_cidr, "the cluster's pod CIDR (enables the cross-node tc shortcut)");
   auto* o_ovl = run->add_option("--overlay-dev", overlay_dev, "overlay device for the tc shortcut, e.g. flannel.1");
@@ -368,6 +390,10 @@ int main(int argc, char** argv) {
         return fail(make_error(std::string("--cni-entry is not valid JSON: ") + e.what(), EINVAL));
       }
     }
+    // The whole config is checked before cmd_run creates any pin or attachment:
+    // a refused start leaves the node as it was.
+    if (auto st = validate_daemon_config(cfg); !st) return fail(st.error());
+    if (auto st = daemon::check_http_addr(cfg.metrics_addr); !st) return fail(st.error());
     return cmd_run(cfg, o_watch->count() ? &inst : nullptr, cni_cache_dir);
   }
   if (*detach) return cmd_detach(pin_root);

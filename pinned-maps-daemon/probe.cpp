@@ -21,7 +21,12 @@
 #include "meshcut/abi.h"
 #include "meshcut/fd.h"
 #include "meshcut/log.h"
+#include "meshcut/skel.h"
 #include "meshcut/sys.h"
+
+MESHCUT_SKEL(mc_conns_iter);
+MESHCUT_SKEL(mc_latency);
+MESHCUT_SKEL(mc_probe);
 
 namespace meshcut::daemon {
 namespace {
@@ -64,21 +69,23 @@ Tri fionread_ok(int map_fd) {
 
 // Loads (never attaches) a throw-away program of a tracing type: the verdict
 // and, when refused, the errno text.
-template <typename Skel>
-Tri load_probe(Skel* (*open)(), int (*load)(Skel*), void (*destroy)(Skel*), void (*select)(Skel*),
-               std::string* why) {
-  std::unique_ptr<Skel, void (*)(Skel*)> s(open(), destroy);
+template <typename T>
+Tri load_probe(void (*select)(T*), std::string* why) {
+  auto s = open_skel<T>();
   if (!s) {
     *why = "couldn't open the object: " + errno_text(errno);
     return Tri::unknown;
   }
   if (select) select(s.get());
-  if (int err = load(s.get())) {
+  if (int err = load_skel(s)) {
     *why = errno_text(-err) + " (errno " + std::to_string(-err) + ")";
     return Tri::no;
   }
   return Tri::yes;
 }
+
+
+}  // namespace
 
 void latency_select(mc_latency* s, bool typed) {
   bpf_program__set_autoload(s->progs.mct_send_btf, typed);
@@ -86,8 +93,6 @@ void latency_select(mc_latency* s, bool typed) {
   bpf_program__set_autoload(s->progs.mct_send_raw, !typed);
   bpf_program__set_autoload(s->progs.mct_recv_raw, !typed);
 }
-
-}  // namespace
 
 void probe_tracing(Features& f) {
   if (f.no_tracing) {
@@ -97,12 +102,9 @@ void probe_tracing(Features& f) {
     return;
   }
   f.bpf_iter_error = f.tp_btf_error = f.raw_tp_error = "";
-  f.bpf_iter = load_probe<mc_conns_iter>(mc_conns_iter__open, mc_conns_iter__load, mc_conns_iter__destroy, nullptr,
-                                         &f.bpf_iter_error);
-  f.tp_btf = load_probe<mc_latency>(mc_latency__open, mc_latency__load, mc_latency__destroy,
-                                    [](mc_latency* s) { latency_select(s, true); }, &f.tp_btf_error);
-  f.raw_tp = load_probe<mc_latency>(mc_latency__open, mc_latency__load, mc_latency__destroy,
-                                    [](mc_latency* s) { latency_select(s, false); }, &f.raw_tp_error);
+  f.bpf_iter = load_probe<mc_conns_iter>(nullptr, &f.bpf_iter_error);
+  f.tp_btf = load_probe<mc_latency>([](mc_latency* s) { latency_select(s, true); }, &f.tp_btf_error);
+  f.raw_tp = load_probe<mc_latency>([](mc_latency* s) { latency_select(s, false); }, &f.raw_tp_error);
   if (f.bpf_iter != Tri::yes)
     f.notes.push_back("BPF iterator (tracing program) refused: " + f.bpf_iter_error +
                       "; sockops/sk_msg keep the conns table instead (conns, conns --explain and pods read it; "
@@ -223,7 +225,8 @@ Features probe_features(bool no_tracing) {
   if (!f.netns_cookie) f.notes.push_back("bpf_get_netns_cookie not allowed in sockops/sk_msg (needs 5.15)");
   if (!f.sockhash) return f;
 
-  std::unique_ptr<mc_probe, decltype(&mc_probe__destroy)> skel(mc_probe__open_and_load(), &mc_probe__destroy);
+  auto skel = open_skel<mc_probe>();
+  if (skel && load_skel(skel) != 0) skel.reset();
   if (!skel) {
     f.notes.push_back("FIONREAD probe: couldn't load the probe programs: " + std::string(strerror(errno)));
     return f;

@@ -8,6 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
+struct mc_latency;
+
 namespace meshcut::daemon {
 
 enum class Tri { no, yes, unknown };
@@ -56,5 +58,9 @@ bool no_tracing_env();
 
 // Why a tracing program failed to load with ERR, for an error's hint.
 std::string tracing_refused_hint(int err);
+
+// The latency object has both variants of each hook: TYPED loads the tp_btf
+// pair, else the raw_tp pair (set before load; the probe and trace share it).
+void latency_select(mc_latency* s, bool typed);
 
 }  // namespace meshcut::daemon

@@ -51,6 +51,9 @@ int cmd_status(const std::string& pin_root, bool json, bool require_running) {
   j["pin_root"] = pin_root;
   j["installed"] = true;
   j["layout_version"] = meta->layout_version;
+  // The pinned structs' layout hash (abi.h); 0: pinned by a daemon without it.
+  j["abi_fingerprint"] = meta->abi_fingerprint;
+  j["abi_fingerprint_match"] = meta->abi_fingerprint == 0 || meta->abi_fingerprint == kAbiFingerprint;
   j["enabled"] = cfg->enabled != 0;
   bool alive = meta->daemon_pid && ::kill(static_cast<pid_t>(meta->daemon_pid), 0) == 0;
   j["daemon"] = {{"pid", meta->daemon_pid}, {"running", alive}, {"started_ns", meta->started_ns}};
@@ -72,7 +75,8 @@ int cmd_status(const std::string& pin_root, bool json, bool require_running) {
     std::printf("%s\n", j.dump(2).c_str());
     return rc;
   }
-  std::printf("meshcut  pin root %s  layout v%u  %s\n", pin_root.c_str(), meta->layout_version,
+  std::printf("meshcut  pin root %s  layout v%u  abi 0x%08x%s  %s\n", pin_root.c_str(), meta->layout_version,
+              meta->abi_fingerprint, j["abi_fingerprint_match"].get<bool>() ? "" : " (MISMATCH)",
               cfg->enabled ? "ENABLED" : "DISABLED");
   std::printf("daemon   pid %u (%s)\n\n", meta->daemon_pid, alive ? "running" : "not running");
   std::printf("%-10s %-9s %s\n", "ATTACH", "STATE", "DETAIL");

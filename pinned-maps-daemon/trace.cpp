@@ -24,6 +24,7 @@
 //       app     send(6) - recv(6)       the server app
 #include "trace.h"
 
+#include "cli.h"
 #include "probe.h"
 
 #include <arpa/inet.h>
@@ -43,6 +44,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <optional>
 #include <set>
 #include <tuple>
@@ -54,7 +56,10 @@
 #include "meshcut/log.h"
 #include "meshcut/maps.h"
 #include "meshcut/pins.h"
+#include "meshcut/skel.h"
 #include "meshcut/sys.h"
+
+MESHCUT_SKEL(mc_latency);
 
 namespace meshcut::daemon {
 
@@ -521,7 +526,7 @@ bool has_btf_tracepoint() {
 }
 
 struct Loaded {
-  mc_latency* skel = nullptr;
+  std::shared_ptr<mc_latency> skel;
   std::string hook;
   bpf_program* send = nullptr;
   bpf_program* recv = nullptr;
@@ -529,15 +534,11 @@ struct Loaded {
 
 Result<Loaded> load(bool typed) {
   Loaded l;
-  l.skel = mc_latency__open();
+  l.skel = open_skel<mc_latency>();
   if (!l.skel) return make_error("couldn't open the trace object", errno);
-  auto* sk = l.skel;
-  bpf_program__set_autoload(sk->progs.mct_send_btf, typed);
-  bpf_program__set_autoload(sk->progs.mct_recv_btf, typed);
-  bpf_program__set_autoload(sk->progs.mct_send_raw, !typed);
-  bpf_program__set_autoload(sk->progs.mct_recv_raw, !typed);
-  if (int err = mc_latency__load(sk); err) {
-    mc_latency__destroy(sk);
+  auto* sk = l.skel.get();
+  latency_select(sk, typed);
+  if (int err = SkelOps<mc_latency>::load(sk); err) {
     return make_error(std::string("couldn't load the ") + (typed ? "tp_btf" : "raw_tp") + " trace programs", -err);
   }
   l.send = typed ? sk->progs.mct_send_btf : sk->progs.mct_send_raw;
@@ -558,12 +559,6 @@ ProgStats prog_stats(bpf_program* p) {
     s.runs = info.run_cnt;
   }
   return s;
-}
-
-int fail(const Error& e) {
-  log::error(e.what, {{"errno", e.err}, {"hint", e.hint}});
-  std::fprintf(stderr, "meshcutd: %s\n", e.format().c_str());
-  return 1;
 }
 
 void print_human(const json& r) {
@@ -658,11 +653,7 @@ int cmd_trace(const TraceOptions& o) {
                                    "(Linux 6.3+) and CAP_BPF + CAP_PERFMON"));
     l = *r;
   }
-  auto* sk = l->skel;
-  struct Cleanup {
-    mc_latency* s;
-    ~Cleanup() { mc_latency__destroy(s); }
-  } cleanup{sk};
+  auto* sk = l->skel.get();
 
   uint8_t one = 1;
   int nsfd = bpf_map__fd(sk->maps.mc_trace_netns);

@@ -46,9 +46,16 @@
 #define MC_PROG_SK_SKB "sk_skb"
 #define MC_LINK_SOCKOPS "sockops_cgroup"
 
-#define MC_DEFAULT_MAX_SOCKETS 262144
-#define MC_MAX_PODS 16384
-#define MC_POD_MAX_IPS 4
+/* Map sizes (each map's max_entries; the pinned contract: abi.h hashes them). */
+#define MC_DEFAULT_MAX_SOCKETS 262144 /* mc_sockhash, mc_conns (--max-sockets) */
+#define MC_MAX_PODS 16384             /* mc_pods, mc_cni_pods */
+#define MC_POD_MAX_IPS 4              /* addresses per pod (mc_pod_ips: pods x this) */
+#define MC_MAX_PAIR_KINDS 65536       /* mc_pair_kind (LRU) */
+#define MC_MAX_FLOWS 262144           /* mc_flows, mc_flow_owner (LRU) */
+
+/* Time units (bpf_ktime_get_ns and CLOCK_REALTIME are in ns). */
+#define MC_NSEC_PER_MSEC 1000000ull
+#define MC_NSEC_PER_SEC 1000000000ull
 
 /* Which side of the TCP connection a socket is. */
 enum mc_side {
@@ -227,9 +234,9 @@ struct mc_flow_owner_key {
 /* Idle flows age out (the pod vanished without FIN/RST). Long enough for
  * keep-alive connections: a flow that falls back mid-stream meets conntrack's
  * loose pick-up on the normal path. */
-#define MC_FLOW_IDLE_NS (600ull * 1000000000ull)
+#define MC_FLOW_IDLE_NS (600 * MC_NSEC_PER_SEC)
 /* A closing flow (FIN seen) is forgotten sooner: its ports may be reused. */
-#define MC_FLOW_CLOSING_IDLE_NS (10ull * 1000000000ull)
+#define MC_FLOW_CLOSING_IDLE_NS (10 * MC_NSEC_PER_SEC)
 
 /* mc_meta: array, one entry: the layout a pin root holds, and what the daemon found. */
 #define MC_FEAT_NETNS_COOKIE 0x1u   /* bpf_get_netns_cookie in sockops and sk_msg */
@@ -252,7 +259,7 @@ struct mc_meta {
 	__u32 daemon_pid;
 	__u64 started_ns;     /* CLOCK_REALTIME of the last daemon start */
 	__u32 max_sockets;
-	__u32 pad;
+	__u32 abi_fingerprint; /* hash of every pinned struct's layout (abi.h); 0: older daemon */
 };
 
 /* mc_cni_stats: array of __u64 the CNI plugin updates (under the pin lock)

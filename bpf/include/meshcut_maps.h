@@ -24,13 +24,7 @@ struct {
 	__type(value, __u64);
 } mc_sockhash SEC(".maps");
 
-/* Per-socket state, freed by the kernel with the socket. */
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct mc_sock_state);
-} mc_sk_state SEC(".maps");
+#include "meshcut_sk_state.h" /* mc_sk_state */
 
 /* Own sockhash key -> copy of the socket's state, kept only while
  * MC_CFG_F_CONNS_TABLE is set (see meshcut_kern_user.h); meshcutd sets
@@ -63,7 +57,7 @@ struct {
  * entries of active sockets that never send age out. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, MC_MAX_PAIR_KINDS);
 	__type(key, struct mc_sock_key);
 	__type(value, __u32);
 } mc_pair_kind SEC(".maps");
@@ -81,7 +75,7 @@ struct {
  * MC_FLOW_IDLE_NS counts as absent. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 262144);
+	__uint(max_entries, MC_MAX_FLOWS);
 	__type(key, struct mc_flow_key);
 	__type(value, struct mc_flow);
 } mc_flows SEC(".maps");

@@ -67,7 +67,7 @@ static __always_inline int mc_tc_on(const struct mc_config *cfg)
  * old flow and skip the reverse NAT. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 262144);
+	__uint(max_entries, MC_MAX_FLOWS);
 	__type(key, struct mc_flow_owner_key);
 	__type(value, struct mc_flow_key);
 } mc_flow_owner SEC(".maps");
@@ -200,7 +200,7 @@ static __always_inline int mc_flow_allows(struct __sk_buff *skb, const struct mc
 	}
 	if (p->tcp->fin && !(f->flags & MC_FLOW_F_FIN))
 		f->flags |= MC_FLOW_F_FIN;
-	if (now - f->last_ns > 1000000000ull) /* refresh at most once a second */
+	if (now - f->last_ns > MC_NSEC_PER_SEC) /* refresh at most once a second */
 		f->last_ns = now;
 	return 0;
 }

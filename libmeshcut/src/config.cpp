@@ -112,4 +112,19 @@ Result<DaemonConfig> load_daemon_config(const std::string& path, DaemonConfig de
   return r;
 }
 
+Status validate_daemon_config(const DaemonConfig& c) {
+  // A pod CIDR turns the tc shortcut on; without tc_overlay on the overlay
+  // device, replies arriving from the other node take the normal path while
+  // their flow's other direction is shortcut: conntrack never sees the SYN go
+  // out, calls the SYN-ACK INVALID and kube-proxy drops it.
+  if (!c.pod_cidr.empty() && c.overlay_dev.empty())
+    return make_error("a pod CIDR (" + c.pod_cidr + ") is set but no overlay device: the cross-node tc shortcut "
+                          "would run without tc_overlay and the other node's replies would be dropped as INVALID",
+                      EINVAL,
+                      "pass --overlay-dev with the overlay's name (e.g. --overlay-dev flannel.1; config key "
+                      "overlayDevice; list them with: ip -d link show type vxlan), or drop --pod-cidr (podCIDR) "
+                      "to keep the cross-node shortcut off");
+  return ok_status();
+}
+
 }  // namespace meshcut

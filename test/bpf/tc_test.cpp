@@ -45,6 +45,10 @@
 #include "mc_tc_overlay.skel.h"
 #include "mc_tc_veth.skel.h"
 #include "meshcut/abi.h"
+#include "meshcut/skel.h"
+
+MESHCUT_SKEL(mc_tc_veth);
+MESHCUT_SKEL(mc_tc_overlay);
 
 namespace {
 
@@ -225,8 +229,8 @@ struct Result {
 
 // One throw-away setup per TEST_CASE: both programs loaded, sharing one set of maps.
 struct Env {
-  std::unique_ptr<mc_tc_veth, void (*)(mc_tc_veth*)> veth{nullptr, mc_tc_veth__destroy};
-  std::unique_ptr<mc_tc_overlay, void (*)(mc_tc_overlay*)> ovl{nullptr, mc_tc_overlay__destroy};
+  meshcut::Skel<mc_tc_veth> veth;
+  meshcut::Skel<mc_tc_overlay> ovl;
   int ovl_ifindex = 0, h5 = 0, h6 = 0;
   Mac ovl_mac{};
   int ncpu = 0;
@@ -242,13 +246,13 @@ struct Env {
     ncpu = libbpf_num_possible_cpus();
     REQUIRE(ncpu > 0);
 
-    veth.reset(mc_tc_veth__open());
+    veth = meshcut::open_skel<mc_tc_veth>();
     REQUIRE(veth);
-    int err = mc_tc_veth__load(veth.get());
+    int err = meshcut::load_skel(veth);
     INFO("tc_veth load: " << err << " " << std::strerror(-err));
     REQUIRE(err == 0);
 
-    ovl.reset(mc_tc_overlay__open());
+    ovl = meshcut::open_skel<mc_tc_overlay>();
     REQUIRE(ovl);
     bpf_map* m;
     bpf_object__for_each_map(m, ovl->obj) {
@@ -260,7 +264,7 @@ struct Env {
       INFO("reuse_fd: " << err << " " << std::strerror(-err));
       REQUIRE(err == 0);
     }
-    err = mc_tc_overlay__load(ovl.get());
+    err = meshcut::load_skel(ovl);
     INFO("tc_overlay load: " << err << " " << std::strerror(-err));
     REQUIRE(err == 0);
 

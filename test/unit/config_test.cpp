@@ -60,3 +60,22 @@ TEST_CASE("config file: missing file says which", "[config]") {
   CHECK(c.error().what.find("/nonexistent/meshcutd.json") != std::string::npos);
   CHECK(c.error().err == ENOENT);
 }
+
+TEST_CASE("config: a pod CIDR without an overlay device is refused, with the fix", "[config]") {
+  DaemonConfig c;
+  REQUIRE(validate_daemon_config(c).ok());  // neither: the tc shortcut is off
+  c.pod_cidr = "10.244.0.0/16";
+  auto st = validate_daemon_config(c);
+  REQUIRE_FALSE(st.ok());
+  CHECK(st.error().err == EINVAL);
+  CHECK(st.error().what.find("10.244.0.0/16") != std::string::npos);
+  CHECK(st.error().what.find("overlay device") != std::string::npos);
+  CHECK(st.error().hint.find("--overlay-dev") != std::string::npos);
+  CHECK(st.error().hint.find("overlayDevice") != std::string::npos);
+  c.overlay_dev = "flannel.1";
+  CHECK(validate_daemon_config(c).ok());
+  // From the file as well: the check sees the assembled config.
+  auto f = parse_daemon_config(R"({"podCIDR":"10.244.0.0/16"})");
+  REQUIRE(f.ok());
+  CHECK_FALSE(validate_daemon_config(*f).ok());
+}

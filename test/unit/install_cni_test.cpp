@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "../../pinned-maps-daemon/install_cni.h"
+#include "install_cni.h"
 
 namespace fs = std::filesystem;
 using ojson = nlohmann::ordered_json;

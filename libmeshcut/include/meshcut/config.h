@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "meshcut/error.h"
+#include <linux/types.h>  // before meshcut_kern_user.h, which has no includes
+#include "meshcut_kern_user.h"
 
 namespace meshcut {
 
@@ -15,7 +17,7 @@ enum class SkbVerdict { automatic, on, off };
 struct DaemonConfig {
   std::string pin_root = "/sys/fs/bpf/meshcut";
   std::string cgroup;  // empty: the cgroup v2 root from /proc/mounts
-  uint32_t max_sockets = 262144;
+  uint32_t max_sockets = MC_DEFAULT_MAX_SOCKETS;
   SkbVerdict skb_verdict = SkbVerdict::automatic;
   std::string log_level = "info";
   std::string metrics_addr = "127.0.0.1:9464";
@@ -36,6 +38,9 @@ struct DaemonConfig {
 // Parses TEXT (JSON object) over DEFAULTS. Errors name the key and the expected type.
 Result<DaemonConfig> parse_daemon_config(const std::string& text, DaemonConfig defaults = {});
 Result<DaemonConfig> load_daemon_config(const std::string& path, DaemonConfig defaults = {});
+// Checks the assembled config (file, then flags) as a whole, before anything is
+// attached: settings that are each valid but together would break traffic.
+Status validate_daemon_config(const DaemonConfig& c);
 Result<SkbVerdict> parse_skb_verdict(const std::string& s);
 // "10.244.0.0/16" -> {network, mask}, both network order.
 Result<std::pair<uint32_t, uint32_t>> parse_ipv4_cidr(const std::string& s);

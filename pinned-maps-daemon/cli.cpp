@@ -1,0 +1,17 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "cli.h"
+
+#include <cstdio>
+
+#include "meshcut/log.h"
+#include "meshcut/sys.h"
+
+namespace meshcut::daemon {
+
+int fail(const Error& e) {
+  log::error(e.what, {{"errno", e.err}, {"error", e.err ? errno_text(e.err) : ""}, {"hint", e.hint}});
+  std::fprintf(stderr, "meshcutd: %s\n", e.format().c_str());
+  return 1;
+}
+
+}  // namespace meshcut::daemon
