@@ -4,7 +4,8 @@
 #   ./test/run-all.sh -L unit    any ctest arguments
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BUILD=${MESHCUT_BUILD:-build}
+BUILD=$(realpath -m "${MESHCUT_BUILD:-build}")
+export MESHCUT_BUILD=$BUILD  # the tests find the plugin there; absolute: ctest runs them in $BUILD
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cmake --build "$BUILD" -j"$(nproc)"
 cd "$BUILD"
