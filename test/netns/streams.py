@@ -58,6 +58,16 @@ def recv_msg(sock, chunk=1 << 20, slow=0.0, expect=None):
     return data
 
 
+def recv_to_eof(sock, chunk=65536):
+    """Everything SOCK delivers until the peer's FIN."""
+    parts = []
+    while True:
+        c = sock.recv(chunk)
+        if not c:
+            return b"".join(parts)
+        parts.append(c)
+
+
 def expect_eof(sock, timeout=5.0):
     sock.settimeout(timeout)
     try:

@@ -34,6 +34,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mcnet  # noqa: E402
+import streams  # noqa: E402
 from mcnet import log  # noqa: E402
 
 M = mcnet.MESHCUTD
@@ -138,12 +139,7 @@ def http_get(node, path):
     def get():
         s = socket.create_connection((host, int(port)), 2)
         s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path).encode())
-        data = b""
-        while True:
-            c = s.recv(4096)
-            if not c:
-                break
-            data += c
+        data = streams.recv_to_eof(s)
         s.close()
         head, _, body = data.partition(b"\r\n\r\n")
         return int(head.split()[1]), body.decode(errors="replace")
