@@ -10,8 +10,8 @@
 #include <iterator>
 #include <string>
 
-#include "backend.h"
-#include "cni.h"
+#include <meshcut/cni/backend.h>
+#include <meshcut/cni/cni.h>
 #include "meshcut/libbpf_log.h"
 #include "meshcut/log.h"
 

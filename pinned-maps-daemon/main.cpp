@@ -14,7 +14,7 @@
 
 #include "conns.h"
 #include "install_cni.h"
-#include "rescan.h"
+#include <meshcut/cni/rescan.h>
 #include "loader.h"
 #include "metrics.h"
 #include "meshcut/abi.h"

@@ -29,9 +29,9 @@
 #include <string_view>
 #include <vector>
 
-#include "cni.h"
-#include "plan.h"
-#include "validate.h"
+#include <meshcut/cni/cni.h>
+#include <meshcut/cni/plan.h>
+#include <meshcut/cni/validate.h>
 
 using json = nlohmann::json;
 using namespace meshcut::cni;

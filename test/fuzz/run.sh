@@ -3,7 +3,7 @@
 # Fuzz the CNI plugin's input side (libFuzzer + ASan + UBSan + LeakSanitizer)
 # for SECONDS (default 30): config/prevResult, the CNI_* environment (ifname,
 # container ID, netns, CNI_PATH, CNI_ARGS) and the backend's pure validation
-# layer (cni-plugin/validate.cpp: names, paths, the veth peer decision).
+# layer (libmeshcut-cni/src/validate.cpp: names, paths, the veth peer decision).
 #
 #   test/fuzz/run.sh [SECONDS]
 #
@@ -39,11 +39,14 @@ command -v "$CXX" >/dev/null 2>&1 || skip "$CXX not found (apt-get install clang
 FUZZLIB=$("$CXX" -print-file-name=libclang_rt.fuzzer-x86_64.a)
 [ -f "$FUZZLIB" ] || skip "libFuzzer not found (apt-get install libclang-rt-14-dev)"
 
-SRCS="$HERE/fuzz_netconf.cpp $ROOT/cni-plugin/cni.cpp $ROOT/cni-plugin/plan.cpp $ROOT/cni-plugin/validate.cpp"
+# The pure part of the CNI library (libmeshcut-cni), compiled here again with
+# the sanitizers and libFuzzer (the CMake build uses g++ without them).
+CNILIB=$ROOT/libmeshcut-cni
+SRCS="$HERE/fuzz_netconf.cpp $CNILIB/src/cni.cpp $CNILIB/src/plan.cpp $CNILIB/src/validate.cpp"
 mkdir -p "$OUT" "$OUT/artifacts"
 stale=0
 [ -x "$BIN" ] || stale=1
-for f in $SRCS "$ROOT/cni-plugin/cni.h" "$ROOT/cni-plugin/plan.h" "$ROOT/cni-plugin/validate.h" "$0"; do
+for f in $SRCS "$CNILIB"/include/meshcut/cni/*.h "$0"; do
   [ "$f" -nt "$BIN" ] && stale=1
 done
 if [ $stale = 1 ]; then
@@ -53,7 +56,7 @@ if [ $stale = 1 ]; then
   # shellcheck disable=SC2086 # SRCS is a list of paths without spaces
   "$CXX" -std=c++20 -g -O1 -fno-omit-frame-pointer \
     -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-    -I"$ROOT/cni-plugin" $SRCS -o "$BIN.tmp"
+    -I"$CNILIB/include" $SRCS -o "$BIN.tmp"
   mv "$BIN.tmp" "$BIN"
 fi
 

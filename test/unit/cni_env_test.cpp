@@ -17,7 +17,7 @@
 #include <map>
 #include <string>
 
-#include "cni.h"
+#include <meshcut/cni/cni.h>
 #include "meshcut/sys.h"
 
 using namespace meshcut;

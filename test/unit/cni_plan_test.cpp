@@ -11,8 +11,8 @@
 #include <map>
 #include <sstream>
 
-#include "cni.h"
-#include "plan.h"
+#include <meshcut/cni/cni.h>
+#include <meshcut/cni/plan.h>
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// The plugin's pure validation layer (cni-plugin/validate.h), the logFile
+// The plugin's pure validation layer (meshcut/cni/validate.h), the logFile
 // open, netconf paths and the pin lock's deadline. No root, no kernel
 // interfaces: temporary files and directories only.
 #include <fcntl.h>
@@ -16,10 +16,10 @@
 #include <sstream>
 #include <string>
 
-#include "backend.h"
-#include "cni.h"
+#include <meshcut/cni/backend.h>
+#include <meshcut/cni/cni.h>
 #include "meshcut/pins.h"
-#include "validate.h"
+#include <meshcut/cni/validate.h>
 
 namespace fs = std::filesystem;
 using namespace meshcut;

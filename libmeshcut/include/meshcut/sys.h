@@ -47,7 +47,7 @@ Result<LinkInfo> link_in_netns(const std::string& netns_path, const std::string&
 // namespace costs about a millisecond): its cookie, IFNAME there, and what it
 // takes to tell whether IFNAME's IFLA_LINK really is its veth peer in the
 // caller's netns (both netns ids, and the caller-side interface at that index).
-// Facts only: deciding is the caller's (cni-plugin/validate.h).
+// Facts only: deciding is the caller's (meshcut/cni/validate.h).
 struct PodNetns {
   uint64_t cookie = 0;
   LinkInfo link;               // IFNAME in the pod netns

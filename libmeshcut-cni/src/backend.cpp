@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "backend.h"
+#include <meshcut/cni/backend.h>
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -22,7 +22,7 @@
 #include "meshcut/pods.h"
 #include "meshcut/sys.h"
 #include "meshcut/tc.h"
-#include "validate.h"
+#include <meshcut/cni/validate.h>
 
 namespace meshcut::cni {
 

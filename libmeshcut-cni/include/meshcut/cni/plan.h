@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "cni.h"
+#include <meshcut/cni/cni.h>
 
 namespace meshcut::cni {
 

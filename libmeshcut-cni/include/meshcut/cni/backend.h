@@ -5,10 +5,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "cni.h"
+#include <meshcut/cni/cni.h>
 #include "meshcut/error.h"
 #include "meshcut/fd.h"
-#include "plan.h"
+#include <meshcut/cni/plan.h>
 
 namespace meshcut::cni {
 

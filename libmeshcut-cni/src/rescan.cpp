@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "rescan.h"
+#include <meshcut/cni/rescan.h>
 
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "backend.h"
-#include "cni.h"
-#include "plan.h"
+#include <meshcut/cni/backend.h>
+#include <meshcut/cni/cni.h>
+#include <meshcut/cni/plan.h>
 #include "meshcut/log.h"
 #include "meshcut/maps.h"
 #include "meshcut/pins.h"

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "cni.h"
+#include <meshcut/cni/cni.h>
 
 #include <sstream>
 

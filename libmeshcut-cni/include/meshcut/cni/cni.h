@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "validate.h"
+#include <meshcut/cni/validate.h>
 
 namespace meshcut::cni {
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "validate.h"
+#include <meshcut/cni/validate.h>
 
 #include <string_view>
 
