@@ -171,6 +171,29 @@ def run_client(cmd, netns, cg, timeout):
     return out, err.decode(errors="replace"), p.returncode, time.monotonic() - t0
 
 
+BODIES = {}  # path -> the bytes served, to tell a reorder from a corruption
+
+
+def describe_diff(got, want, path, i):
+    """For a wrong body of the right length: where it differs and where the
+    differing bytes come from (a shift = reordered or repeated data, not found
+    = corrupted); the body is kept for a post-mortem."""
+    if want is None or len(got) != len(want):
+        return ""
+    diff = [k for k in range(0, len(want), 4096) if got[k:k + 4096] != want[k:k + 4096]]
+    if not diff:
+        return ""
+    first = next(k for k in range(diff[0], diff[0] + 4096) if got[k] != want[k])
+    src = want.find(got[first:first + 64])
+    keep = "/tmp/mc-apps-bad-%s-%s-%d" % (mcnet.RUN_ID, path.strip("/"), i)
+    with open(keep, "wb") as f:
+        f.write(got)
+    return ("; first wrong byte at %d, %d of %d 4 KiB blocks differ (last at %d); the bytes there are the "
+            "served body's at %s; body kept at %s" % (first, len(diff), (len(want) + 4095) // 4096, diff[-1],
+                                                    "offset %d (shift %+d)" % (src, src - first) if src >= 0
+                                                    else "no offset (corrupted)", keep))
+
+
 def curl_case(url_base, plan, shas, netns, cg, stall, close=False):
     """curl over one keep-alive connection (CLOSE: one connection per request,
     each response ending at the server's FIN): bodies to stdout, one -w line
@@ -200,7 +223,8 @@ def curl_case(url_base, plan, shas, netns, cg, stall, close=False):
         res["connects"] += conns
         ok = code == 200 and hashlib.sha256(body).hexdigest() == shas[path]
         if not ok:
-            res["errors"].append("%s #%d: http %d, %d B, sha mismatch or short" % (path, i, code, size))
+            res["errors"].append("%s #%d: http %d, %d B, sha mismatch or short%s"
+                                 % (path, i, code, size, describe_diff(body, BODIES.get(path), path, i)))
         res["requests"].append({"path": path, "bytes": size, "sec": sec, "ok": ok})
     if rc != 0:
         res["errors"].append("curl rc %d: %s" % (rc, " | ".join(other)[-300:]))
@@ -268,6 +292,7 @@ def main():
         with open(os.path.join(www, name), "wb") as f:
             f.write(data)
         shas["/" + name] = hashlib.sha256(data).hexdigest()
+        BODIES["/" + name] = data
 
     procs = []
     ngx_b = start_nginx(tmp, "nginx-b", b, cg, www, listen_ip=b.pod_ip)
@@ -370,6 +395,8 @@ def main():
                 len(res["errors"])))
         for e in res["errors"][:5]:
             log("    %s" % e)
+        if res["errors"]:
+            log("    counters of this case: %s" % {k: v for k, v in sorted(dc.items()) if v})
         if not strict:
             continue
         expected_n = want.get("n", (a_big + a_small) if label.startswith("asyncio") else (n_big + n_small))
