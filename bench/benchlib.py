@@ -26,6 +26,8 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NETNS_DIR = os.path.join(REPO, "test", "netns")
+sys.path.insert(0, os.path.join(REPO, "test", "lib"))
+from mctest import delta  # noqa: E402,F401  benchlib.delta(before, after, skip): the one counter delta
 
 # meshcutd's cross-node tc counters: a packet sent towards the overlay device
 # (plain bpf_redirect or bpf_redirect_neigh), and one delivered into the pod.
@@ -267,11 +269,6 @@ def iperf_result(out):
 
 
 # ---- counters -----------------------------------------------------------------
-
-def delta(before, after, skip=()):
-    """after - before per counter (a counter that appeared since counts from 0)."""
-    return {k: v - before.get(k, 0) for k, v in after.items() if k not in skip}
-
 
 def socket_counters(node, bridge):
     """A node's meshcutd counters as the mesh benchmarks compare them per sample:

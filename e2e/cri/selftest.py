@@ -35,34 +35,18 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "..", "test", "lib"))
 
+import mctest  # noqa: E402
+from mctest import pct  # noqa: E402
 from node import CriNode  # noqa: E402
 
 POD_CIDR = "10.251.7.0/24"
 PORT = 8080
 CLONE_NEWNET = 0x40000000
 
-passed = 0
-failed = 0
-
-
-def check(cond, what, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-        print(f"  ok    {what}")
-    else:
-        failed += 1
-        print(f"  FAIL  {what}" + (f": {detail}" if detail else ""))
-    return cond
-
-
-def pct(values, p):
-    s = sorted(values)
-    if not s:
-        return float("nan")
-    k = max(0, min(len(s) - 1, int(round(p / 100.0 * len(s) + 0.5)) - 1))
-    return s[k]
+_ck = mctest.Checks(out=lambda m: print("  " + m, flush=True))
+check = _ck.check
 
 
 def in_netns(path, fn):
@@ -308,10 +292,10 @@ def main():
     with open("/proc/sys/net/ipv4/ip_forward") as f:
         fwd_after = f.read().strip()
     check(fwd_after == fwd_before, f"root netns ip_forward unchanged ({fwd_before})", fwd_after)
-    print(f"{passed} passed, {failed} failed")
+    print(f"{_ck.passed} passed, {_ck.failed} failed")
     if interrupted:
         return 130
-    return 0 if failed == 0 and passed > 0 else 1
+    return 0 if _ck.failed == 0 and _ck.passed > 0 else 1
 
 
 if __name__ == "__main__":

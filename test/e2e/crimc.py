@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.join(REPO, "test", "netns"))
 sys.path.insert(0, os.path.join(REPO, "e2e", "cri"))
 
 import mcnet  # noqa: E402
+from mctest import pct  # noqa: E402
 from twonode import NodeCgroup  # noqa: E402,F401  (the node's cgroup v2 dir, for the tests)
 import node as crinode  # noqa: E402
 
@@ -87,11 +88,6 @@ def plugin_log(path):
     except FileNotFoundError:
         pass
     return out
-
-
-def pct(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] if xs else float("nan")
 
 
 def wait_for(pred, timeout, step=0.1):

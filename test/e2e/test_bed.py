@@ -50,10 +50,6 @@ def redirected(c):
     return {k: v for k, v in c.items() if k.startswith(("msg_redirect", "bytes_redirect", "tc_redirect"))}
 
 
-def delta(a, b):
-    return {k: a[k] - b.get(k, 0) for k in a}
-
-
 def uid_of(pid):
     with open("/proc/%d/status" % pid) as f:
         return int([x for x in f if x.startswith("Uid:")][0].split()[1])
@@ -136,7 +132,7 @@ def main():
         c0 = {n: counters(st, n) for n in st["nodes"]}
         r = bed("check", "--n", "3")
         ck.check(r.returncode == 0, "check in mode full: %s" % r.stdout.strip().splitlines()[-1:])
-        d = {n: delta(counters(st, n), c0[n]) for n in st["nodes"]}
+        d = {n: mcnet.delta(c0[n], counters(st, n)) for n in st["nodes"]}
         ck.check(all(d[n]["bytes_redirect_intra"] > 0 for n in d) and d["n1"]["bytes_redirect_node"] > 0
                  and all(d[n]["tc_redirect_overlay"] > 0 and d[n]["tc_redirect_peer"] > 0 for n in d),
                  "mode full: intra-pod and same-node socket bytes and cross-node tc packets redirected: %s"
@@ -147,7 +143,7 @@ def main():
         c0 = {n: counters(st, n) for n in st["nodes"]}
         r = bed("check", "--n", "3")
         ck.check(r.returncode == 0, "check in mode baseline: %s" % r.stdout.strip().splitlines()[-1:])
-        d = {n: {k: v for k, v in redirected(delta(counters(st, n), c0[n])).items() if v} for n in st["nodes"]}
+        d = {n: {k: v for k, v in redirected(mcnet.delta(c0[n], counters(st, n))).items() if v} for n in st["nodes"]}
         ck.check(not any(d.values()), "mode baseline: nothing redirected: %s" % d)
         r = bed("status")
         ck.check(r.returncode == 0 and "productpage-v1" in r.stdout, "status lists the pods")

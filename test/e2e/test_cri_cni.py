@@ -317,7 +317,7 @@ def check_traffic(ck, node, d, summary):
     dt = time.perf_counter() - t0
     rc2, out2, _ = node.cri.exec_sync(sc, ["/bin/sh", "-c", "md5sum /tmp/recv"])
     recv_md5 = out2.split()[0].decode() if rc2 == 0 and out2 else None
-    dc = mcnet.delta(d.counters(), c0)
+    dc = mcnet.delta(c0, d.counters())
     b1 = crimc.link_bytes(node, veth_cli) if veth_cli else (0, 0)
     wire = (b1[0] - b0[0]) + (b1[1] - b0[1])
     summary["traffic"] = dict(bytes=PAYLOAD, seconds=dt, redirected=dc.get("bytes_redirect_node", 0), veth_bytes=wire)

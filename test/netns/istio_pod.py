@@ -50,12 +50,16 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import mctest  # noqa: E402  (setns)
 
 CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
@@ -110,13 +114,7 @@ def make_preexec(netns: str, cgroup_procs: Optional[str] = None,
                     os.write(fd, str(os.getpid()).encode())
                 finally:
                     os.close(fd)
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    e = ctypes.get_errno()
-                    raise OSError(e, "setns(%s): %s" % (path, os.strerror(e)))
-            finally:
-                os.close(fd)
+            mctest.setns(path)
             if gid is not None or uid is not None:
                 g = gid if gid is not None else uid
                 u = uid if uid is not None else os.getuid()

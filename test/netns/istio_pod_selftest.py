@@ -38,6 +38,9 @@ import sys
 import threading
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import mctest  # noqa: E402
+
 sys.dont_write_bytecode = True   # keep __pycache__ out of the repo tree
 HERE = os.path.dirname(os.path.abspath(__file__))
 PYTHON = "/usr/bin/python3"
@@ -128,19 +131,6 @@ def role_client(target, size):
 # --------------------------------------------------------------------------
 # The check.
 # --------------------------------------------------------------------------
-
-class Checks:
-    def __init__(self):
-        self.failed = []
-        self.n = 0
-
-    def __call__(self, cond, what):
-        self.n += 1
-        print("  [%s] %s" % ("PASS" if cond else "FAIL", what), flush=True)
-        if not cond:
-            self.failed.append(what)
-        return cond
-
 
 def sh(*argv):
     subprocess.run(argv, check=True)
@@ -358,7 +348,7 @@ def main():
     suffix = secrets.token_hex(3)
     ns_node, ns_a, ns_b = ("mci-%s-%s" % (suffix, x) for x in ("node", "a", "b"))
     cleanup = []
-    check = Checks()
+    check = mctest.Checks(out=lambda m: print("  " + m, flush=True))
     try:
         build_topology(ns_node, ns_a, ns_b, cleanup)
         cg_a, cg_b, cg_rel = make_cgroups(suffix, cleanup)
@@ -379,8 +369,8 @@ def main():
                 print("cleanup: %r" % e, file=sys.stderr)
     left = [n for n in (ns_node, ns_a, ns_b) if os.path.exists("/var/run/netns/" + n)]
     check(not left, "cleanup removed the namespaces")
-    print("\n%d checks, %d failed" % (check.n, len(check.failed)))
-    for f in check.failed:
+    print("\n%d checks, %d failed" % (check.passed + check.failed, check.failed))
+    for f in check.failures:
         print("  FAILED: " + f)
     return 1 if check.failed else 0
 

@@ -13,7 +13,6 @@ but under CI=true a missing privilege or kernel feature is a failure.
 """
 import atexit
 import contextlib
-import ctypes
 import json
 import os
 import signal
@@ -25,18 +24,19 @@ import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(REPO, "test", "lib"))
+import mctest  # noqa: E402  the one helper library (test/lib/mctest)
+from mctest import CLONE_NEWNET, delta, pct  # noqa: E402,F401  re-exported for the tests
 BUILD = os.environ.get("MESHCUT_BUILD", os.path.join(REPO, "build"))
 MESHCUTD = os.environ.get("MESHCUTD", os.path.join(BUILD, "pinned-maps-daemon", "meshcutd"))
 SKIP = 77
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 _cleanups = []
 _logfiles = []  # daemon logs: kept when a check failed, removed otherwise
 RUN_ID = "%x" % (os.getpid() & 0xFFFFF)
 
 
 def log(*a):
-    print("[%s]" % time.strftime("%H:%M:%S"), *a, flush=True)
+    mctest.checks.log(" ".join(str(x) for x in a))
 
 
 def skip_or_fail(reason):
@@ -209,14 +209,7 @@ class Node:
         return pod
 
 
-def _setns(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            e = ctypes.get_errno()
-            raise OSError(e, "setns(%s): %s" % (path, os.strerror(e)))
-    finally:
-        os.close(fd)
+_setns = mctest.setns
 
 
 def in_netns(netns, fn, *args, **kw):
@@ -372,10 +365,6 @@ def tcp_wire_stats(sock):
     }
 
 
-def delta(after, before):
-    return {k: after[k] - before.get(k, 0) for k in after if isinstance(after[k], int)}
-
-
 def no_tracing_forced():
     """True when the test runs with tracing programs forced off (MESHCUT_NO_TRACING=1)."""
     return os.environ.get("MESHCUT_NO_TRACING", "") in ("1", "true", "yes")
@@ -396,24 +385,10 @@ def check_conns_source(ck, d, seen_sources):
                 refused[0]["refused"] if refused else "-"))
 
 
-class Checks:
-    """Collects assertions; prints each, exits non-zero at the end if any failed."""
+class Checks(mctest.Checks):
+    """mctest's check collector; at the end it sweeps what the test created and
+    keeps the daemon logs only when a check failed."""
 
-    def __init__(self):
-        self.failed = 0
-        self.passed = 0
-
-    def check(self, cond, what):
-        if cond:
-            self.passed += 1
-            log("ok   " + what)
-        else:
-            self.failed += 1
-            log("FAIL " + what)
-        return cond
-
-    def done(self):
+    def finish(self):
         _sweep()
         drop_logfiles(keep=bool(self.failed))
-        print("%d passed, %d failed" % (self.passed, self.failed))
-        sys.exit(1 if self.failed else 0)

@@ -35,6 +35,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cnirun  # noqa: E402
 import mcnet  # noqa: E402
+from mctest import pct  # noqa: E402
 import streams  # noqa: E402
 from mcnet import log  # noqa: E402
 
@@ -53,11 +54,6 @@ def tc_filters(node, dev):
 def our_filter(node, dev):
     # handle 0x4d43, pref 19779 (MC_TC_HANDLE / MC_TC_PRIO)
     return "pref 19779" in tc_filters(node, dev) and "handle 0x4d43" in tc_filters(node, dev)
-
-
-def pct(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
 
 
 def main():
@@ -254,7 +250,7 @@ def main():
     t.start()
     got = streams.recv_exact(s, len(data))
     t.join()
-    dc = mcnet.delta(d.counters(), c0)
+    dc = mcnet.delta(c0, d.counters())
     ck.check(got == data and dc["bytes_redirect_node"] >= len(data) and mcnet.tcp_wire_stats(c)["data_segs_out"] == 0,
              "2 MiB between two CNI pods took the pod-to-pod shortcut (%d B redirected)" % dc["bytes_redirect_node"])
     for x in (c, s, lst):

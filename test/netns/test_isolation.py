@@ -87,7 +87,7 @@ def main():
             t.join()
         ck.check(out.get("A") == (True, True) and out.get("B") == (True, True),
                  "each pod got exactly its own 4 MiB each way from %s (%s)" % (src, out))
-        dc = mcnet.delta(d.counters(), c0)
+        dc = mcnet.delta(c0, d.counters())
         wires = [mcnet.tcp_wire_stats(x)["data_segs_out"] for x in (ca, sa, cb, sb)]
         ck.check(dc["pairs_redirected"] == 4 and all(w == 0 for w in wires),
                  "both pods' connections were redirected (%d directions, TCP data segments %s)"
@@ -102,7 +102,7 @@ def main():
     out = {}
     exchange(ch, sh_, up, down, out, "H")
     st = d.status()
-    dc = mcnet.delta(st["counters"], c0)
+    dc = mcnet.delta(c0, st["counters"])
     ck.check(out["H"] == (True, True), "host process exchanged 1 MiB each way")
     ck.check(dc["sock_not_enrolled"] == 2 and dc["sock_added_active"] == 0 and dc["sock_added_passive"] == 0,
              "host sockets were seen and left alone (not_enrolled +%d, added +%d)"
@@ -128,7 +128,7 @@ def main():
         c6, s6 = mcnet.in_netns(a, mk6)
         out = {}
         exchange(c6, s6, b"6" * 500000, b"9" * 500000, out, "6")
-        dc = mcnet.delta(d.counters(), c0)
+        dc = mcnet.delta(c0, d.counters())
         wires = [mcnet.tcp_wire_stats(x)["data_segs_out"] for x in (c6, s6)]
         if want_redirect:
             ok = out["6"] == (True, True) and dc["pairs_redirected"] == 2 and wires == [0, 0]
@@ -183,7 +183,7 @@ def main():
         ok &= streams.recv_exact(s, len(data)) == data
         s.sendall(data[::-1])
         ok &= streams.recv_exact(c, len(data)) == data[::-1]
-    dc = mcnet.delta(d2.counters(), c0)
+    dc = mcnet.delta(c0, d2.counters())
     st = d2.status()
     ck.check(ok, "all 6 connections exchanged 300 kB each way with the map full")
     ck.check(st["maps"]["mc_sockhash"]["entries"] == 4, "the sockhash holds its 4 (%d)" % st["maps"]["mc_sockhash"]["entries"])

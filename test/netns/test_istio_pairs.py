@@ -163,7 +163,7 @@ def main():
     ck.check(all(v == 0 for v in segs.values()),
              "all six sockets moved %d B each way with zero TCP data segments %s" % (total, segs))
     c1 = d.counters()
-    dc = mcnet.delta(c1, c0)
+    dc = mcnet.delta(c0, c1)
     framed = total + 8 * 6  # request and reply headers
     ck.check(dc["pairs_redirected"] == 6, "six directions (3 pairs x 2) took the redirect (%d)" % dc["pairs_redirected"])
     ck.check(dc["bytes_redirect_node"] == 2 * framed,
@@ -194,7 +194,7 @@ def main():
         cli.stdin.write("\n")
         cli.stdin.flush()
         cli.wait(10)
-        dc = mcnet.delta(d.counters(), c0)
+        dc = mcnet.delta(c0, d.counters())
         ck.check(res[1:2] == ["ok"] and dc["pairs_redirected"] == want_intra + want_node
                  and (dc["bytes_redirect_node"] > 0) == (want_node > 0)
                  and (dc["bytes_redirect_intra"] > 0) == (want_intra > 0) and dc["msg_pass_disabled"] > 0,
@@ -226,7 +226,7 @@ def main():
     c0 = d.counters()
     cli, local, res = connect(APP_PORT + 1)
     seen = [s.peer for s in pa.sockets("established") if s.local == ("127.0.0.1", pa.out_port)]
-    dc = mcnet.delta(d.counters(), c0)
+    dc = mcnet.delta(c0, d.counters())
     ex = json.loads(d.cli("conns", "--json", "--explain", "%s:%d" % local, "%s:%d" % (b.pod_ip, APP_PORT + 1)).stdout)
     close(cli)
     ck.check(res1[1:2] == ["ok"] and local == (a.pod_ip, src_port) and len(seen) == 1 and seen[0][0] == a.pod_ip

@@ -60,6 +60,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mcnet  # noqa: E402
+from mctest import pct  # noqa: E402
 from mcnet import log  # noqa: E402
 
 APPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps")
@@ -152,11 +153,6 @@ def tcpext(netns):
 
 def backlog_drops(pods):
     return sum(tcpext(p).get("TCPBacklogDrop", 0) for p in pods)
-
-
-def pct(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(p / 100.0 * len(xs)))] if xs else float("nan")
 
 
 def run_client(cmd, netns, cg, timeout):
@@ -370,7 +366,7 @@ def main():
         res = runner()
         wall = time.monotonic() - t0
         time.sleep(0.05)
-        dc = mcnet.delta(d.counters(), c0)
+        dc = mcnet.delta(c0, d.counters())
         bdrops = backlog_drops((a, b, c)) - bd0
         reqs = res["requests"]
         body = sum(r["bytes"] for r in reqs)

@@ -68,7 +68,7 @@ def main():
 
     c0 = (n1.counters(), n2.counters())
     ok = exchange()
-    d1, d2 = mcnet.delta(n1.counters(), c0[0]), mcnet.delta(n2.counters(), c0[1])
+    d1, d2 = mcnet.delta(c0[0], n1.counters()), mcnet.delta(c0[1], n2.counters())
     ck.check(ok and d1["tc_redirect_overlay"] > 0 and d2["tc_redirect_peer"] > 0,
              "with another agent's filter first, meshcut's still runs after it and shortcuts (n1 overlay +%d, "
              "n2 peer +%d)" % (d1["tc_redirect_overlay"], d2["tc_redirect_peer"]))

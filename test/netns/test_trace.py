@@ -251,7 +251,7 @@ def main():
     # ---- scenario "app": 20 ms in the server app.
     c0 = d.counters()
     rep, rtts, (ids, links), raw = traced(6, lambda: client(N, APP_DELAY_MS))
-    dc = mcnet.delta(d.counters(), c0)
+    dc = mcnet.delta(c0, d.counters())
     ck.check(dc["bytes_redirect_intra"] > 0 and dc["bytes_redirect_node"] > 0,
              "traced with the socket shortcut on (%d B intra-pod, %d B pod-to-pod redirected)"
              % (dc["bytes_redirect_intra"], dc["bytes_redirect_node"]))
@@ -320,7 +320,7 @@ def main():
     d.cli("unenroll", "--netns", b.path)
     c0 = d.counters()
     rep4, _, _, _ = traced(6, lambda: client(N, APP_DELAY_MS), extra=("--netns", a.path, "--netns", b.path))
-    dc = mcnet.delta(d.counters(), c0)
+    dc = mcnet.delta(c0, d.counters())
     ck.check(dc["bytes_redirect_intra"] == 0 and dc["bytes_redirect_node"] == 0,
              "pods unenrolled: nothing redirected during this trace")
     summary("off", rep4)
