@@ -230,7 +230,7 @@ def identical_isns(ck, d):
     rb.connect()
     rb.ack()
     ra.ack()
-    dc = mcnet.delta(d.counters(), c0)
+    dc = mcnet.delta(c0, d.counters())
     obs = [rc.observed() for rc in conns]
     want_c = (("127.0.0.1", CLI_PORT), ("127.0.0.1", SRV_PORT), (REPAIR_ISN + 1, (ra.isn_resp + 1) & 0xFFFFFFFF))
     want_s = (want_c[1], want_c[0], want_c[2][::-1])
@@ -277,7 +277,7 @@ def identical_isns(ck, d):
              % ", ".join("%s %s: %d B from %s, %s" % (
                  k, w, len(got[(k, w)]), whose(got[(k, w)], w),
                  "match" if got[(k, w)] == sent[k][w] else "MISMATCH") for k in sent for w in ("up", "down")))
-    dc = mcnet.delta(d.counters(), c0)
+    dc = mcnet.delta(c0, d.counters())
     wires = [mcnet.tcp_wire_stats(x)["data_segs_out"] for rc in conns for x in (rc.c, rc.s)]
     ck.check(dc["pairs_redirected"] == 4 and all(w == 0 for w in wires),
              "identical ISNs: all 4 directions redirected (pairs_redirected +%d, TCP data segments %s)"
