@@ -25,12 +25,10 @@ sys.path.insert(0, os.path.join(REPO, "test", "netns"))
 sys.path.insert(0, os.path.join(REPO, "e2e", "cri"))
 
 import mcnet  # noqa: E402
-from mctest import pct  # noqa: E402
+from mctest import abi, pct  # noqa: E402
 from twonode import NodeCgroup  # noqa: E402,F401  (the node's cgroup v2 dir, for the tests)
 import node as crinode  # noqa: E402
 
-MC_TC_PREF = "19779"      # MC_TC_PRIO
-MC_TC_HANDLE = "0x4d43"   # MC_TC_HANDLE
 
 
 def cni_cache_dir():
@@ -73,7 +71,7 @@ def tc_filters(node, dev):
 
 def our_filter(node, dev):
     out = tc_filters(node, dev)
-    return ("pref " + MC_TC_PREF) in out and ("handle " + MC_TC_HANDLE) in out
+    return abi.is_ours(out)
 
 
 def plugin_log(path):

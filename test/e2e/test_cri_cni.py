@@ -204,8 +204,8 @@ def check_enroll_and_delete(ck, node, d, plugin_log):
     ports = node.bridge_ports()
     ck.check(veth and veth in ports, "host veth %s is on the node bridge %s %s" % (veth, node.bridge, ports))
     ck.check(veth and crimc.our_filter(node, veth),
-             "our tc filter (pref %s handle %s) on %s ingress in the node netns"
-             % (crimc.MC_TC_PREF, crimc.MC_TC_HANDLE, veth))
+             "our tc filter (%s %s) on %s ingress in the node netns"
+             % (*crimc.abi.TC_OURS, veth))
     cache = os.path.join(crimc.cni_cache_dir(), "results", "%s-%s-eth0" % (node.net_name, sid))
     entry = None
     if os.path.exists(cache):

@@ -6,7 +6,7 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mctest import Checks, delta, pct  # noqa: E402
+from mctest import Checks, abi, delta, pct  # noqa: E402
 
 
 class Pct(unittest.TestCase):
@@ -45,6 +45,16 @@ class CheckCollector(unittest.TestCase):
         with self.assertRaises(SystemExit) as e:
             ck.done()
         self.assertEqual(e.exception.code, 1)
+
+
+class Abi(unittest.TestCase):
+    def test_tc_filter_from_the_header(self):
+        self.assertIn("MC_TC_PRIO", abi.DEFINES)
+        self.assertTrue(0 < abi.MC_TC_PRIO < 0x10000 and 0 < abi.MC_TC_HANDLE)
+        shown = "filter protocol all pref %d bpf chain 0 handle 0x%x mc_tc_veth direct-action" % (
+            abi.MC_TC_PRIO, abi.MC_TC_HANDLE)
+        self.assertTrue(abi.is_ours(shown))
+        self.assertFalse(abi.is_ours("filter protocol all pref 1 bpf chain 0 handle 0x1 foreign"))
 
 
 if __name__ == "__main__":

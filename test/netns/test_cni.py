@@ -35,7 +35,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cnirun  # noqa: E402
 import mcnet  # noqa: E402
-from mctest import pct  # noqa: E402
+from mctest import abi, pct  # noqa: E402
 import streams  # noqa: E402
 from mcnet import log  # noqa: E402
 
@@ -52,8 +52,7 @@ def tc_filters(node, dev):
 
 
 def our_filter(node, dev):
-    # handle 0x4d43, pref 19779 (MC_TC_HANDLE / MC_TC_PRIO)
-    return "pref 19779" in tc_filters(node, dev) and "handle 0x4d43" in tc_filters(node, dev)
+    return abi.is_ours(tc_filters(node, dev))
 
 
 def main():
@@ -102,7 +101,7 @@ def main():
              and rec[0]["mac"] == res["interfaces"][2]["mac"],
              "record carries pod namespace/name, netns path and the pod MAC")
     ck.check(veth in [i["name"] for i in res["interfaces"] if not i.get("sandbox")] and our_filter(node, veth),
-             "our tc filter (handle 0x4d43, pref 19779) is on the host veth %s" % veth)
+             "our tc filter (%s) is on the host veth %s" % (", ".join(abi.TC_OURS), veth))
     ck.check(res["cniVersion"] == "1.0.0" and "version" not in res["ips"][0],
              "prevResult passed through in the request's cniVersion")
     lines = [json.loads(x) for x in open(log_file)]
@@ -115,7 +114,7 @@ def main():
         ck.check(True, "CHECK passes on an enrolled pod")
     except cnirun.CniError as e:
         ck.check(False, "CHECK passes on an enrolled pod (%s)" % e)
-    node.run("tc", "filter", "del", "dev", veth, "ingress", "pref", "19779", "handle", "0x4d43", "bpf")
+    node.run("tc", "filter", "del", "dev", veth, "ingress", *abi.TC_DEL_ARGS)
     try:
         rt.exec_plugin(conflist["plugins"][1], "CHECK", "cid-p1", p1.path, prev=rt.cached("cid-p1")["result"])
         ck.check(False, "CHECK fails when our tc filter is gone")

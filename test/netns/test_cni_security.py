@@ -25,6 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mcnet  # noqa: E402
+from mctest import abi  # noqa: E402
 from mcnet import log  # noqa: E402
 
 PLUGIN = os.environ.get("MESHCUT_CNI_PLUGIN", os.path.join(mcnet.BUILD, "cni-plugin", "meshcut"))
@@ -69,9 +70,7 @@ def filters(node, dev):
 
 
 def our_filter(node, dev):
-    # handle 0x4d43, pref 19779 (MC_TC_HANDLE / MC_TC_PRIO)
-    f = filters(node, dev)
-    return "pref 19779" in f and "handle 0x4d43" in f
+    return abi.is_ours(filters(node, dev))
 
 
 def cni_stat(d, idx):

@@ -34,12 +34,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mcnet  # noqa: E402
+from mctest import abi  # noqa: E402
 import streams  # noqa: E402
 from mcnet import log  # noqa: E402
 
 M = mcnet.MESHCUTD
 OVL = "flannel.1"  # inside the test's own node netns
-OURS = ("pref 19779", "handle 0x4d43")
+OURS = abi.TC_OURS
 METRICS = "127.0.0.1:19464"  # inside the node netns
 META_FP_OFF = 28  # struct mc_meta.abi_fingerprint (meshcut_kern_user.h)
 CFG_OVL_OFF = 16  # struct mc_config.overlay_ifindex

@@ -18,12 +18,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mcnet  # noqa: E402
+from mctest import abi  # noqa: E402
 import streams  # noqa: E402
 import twonode  # noqa: E402
 
 FOREIGN = os.path.join(mcnet.BUILD, "bpf", "mc_foreign_tc.bpf.o")
 FOREIGN_AFTER = os.path.join(mcnet.BUILD, "bpf", "mc_foreign_tc_after.bpf.o")  # drops TCP and UDP to port 10
-OURS = ("pref 19779", "handle 0x4d43")
+OURS = abi.TC_OURS
 
 
 def filters(node, dev):
@@ -109,7 +110,7 @@ def main():
              "the three filters on the pod veth, in their order")
 
     for node, dev, what in ((n2, "flannel.1", "overlay device"), (n1, c1.host_veth, "pod veth")):
-        node.run("tc", "filter", "del", "dev", dev, "ingress", "pref", "19779", "handle", "0x4d43", "bpf")
+        node.run("tc", "filter", "del", "dev", dev, "ingress", *abi.TC_DEL_ARGS)
         gone = not all(x in filters(node, dev) for x in OURS)
         deadline = time.time() + 5
         while time.time() < deadline and not all(x in filters(node, dev) for x in OURS):
