@@ -20,7 +20,7 @@ child, in this order:
   1. writes its own pid into `cgroup_procs` (a cgroup v2 `cgroup.procs` file),
      so the process is in meshcut's cgroup (where sockops is attached) before
      it opens any socket;
-  2. setns(CLONE_NEWNET) on the netns file (ctypes libc.setns: python 3.11
+  2. setns(CLONE_NEWNET) on the netns file (mctest.setns, ctypes libc.setns: python 3.11
      has no os.setns);
   3. drops privileges (setgroups([]), setresgid, setresuid) if uid/gid given;
   4. sets PR_SET_PDEATHSIG (after the credential change, which would clear
@@ -61,7 +61,6 @@ from typing import List, Optional, Sequence, Tuple
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import mctest  # noqa: E402  (setns)
 
-CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
 PROXY_UID = 1337
 INBOUND_PASSTHROUGH_SRC = "127.0.0.6"
