@@ -15,6 +15,7 @@ PKGS=(
   python3-grpcio               # CRI client transport
   python3-protobuf
   python3-grpc-tools           # grpc_tools.protoc compiles e2e/cri/cri_subset.proto at run time
+  python3-pkg-resources        # grpc_tools imports pkg_resources (not a declared dependency)
   iproute2                     # ip netns / ip -n / ss
   util-linux                   # nsenter, umount
 )
