@@ -247,7 +247,8 @@ class Bench:
         # The daemon itself runs in our cgroup and the root netns; it attaches
         # its sockops to the meshcut cgroup only.
         daemon = subprocess.Popen(
-            [self.meshcutd, "run", "--pin-root", self.meshcut_pin, "--cgroup", self.cg["meshcut"]],
+            [self.meshcutd, "run", "--pin-root", self.meshcut_pin, "--cgroup", self.cg["meshcut"]]
+            + list(getattr(self.args, "meshcutd_arg", None) or []),
             stdin=subprocess.DEVNULL, stdout=self.meshcutd_log, stderr=subprocess.STDOUT,
             start_new_session=True)
         self.children.track(daemon)
