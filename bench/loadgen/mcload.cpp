@@ -157,7 +157,6 @@ class Engine {
   void complete(Conn& c, uint64_t now);
   void dispatch(uint64_t now);
   void check_timeouts(uint64_t now);
-  size_t inflight() const { return busy_; }
 
   const Options& o_;
   Target target_;
@@ -308,8 +307,9 @@ void Engine::read_all(Conn& c) {
       return;
     }
     if (!c.has_req) continue;  // bytes nobody asked for: dropped
-    size_t used = c.parser.feed(buf_.data(), static_cast<size_t>(n));
-    (void)used;
+    // Bytes past the end of the response are dropped: mcload never pipelines,
+    // so a well-behaved server sends none.
+    c.parser.feed(buf_.data(), static_cast<size_t>(n));
     if (c.parser.state() == ResponseParser::State::Error) {
       fail(c, Err::Parse, now);
       return;
@@ -443,14 +443,12 @@ int Engine::run(Pattern pattern, Arrival arrival) {
       queue_.push_back(r);
       next = next_time();
     }
-    size_t before = queue_.size();
     // The oldest queued request's wait is the pool's shortfall.
     if (!queue_.empty()) {
       if (Window* w = win(queue_.front(), now))
         w->c.max_queue_ns = std::max(w->c.max_queue_ns, now - queue_.front().intended);
     }
     dispatch(now);
-    (void)before;
     if (now >= next_tick) {
       check_timeouts(now);
       next_tick = now + 5'000'000;
@@ -519,6 +517,7 @@ int Engine::report(const Pattern& pattern, uint64_t target) {
       {"max_sender_lag_us", us(c.max_lag_ns)},
       {"max_queue_wait_us", us(c.max_queue_ns)},
       {"queued", c.queued},
+      {"pool_reconnect_errors", setup_.by_error},
       {"warmup", {{"scheduled", warm_.c.scheduled}, {"sent", warm_.c.sent}, {"completed", warm_.c.completed},
                   {"ok", warm_.c.ok}, {"errors", warm_.c.errors}}},
       {"kept_up", v.kept_up},
