@@ -12,6 +12,8 @@ PKGS=(
   haproxy nginx-light nodejs iperf3 wrk hey gnuplot-nox prometheus
   containernetworking-plugins golang-go golang-github-appc-cni-dev
   containerd runc busybox-static python3-grpcio python3-protobuf python3-grpc-tools
+  # the image (deploy/) and the DaemonSet test that reads the manifest
+  python3-yaml
 )
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
