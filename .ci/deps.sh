@@ -13,6 +13,8 @@ PKGS=(
   containernetworking-plugins golang-go golang-github-appc-cni-dev
   containerd runc busybox-static python3-grpcio python3-protobuf python3-grpc-tools
   python3-pkg-resources  # grpc_tools imports it, and does not depend on it
+  # the image (deploy/) and the DaemonSet test that reads the manifest
+  python3-yaml
 )
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

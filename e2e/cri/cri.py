@@ -127,13 +127,16 @@ class CriClient:
     def pod_config(self, name, namespace="default", uid=None, labels=None,
                    annotations=None, log_directory=None, hostname=None,
                    cgroup_parent="", sysctls=None, privileged=False,
-                   dns_servers=None, dns_searches=None, attempt=0):
+                   dns_servers=None, dns_searches=None, attempt=0, host_network=False):
+        """HOST_NETWORK: the sandbox shares the node's netns (hostNetwork: true;
+        containerd calls no CNI plugin for it)."""
         m = self.m
         uid = uid or str(uuid.uuid4())
         cfg = m.PodSandboxConfig(
             metadata=m.PodSandboxMetadata(name=name, namespace=namespace, uid=uid,
                                           attempt=attempt),
-            hostname=hostname or name[:63],
+            # hostNetwork shares the node's UTS namespace too: no hostname of its own
+            hostname="" if host_network else (hostname or name[:63]),
             log_directory=log_directory or "",
             labels=labels or {},
             annotations=annotations or {},
@@ -141,8 +144,8 @@ class CriClient:
                 cgroup_parent=cgroup_parent,
                 sysctls=sysctls or {},
                 security_context=m.LinuxSandboxSecurityContext(
-                    namespace_options=m.NamespaceOption(network=m.POD, pid=m.CONTAINER,
-                                                        ipc=m.POD),
+                    namespace_options=m.NamespaceOption(network=m.NODE if host_network else m.POD,
+                                                        pid=m.CONTAINER, ipc=m.POD),
                     privileged=privileged,
                 ),
             ),
@@ -210,15 +213,22 @@ class CriClient:
                          sandbox_config=None):
         """CreateContainer in pod `sid`; returns the container id.
 
-        mounts: list of (host_path, container_path, readonly) tuples.
+        mounts: list of (host_path, container_path, readonly[, propagation])
+        tuples; propagation: "HostToContainer" or "Bidirectional" (the
+        Kubernetes mountPropagation names), default private. The container
+        shares its sandbox's network mode (hostNetwork or not).
         """
         m = self.m
         cfg = sandbox_config or self._configs.get(sid)
         if cfg is None:
             raise CriError(f"no PodSandboxConfig known for {sid}: pass sandbox_config")
+        netmode = cfg.linux.security_context.namespace_options.network
+        prop = {None: m.PROPAGATION_PRIVATE, "None": m.PROPAGATION_PRIVATE,
+                "HostToContainer": m.PROPAGATION_HOST_TO_CONTAINER,
+                "Bidirectional": m.PROPAGATION_BIDIRECTIONAL}
         sc = m.LinuxContainerSecurityContext(
             privileged=privileged,
-            namespace_options=m.NamespaceOption(network=m.POD, pid=m.CONTAINER, ipc=m.POD),
+            namespace_options=m.NamespaceOption(network=netmode, pid=m.CONTAINER, ipc=m.POD),
             capabilities=m.Capability(add_capabilities=add_caps or [],
                                       drop_capabilities=drop_caps or []),
         )
@@ -233,8 +243,9 @@ class CriClient:
             args=args or [],
             working_dir=working_dir,
             envs=[m.KeyValue(key=k, value=v) for k, v in (envs or {}).items()],
-            mounts=[m.Mount(host_path=h, container_path=c, readonly=ro)
-                    for h, c, ro in (mounts or [])],
+            mounts=[m.Mount(host_path=mt[0], container_path=mt[1], readonly=mt[2],
+                            propagation=prop[mt[3] if len(mt) > 3 else None])
+                    for mt in (mounts or [])],
             labels=labels or {},
             annotations=annotations or {},
             log_path=(log_path if log_path is not None

@@ -39,6 +39,17 @@ What start() sets up (everything unique per node, nothing in the host's
                be in bin_dir and must NOT be in the conflist. Its cache entry is
                /var/lib/cni/results/cni-loopback-<sandbox id>-lo.
 
+node_mounts=True (the DaemonSet test): containerd runs in a mount namespace of
+its own (unshare --mount --propagation unchanged: / stays private, so nothing
+it mounts leaks to the machine, while /run/netns, a shared mount made by `ip
+netns add`, still shows its pods' netns to us) with a fresh bpffs on
+/sys/fs/bpf (made shared, for Bidirectional mounts) and <dir>/varlog bound on
+/var/log: the CNI plugins it runs and the privileged pods it starts see the
+node's own /sys/fs/bpf and /var/log, as on a real node; `node.host_sh()` runs a
+command in that view. With netns_under_state=False pod netns are mounted where
+kubelet's nodes have them, /var/run/netns/cni-<uuid> (teardown unmounts what
+is left of ours).
+
 teardown() (also on exceptions, via `with`): stop+remove every pod through
 CRI, stop containerd, kill only the leftovers that carry this node's paths
 (shims by their -address, containers via `runc --root <node state>`), unmount
@@ -111,10 +122,12 @@ class Pod:
 class CriNode:
     def __init__(self, name, pod_cidr, conflist_plugins_after_main=(),
                  cni_bin_dirs=(DEBIAN_CNI,), ip_masq=False, cni_version="1.0.0",
-                 base_dir=None, log_level="info", gateway=None, netns=None, main_plugin=None):
+                 base_dir=None, log_level="info", gateway=None, netns=None, main_plugin=None,
+                 node_mounts=False, netns_under_state=True):
         """NETNS: run in this existing netns (a name under /var/run/netns; the
         caller owns it: teardown leaves it) instead of a new one. MAIN_PLUGIN:
-        the conflist's first plugin (default: the bridge + host-local below)."""
+        the conflist's first plugin (default: the bridge + host-local below).
+        NODE_MOUNTS, NETNS_UNDER_STATE: see the module's docstring."""
         self.name = name
         self.pod_cidr = pod_cidr
         self.extra_plugins = [dict(p) for p in conflist_plugins_after_main]
@@ -143,6 +156,10 @@ class CriNode:
         self.ipam_dir = os.path.join(self.dir, "ipam")
         self.pod_log_root = os.path.join(self.dir, "pods")
         self.runc_root = os.path.join(self.state, "runc")
+        self.node_mounts = node_mounts
+        self.netns_under_state = netns_under_state
+        self.varlog = os.path.join(self.dir, "varlog")
+        self.pod_netns_paths = set()   # every pod netns seen (teardown: unmount what is left)
         self.proc = None
         self.cri = None
         self.pods = {}            # sid -> Pod (live)
@@ -190,7 +207,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   [plugins."io.containerd.grpc.v1.cri"]
     sandbox_image = {q(self.pause_image)}
     restrict_oom_score_adj = true
-    netns_mounts_under_state_dir = true
+    netns_mounts_under_state_dir = {"true" if self.netns_under_state else "false"}
     stream_server_address = "127.0.0.1"
     stream_server_port = "0"
     enable_selinux = false
@@ -259,9 +276,26 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         elif not os.path.exists(self.netns_path):
             raise RuntimeError(f"netns {self.netns} does not exist ({self.netns_path})")
         log = open(self.log_path, "ab")
+        argv = ["containerd", "--config", self.config_path, "--log-level", self.log_level]
+        if self.node_mounts:
+            os.makedirs(self.varlog, exist_ok=True)
+            # what `ip netns add` does when it can: /run/netns a shared mount, so
+            # the pod netns containerd mounts there (in its namespace) show here and
+            # in HostToContainer mounts of it
+            if not self.netns_under_state:
+                os.makedirs("/run/netns", exist_ok=True)
+                if run(["mount", "--make-shared", "/run/netns"], check=False).returncode != 0:
+                    run(["mount", "--bind", "/run/netns", "/run/netns"])
+                    run(["mount", "--make-shared", "/run/netns"])
+            # the machine's bpffs is unmounted in this namespace only (/sys/fs/bpf is a
+            # private mount): one mount there, the node's, shared (Bidirectional needs it)
+            script = ("set -e; while mountpoint -q /sys/fs/bpf; do umount /sys/fs/bpf; done; "
+                      "mount -t bpf bpf /sys/fs/bpf; mount --make-shared /sys/fs/bpf; "
+                      "mount --bind %s /var/log; exec \"$@\"" % shlex.quote(self.varlog))
+            argv = ["unshare", "--mount", "--propagation", "unchanged", "--",
+                    "sh", "-c", script, "node-mounts"] + argv
         self.proc = subprocess.Popen(
-            ["nsenter", f"--net={self.netns_path}", "--",
-             "containerd", "--config", self.config_path, "--log-level", self.log_level],
+            ["nsenter", f"--net={self.netns_path}", "--"] + argv,
             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             start_new_session=True)   # not in our process group: Ctrl-C must not kill it
         log.close()
@@ -284,6 +318,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         self.cri = CriClient(self.sock)
         self.cri.version()
         self.cri.wait_ready(timeout=max(1.0, deadline - time.monotonic()))
+
+    def host_sh(self, cmd, check=True):
+        """A shell command in the node's netns and mount namespace (its own
+        /sys/fs/bpf and /var/log with node_mounts=True): what a node's root sees."""
+        if not self.node_mounts:
+            return self.sh(cmd, check=check)
+        return run(["nsenter", "-t", str(self.proc.pid), "-m", "-n", "sh", "-c", cmd], check=check)
 
     def log_tail(self, n=40):
         try:
@@ -324,6 +365,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         ip = self.cri.pod_ip(sid)
         netns = self.cri.pod_netns(sid)
         pod = Pod(self, name, sid, ip, netns, dt)
+        self.pod_netns_paths.add(netns)
         self.pods[sid] = pod
         return pod
 
@@ -464,6 +506,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                     errors.append(f"rmdir {d}: {e}")
         for f in self.cni_cache_files():
             attempt(f"rm {f}", os.unlink, f)
+        if not self.netns_under_state:   # ours under /var/run/netns, if containerd left any
+            for p in sorted(self.pod_netns_paths):
+                if p.startswith("/var/run/netns/cni-") and os.path.exists(p):
+                    run(["umount", p], check=False)
+                    attempt(f"rm {p}", os.unlink, p)
         if self._netns_created:
             r = run(["ip", "netns", "del", self.netns], check=False)
             if r.returncode != 0 and os.path.exists(self.netns_path):
