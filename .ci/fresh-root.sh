@@ -10,10 +10,10 @@
 # bootstrapped); every run copies it to WORKDIR/run, clones this repository's
 # HEAD into it (a clean clone, as CI takes), bind-mounts the kernel's
 # interfaces (/proc, /sys with /sys/fs/cgroup and /sys/fs/bpf, /dev), gives it
-# its own /run and /tmp, and runs `bash .ci/run` in a chroot with a clean
-# environment. The log is WORKDIR/ci.log; the exit code is .ci/run's.
+# its own /run and /tmp, and runs `bash .ci/run` with a clean environment
+# in it, made the root of a private mount namespace (pivot_root). The log is WORKDIR/ci.log; the exit code is .ci/run's.
 set -euo pipefail
-[ "$(id -u)" -eq 0 ] || { echo "fresh-root: run as root (debootstrap, mounts, chroot)" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || { echo "fresh-root: run as root (debootstrap, mounts, pivot_root)" >&2; exit 1; }
 WORK=${1:-/var/tmp/meshcut-fresh-root}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 BASE=$WORK/base
@@ -57,8 +57,19 @@ mount -t tmpfs -o mode=1777 tmpfs "$RUN/tmp"
 echo "fresh-root: running .ci/run in $RUN (log: $WORK/ci.log)"
 start=$(date +%s)
 set +e
-chroot "$RUN" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-  HOME=/root LANG=C.UTF-8 CI=true /bin/bash -c 'cd /src/meshcut && bash .ci/run' 2>&1 | tee "$WORK/ci.log"
+# pivot_root in a private mount namespace, not a plain chroot: runc (the bed's
+# containers) sets up each container's root relative to the namespace's root,
+# and under chroot the containers saw the chroot's / instead of their image.
+cat > "$RUN/.fresh-root-enter" <<'INNER'
+set -e
+umount -l /.oldroot && rmdir /.oldroot
+cd /src/meshcut
+exec /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+  HOME=/root LANG=C.UTF-8 CI=true /bin/bash .ci/run
+INNER
+unshare --mount --propagation private /bin/bash -c \
+  'set -e; cd "$1"; mkdir .oldroot; pivot_root . .oldroot; exec chroot . /bin/bash /.fresh-root-enter' \
+  fresh-root "$RUN" 2>&1 | tee "$WORK/ci.log"
 rc=${PIPESTATUS[0]}
 set -e
 echo "fresh-root: .ci/run exited $rc after $(( $(date +%s) - start )) s"

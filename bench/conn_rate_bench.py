@@ -28,6 +28,7 @@ Usage:  sudo /usr/bin/python3 bench/conn_rate_bench.py [--quick] [--out DIR]
 """
 
 import argparse
+import ctypes
 import json
 import os
 import statistics
@@ -50,6 +51,28 @@ TARGET_COST_VS_FLOOR = 1.05
 # Maps that hold one entry per live connection (or socket): empty again when
 # every connection of the run is closed.
 PER_CONN_MAPS = ("mc_sockhash", "mc_conns", "mc_pair_kind")
+# bpf(2): BPF_ENABLE_STATS with BPF_STATS_RUN_TIME. The kernel counts each
+# program's run time while the returned fd is open (refcounted: it neither
+# clobbers kernel.bpf_stats_enabled nor outlives this process).
+SYS_BPF, BPF_ENABLE_STATS, BPF_STATS_RUN_TIME = 321, 32, 0
+
+
+def enable_bpf_stats():
+    """An fd that keeps the kernel's BPF run-time statistics on, or None."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = ctypes.c_uint32(BPF_STATS_RUN_TIME)
+    fd = libc.syscall(SYS_BPF, BPF_ENABLE_STATS, ctypes.byref(attr), ctypes.sizeof(attr))
+    if fd < 0:
+        log(f"BPF_ENABLE_STATS failed ({os.strerror(ctypes.get_errno())}): no per-program times")
+        return None
+    return fd
+
+
+def bpftool_json(*args):
+    p = subprocess.run(["bpftool", "--json", *args], capture_output=True, text=True, timeout=10)
+    if p.returncode != 0:
+        raise BenchError(f"bpftool {' '.join(args)} failed: {p.stderr.strip() or p.stdout.strip()}")
+    return json.loads(p.stdout)
 
 
 class ConnRateBench(socket_bench.Bench):
@@ -61,11 +84,30 @@ class ConnRateBench(socket_bench.Bench):
         self.floor_pin = f"/sys/fs/bpf/{self.tag}-floor"
         self.meshcut_pin = f"/sys/fs/bpf/{self.tag}-meshcut"
         self.crr_bin = os.path.join(self.build, "bench", "crr")
+        self.prog_ids = {}  # mode -> {program: id}
+
+    def find_programs(self):
+        """The ids of each redirect's programs, from their pins."""
+        fl = {n: bpftool_json("prog", "show", "pinned", f"{self.floor_pin}/{n}")["id"] for n in ("sk_msg", "sk_skb")}
+        fl["sockops"] = bpftool_json("link", "show", "pinned", f"{self.floor_pin}/sockops_link")["prog_id"]
+        self.prog_ids["floor"] = fl
+        if self.meshcut_ok:
+            progs = os.path.join(self.meshcut_pin, "progs")
+            self.prog_ids["meshcut"] = {n: bpftool_json("prog", "show", "pinned", os.path.join(progs, n))["id"]
+                                        for n in sorted(os.listdir(progs))}
+
+    def prog_times(self, mode):
+        """{program: (run_cnt, run_time_ns)} of MODE's programs."""
+        out = {}
+        for n, i in self.prog_ids.get(mode, {}).items():
+            j = bpftool_json("prog", "show", "id", str(i))
+            out[n] = (j.get("run_cnt", 0), j.get("run_time_ns", 0))
+        return out
 
     def crr_sample(self, rep, net, mode, port):
         a = self.args
         srv_ns, cli_ns, addr = self.endpoints(net)
-        before = self.counters()
+        before, t_before = self.counters(), self.prog_times(mode)
         server = self.spawn([self.crr_bin, "server", "--tcp", f"{addr}:{port}", "--size", str(a.size)],
                             mode, srv_ns, a.cpu, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:  # the crr server serves until stopped
@@ -80,6 +122,12 @@ class ConnRateBench(socket_bench.Bench):
             self.problems.append(f"{mode}-{net} rep {rep}: {row['failed']} connections failed")
         # Each connection carries `size` bytes each way; the redirect sees both.
         self.check_redirect(row, before, self.counters(), 2 * a.size * (a.conns + a.warmup))
+        # BPF run time per connection (both sockets), per program
+        n = a.conns + a.warmup
+        for prog, (cnt, ns) in self.prog_times(mode).items():
+            c0, ns0 = t_before.get(prog, (0, 0))
+            row[f"bpf_{prog}_runs_per_conn"] = round((cnt - c0) / n, 2)
+            row[f"bpf_{prog}_ns_per_conn"] = round((ns - ns0) / n, 1)
         return row
 
     def check_redirect(self, row, before, after, expected_bytes):
@@ -152,6 +200,7 @@ class ConnRateBench(socket_bench.Bench):
                              f"{rec['p99_us']:.1f} | {fmt_ratio(rate, TARGET_VS_PLAIN if m == 'meshcut' else None, True) if m != 'plain' else '1'} | "
                              f"{'' if m == 'plain' else '%+.1f' % rec['extra_us']} | "
                              f"{fmt_ratio(vs_floor, TARGET_COST_VS_FLOOR) if vs_floor else ''} |")
+        lines += self.bpf_time_table(rows)
         lines.append(f"\nTargets (issue 14): meshcut ≥ {TARGET_VS_PLAIN}× the plain rate, or, where the floor "
                      f"itself cannot, meshcut's time per connection ≤ {TARGET_COST_VS_FLOOR}× the floor's; ✗ marks "
                      f"a miss of the first. Ratios: medians of per-repetition ratios [min–max].")
@@ -165,6 +214,22 @@ class ConnRateBench(socket_bench.Bench):
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         benchlib.write_outputs(a.out, "\n".join(lines) + "\n", self.samples, meta, summary, self.problems, log)
 
+    def bpf_time_table(self, rows):
+        """Where a redirect's time per connection goes: the kernel's own run
+        time of each program (BPF_ENABLE_STATS), per connection."""
+        out = ["\n### Time in the BPF programs per connection (ns, both sockets; median over repetitions; "
+               "runs per connection in brackets)\n", "| net | mode | program | ns per conn | runs |", "|---|---|---|---|---|"]
+        for net in NETS:
+            for m in ("floor", "meshcut"):
+                rs = [s for s in rows if s["net"] == net and s["mode"] == m]
+                for prog in self.prog_ids.get(m, {}):
+                    ns = [s[f"bpf_{prog}_ns_per_conn"] for s in rs if f"bpf_{prog}_ns_per_conn" in s]
+                    runs = [s[f"bpf_{prog}_runs_per_conn"] for s in rs if f"bpf_{prog}_runs_per_conn" in s]
+                    if ns:
+                        out.append(f"| {net} | {m} | {prog} | {statistics.median(ns):.0f} | "
+                                   f"{statistics.median(runs):.1f} |")
+        return out
+
     def main(self):
         for b in (self.crr_bin, self.floor_bin):
             if not os.access(b, os.X_OK):
@@ -175,6 +240,7 @@ class ConnRateBench(socket_bench.Bench):
         self.setup_netns()
         self.setup_floor()
         self.setup_meshcut()
+        self.find_programs()
         self.measure()
         self.report()
 
@@ -210,11 +276,14 @@ def main():
         print("conn_rate_bench.py needs root (netns, cgroups, BPF)", file=sys.stderr)
         return 2
     bench = ConnRateBench(args)
+    stats_fd = enable_bpf_stats()
 
     def cleanup():
         bench.cleanup()
         if bench.meshcutd_log:
             bench.meshcutd_log.close()
+        if stats_fd is not None:
+            os.close(stats_fd)
 
     rc = benchlib.run_bench(bench.main, cleanup, log, catch_signals=True)
     if rc == 0 and bench.problems:
