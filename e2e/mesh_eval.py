@@ -523,8 +523,13 @@ class Bench(benchlib.PodBench):
         row["rss_kib_pods"] = sum(rss_kib(self.bed.pids(p.name, c)) for p in self.pods.values() for c in p.containers)
         row["rss_kib_meshcutd"] = sum(rss_kib(n.daemon.proc.pid, children=False) for n in self.nodes.values())
         if row["achieved_rps"] < 0.95 * rate:
-            self.problems.append(f"{placement} {mode} fixed rate: only {row['achieved_rps']:.0f} of {rate} req/s "
-                                 f"(lower --rate)")
+            # A throughput, not a correctness check: the quick (CI) run shares
+            # the CPUs with other work, so there it is reported, not counted.
+            msg = f"{placement} {mode} fixed rate: only {row['achieved_rps']:.0f} of {rate} req/s (lower --rate)"
+            if a.quick:
+                log("timing " + msg)
+            else:
+                self.problems.append(msg)
         time.sleep(0.05)
         return row
 
