@@ -271,25 +271,10 @@ def parse_args(argv=None):
 
 
 def main():
-    args = parse_args()
-    if os.geteuid() != 0:
-        print("conn_rate_bench.py needs root (netns, cgroups, BPF)", file=sys.stderr)
-        return 2
-    bench = ConnRateBench(args)
-    stats_fd = enable_bpf_stats()
-
-    def cleanup():
-        bench.cleanup()
-        if bench.meshcutd_log:
-            bench.meshcutd_log.close()
-        if stats_fd is not None:
-            os.close(stats_fd)
-
-    rc = benchlib.run_bench(bench.main, cleanup, log, catch_signals=True)
-    if rc == 0 and bench.problems:
-        log("problems:\n  " + "\n  ".join(bench.problems))
-        rc = 3
-    return rc
+    bench = ConnRateBench(parse_args())
+    stats_fd = enable_bpf_stats() if os.geteuid() == 0 else None
+    return socket_bench.run_main(bench, "conn_rate_bench.py",
+                                 on_exit=(lambda: os.close(stats_fd)) if stats_fd is not None else None)
 
 
 if __name__ == "__main__":

@@ -539,24 +539,30 @@ def parse_args():
     return a
 
 
-def main():
-    args = parse_args()
+def run_main(bench, name, on_exit=None):
+    """Run BENCH (a Bench) as the benchmark NAME: 2 without root, 1 after an
+    error, 3 if a check failed, else 0; everything it made is removed, and
+    ON_EXIT() runs last."""
     if os.geteuid() != 0:
-        print("socket_bench.py needs root (netns, cgroups, BPF)", file=sys.stderr)
+        print(f"{name} needs root (netns, cgroups, BPF)", file=sys.stderr)
         return 2
-
-    bench = Bench(args)
 
     def cleanup():
         bench.cleanup()
         if bench.meshcutd_log:
             bench.meshcutd_log.close()
+        if on_exit:
+            on_exit()
 
     rc = benchlib.run_bench(bench.main, cleanup, log, catch_signals=True)
     if rc == 0 and bench.problems:
         log("problems:\n  " + "\n  ".join(bench.problems))
         rc = 3
     return rc
+
+
+def main():
+    return run_main(Bench(parse_args()), "socket_bench.py")
 
 
 if __name__ == "__main__":
