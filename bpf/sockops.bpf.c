@@ -78,6 +78,73 @@ static __always_inline void mc_conns_closed(struct bpf_sock_ops *skops)
 		bpf_map_delete_elem(&mc_conns, &own);
 }
 
+static __always_inline struct mc_syn_key mc_syn_key_of(__u32 init_ip, __u16 init_port, __u64 netns)
+{
+	struct mc_syn_key k = {};
+
+	k.scope = MC_IS_LOOPBACK(init_ip) ? netns : 0;
+	k.init_ip = init_ip;
+	k.init_port = init_port;
+	return k;
+}
+
+/* One less pending SYN from an address; 0 if none was pending. */
+static __always_inline int mc_syn_count_take(struct mc_syn_key *ip_key)
+{
+	__u64 *n = bpf_map_lookup_elem(&mc_syn_seen, ip_key);
+	__u64 old;
+
+	if (!n)
+		return 0;
+	old = *n;
+	return old && __sync_val_compare_and_swap(n, old, old - 1) == old;
+}
+
+/*
+ * A SYN reached a listener in this cgroup (called for its request socket,
+ * SYN cookies included): if the listener's netns is an enrolled pod, its
+ * socket will join the map at establishment, so the initiator may too. The
+ * SYN is processed before the SYN-ACK leaves, so the mark is there before the
+ * initiator's establishment, whatever REDIRECT or a ClusterIP did to the
+ * destination. Two marks: the initiator's address and port, and a count of
+ * pending SYNs per address (port 0) for when conntrack rewrote the port.
+ */
+static __always_inline void mc_syn_seen_mark(struct bpf_sock_ops *skops)
+{
+	struct mc_syn_key k, ip_key;
+	__u64 netns = bpf_get_netns_cookie(skops);
+	__u64 one = 1, *n;
+
+	if (!bpf_map_lookup_elem(&mc_pods, &netns))
+		return;
+	k = mc_syn_key_of(skops->remote_ip4, (__u16)bpf_ntohl(skops->remote_port), netns);
+	ip_key = mc_syn_key_of(skops->remote_ip4, 0, netns);
+	bpf_map_update_elem(&mc_syn_seen, &k, &one, BPF_ANY);
+	if (bpf_map_update_elem(&mc_syn_seen, &ip_key, &one, BPF_NOEXIST) == 0)
+		return;
+	n = bpf_map_lookup_elem(&mc_syn_seen, &ip_key);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+}
+
+/* Whether a listener on this node saw this active socket's SYN (see above).
+ * Without the port mark, a pending SYN from the same address stands in for
+ * it: two connections from one address racing through their handshakes may
+ * swap marks, which at worst enrols a socket that finds no peer (its first
+ * send then stays on the normal path). */
+static __always_inline int mc_syn_take(__u32 local_ip, __u16 local_port, __u64 netns)
+{
+	struct mc_syn_key k = mc_syn_key_of(local_ip, local_port, netns);
+	struct mc_syn_key ip_key = mc_syn_key_of(local_ip, 0, netns);
+
+	if (bpf_map_lookup_elem(&mc_syn_seen, &k)) {
+		bpf_map_delete_elem(&mc_syn_seen, &k);
+		mc_syn_count_take(&ip_key);
+		return 1;
+	}
+	return mc_syn_count_take(&ip_key);
+}
+
 static __always_inline void mc_established(struct bpf_sock_ops *skops, __u8 side)
 {
 	struct mc_sock_key own = {}, peer = {};
@@ -86,6 +153,7 @@ static __always_inline void mc_established(struct bpf_sock_ops *skops, __u8 side
 	struct bpf_sock *sk;
 	__u64 netns;
 	int local_peer = 0;
+	int syn_seen = 0;
 	int kind;
 
 	netns = bpf_get_netns_cookie(skops);
@@ -94,6 +162,17 @@ static __always_inline void mc_established(struct bpf_sock_ops *skops, __u8 side
 		mc_count(MC_C_SOCK_NOT_ENROLLED, 1);
 		return;
 	}
+	/* An active socket towards an address that is not local (loopback, a
+	 * pod of this node) has a peer here only if Istio's REDIRECT or a
+	 * ClusterIP led its SYN to an enrolled listener, which marked it. Without
+	 * the mark its peer is on another node, in an unenrolled pod or a host
+	 * process: enrolling it would gain nothing and move every byte it
+	 * receives onto the socket-map receive path, where FIONREAD and epoll
+	 * break without an SK_SKB verdict and, with one, this kernel was seen to
+	 * corrupt the byte stream under load (DESIGN.md). Taken first, so that
+	 * no skip below leaves the mark behind. */
+	if (side == MC_SIDE_ACTIVE)
+		syn_seen = mc_syn_take(skops->local_ip4, (__u16)skops->local_port, netns);
 	if (skops->family != MC_AF_INET && !(skops->family == MC_AF_INET6 && mc_v4mapped(skops))) {
 		mc_count(MC_C_SOCK_SKIP_FAMILY, 1);
 		return;
@@ -106,6 +185,12 @@ static __always_inline void mc_established(struct bpf_sock_ops *skops, __u8 side
 		return;
 	}
 	kind = mc_kind_of(side, skops->remote_ip4, pod, &local_peer);
+	if (side == MC_SIDE_ACTIVE && !local_peer) {
+		if (syn_seen)
+			local_peer = 1;
+		else
+			kind = -1;
+	}
 	if (kind < 0) {
 		mc_count(MC_C_SOCK_SKIP_REMOTE, 1);
 		return;
@@ -188,6 +273,13 @@ int mc_sockops(struct bpf_sock_ops *skops)
 		break;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		mc_established(skops, MC_SIDE_PASSIVE);
+		break;
+	case BPF_SOCK_OPS_RWND_INIT:
+		/* Called for every SYN a listener answers (TIMEOUT_INIT is not, with
+		 * SYN cookies) and for a connecting socket (a full one): only the
+		 * listener's request socket marks a SYN. */
+		if (!skops->is_fullsock)
+			mc_syn_seen_mark(skops);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		mc_conns_closed(skops);

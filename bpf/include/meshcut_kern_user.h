@@ -28,6 +28,7 @@
 #define MC_MAP_PODS "mc_pods"
 #define MC_MAP_POD_IPS "mc_pod_ips"
 #define MC_MAP_PAIR_KIND "mc_pair_kind"
+#define MC_MAP_SYN_SEEN "mc_syn_seen"
 #define MC_MAP_CNI_PODS "mc_cni_pods"
 #define MC_MAP_FLOWS "mc_flows"
 #define MC_MAP_FLOW_OWNER "mc_flow_owner"
@@ -50,7 +51,7 @@
 #define MC_DEFAULT_MAX_SOCKETS 262144 /* mc_sockhash, mc_conns (--max-sockets) */
 #define MC_MAX_PODS 16384             /* mc_pods, mc_cni_pods */
 #define MC_POD_MAX_IPS 4              /* addresses per pod (mc_pod_ips: pods x this) */
-#define MC_MAX_PAIR_KINDS 65536       /* mc_pair_kind (LRU) */
+#define MC_MAX_PAIR_KINDS 65536       /* mc_pair_kind, mc_syn_seen (LRU) */
 #define MC_MAX_FLOWS 262144           /* mc_flows, mc_flow_owner (LRU) */
 
 /* Time units (bpf_ktime_get_ns and CLOCK_REALTIME are in ns). */
@@ -99,6 +100,18 @@ struct mc_sock_key {
 	__u16 pad16;     /* 0: the initiator's port is not part of the key (above) */
 	__u8 side;       /* enum mc_side */
 	__u8 pad;
+};
+
+/*
+ * mc_syn_seen's key: a connection's initiator as an enrolled listener saw it
+ * in the SYN (the listener's request socket has no ISNs yet). The initiator
+ * looks itself up at establishment with its own local address and port.
+ */
+struct mc_syn_key {
+	__u64 scope;     /* netns cookie if init_ip is 127/8, else 0 */
+	__u32 init_ip;   /* network byte order */
+	__u16 init_port; /* host order */
+	__u16 pad;
 };
 
 /* How a pair of sockets relates; decides which counters a redirect feeds. */
@@ -286,7 +299,8 @@ enum mc_counter {
 	MC_C_SOCK_ADDED_ACTIVE = 0,
 	MC_C_SOCK_ADDED_PASSIVE,
 	MC_C_SOCK_NOT_ENROLLED,   /* netns not enrolled (host process, unmeshed pod) */
-	MC_C_SOCK_SKIP_REMOTE,    /* passive socket whose peer cannot be on this node */
+	MC_C_SOCK_SKIP_REMOTE,    /* peer not on this node: a passive socket from no pod, an
+	                           * active one whose SYN reached no enrolled listener */
 	MC_C_SOCK_SKIP_FAMILY,    /* IPv6 (not v4-mapped) */
 	MC_C_SOCK_SKIP_EARLY_DATA,/* bytes moved before establishment (TCP Fast Open) */
 	MC_C_SOCK_SKIP_DISABLED,  /* shortcut switched off for this pod or node */

@@ -62,6 +62,17 @@ struct {
 	__type(value, __u32);
 } mc_pair_kind SEC(".maps");
 
+/* Initiators whose SYN reached an enrolled listener on this node: left by the
+ * listener's request socket, taken by the initiator at establishment. Only an
+ * active socket found here has a peer that can join the sockhash (see
+ * sockops.bpf.c). LRU: SYNs from sockets that never enrol age out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MC_MAX_PAIR_KINDS);
+	__type(key, struct mc_syn_key);
+	__type(value, __u64); /* 1 for a port mark; pending SYNs for an address (port 0) */
+} mc_syn_seen SEC(".maps");
+
 /* CNI attachment records (user space only; see meshcut_kern_user.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

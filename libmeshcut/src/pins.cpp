@@ -15,7 +15,7 @@ namespace meshcut {
 
 const std::vector<std::string>& PinLayout::map_names() {
   static const std::vector<std::string> names = {MC_MAP_SOCKHASH, MC_MAP_SK_STATE, MC_MAP_CONNS, MC_MAP_PODS,
-                                                 MC_MAP_POD_IPS,  MC_MAP_PAIR_KIND, MC_MAP_CNI_PODS, MC_MAP_FLOWS, MC_MAP_FLOW_OWNER, MC_MAP_CNI_STATS, MC_MAP_COUNTERS, MC_MAP_CONFIG,
+                                                 MC_MAP_POD_IPS,  MC_MAP_PAIR_KIND, MC_MAP_SYN_SEEN, MC_MAP_CNI_PODS, MC_MAP_FLOWS, MC_MAP_FLOW_OWNER, MC_MAP_CNI_STATS, MC_MAP_COUNTERS, MC_MAP_CONFIG,
                                                  MC_MAP_META};
   return names;
 }

@@ -10,16 +10,18 @@ ones, checksummed, and none stalls on this kernel:
              nginx in A as a reverse proxy (127.0.0.1:8081, keep-alive upstream)
              to B: the client->proxy loopback hop and the A->B hop both take
              the shortcut;
-             the same proxy to C (127.0.0.1:8082): the proxy's upstream socket
-             is in the sockhash but its peer is not, so it receives over the
-             normal TCP path -- the FIONREAD/epoll regression case
-             (DESIGN.md, Kernel facts; grafana/beyla#2941);
+             the same proxy to C (127.0.0.1:8082): C is not enrolled, so the
+             proxy's upstream socket stays out of the sockhash (its SYN
+             reached no enrolled listener) and takes the normal path both
+             ways; were it in the map, it would receive on the socket-map path
+             (FIONREAD/epoll regression, stream corruption seen under load:
+             DESIGN.md, Kernel facts);
              curl in C to nginx in B: nothing in the map (a passive socket
              whose peer is no pod is never enrolled: sock_skip_remote);
              curl with "Connection: close" (a connection per request).
   epoll      an nginx-style reader (edge-triggered epoll + ioctl FIONREAD,
-             apps/http_client.py) to nginx in B (redirected) and in C (in the
-             map, normal receive path): counts FIONREAD lies and epoll misses;
+             apps/http_client.py) to nginx in B (redirected) and in C (out of
+             the map): counts FIONREAD lies and epoll misses;
              and with --close, 200 requests each timed to the server's FIN.
   asyncio    apps/asyncio_server.py in B and C, apps/asyncio_client.py in A:
              8 MiB responses then 1000 small exchanges over one connection.
@@ -45,6 +47,9 @@ last byte to EOF (the FIN tail; the body itself may be slow under load).
                       nothing (evidence for the closing note). Uses the
                       --quick counts and a 2 s stall timeout (~25 s).
   --quick             fewer requests.
+  --only S --repeat N run only the cases whose label contains S, N times each
+                      (to chase a rare failure: the A->C* cases ran 240 times
+                      under CPU load to show the stream corruption gone).
 """
 import argparse
 import hashlib
@@ -241,6 +246,9 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--local-rto-min-us", type=int, default=None,
                     help="pass to meshcutd; 0 (kernel 200 ms) makes the FIN-tail check report-only")
+    ap.add_argument("--only", default=None, metavar="SUBSTR",
+                    help="run only the cases whose label contains SUBSTR (to chase one failure)")
+    ap.add_argument("--repeat", type=int, default=1, help="run each selected case N times")
     args = ap.parse_args()
     strict = args.skb_verdict == "auto"
     # Without the SK_SKB verdict every request on the regression path stalls
@@ -358,8 +366,16 @@ def main():
          lambda: json_case(nc + [c.pod_ip, str(P_NODE)] + nc_args, a, cg, ctimeout)),
     ]
 
+    cases = [c for c in cases if args.only is None or args.only in c[0]
+             for _ in range(max(1, args.repeat))]
+    if not cases:
+        print("FAIL: --only %r matches no case" % args.only, file=sys.stderr)
+        sys.exit(2)
     rows = []
+    seen = set()
     for label, want, _client_ns, runner in cases:
+        repeat = label in seen
+        seen.add(label)
         c0 = d.counters()
         bd0 = backlog_drops((a, b, c))
         t0 = time.monotonic()
@@ -414,11 +430,17 @@ def main():
                      "%s: loopback shortcut carried >= the body bytes (%d >= %d)"
                      % (label, dc["bytes_redirect_intra"], big_bytes))
         if want.get("no_peer"):
-            # The A-side socket is in the sockhash (its sk_msg ran) but C is
-            # not: every byte from C arrived over the normal TCP path.
-            ck.check(dc["msg_pass_no_peer"] > 0 and dc["bytes_redirect_node"] == 0,
-                     "%s: A's socket in the map, peer not: normal receive path (msg_pass_no_peer +%d)"
-                     % (label, dc["msg_pass_no_peer"]))
+            # C is not enrolled, so A's SYN to it reached no enrolled listener:
+            # A's socket stays out of the sockhash (sock_skip_remote) and every
+            # byte either way takes the normal path. (A socket in the map
+            # whose peer is not moves what it receives onto the socket-map
+            # receive path, where this kernel was seen to corrupt the stream
+            # under load.) A repeat may reuse nginx's keep-alive upstream.
+            ck.check(dc["msg_pass_no_peer"] == 0 and dc["bytes_redirect_node"] == 0
+                     and (dc["sock_skip_remote"] > 0 or repeat),
+                     "%s: A's socket to C left out of the map: normal path both ways "
+                     "(sock_skip_remote +%d, msg_pass_no_peer +%d)"
+                     % (label, dc["sock_skip_remote"], dc["msg_pass_no_peer"]))
         if want.get("none"):
             ck.check(dc["bytes_redirect_intra"] + dc["bytes_redirect_node"] == 0 and dc["sock_skip_remote"] > 0,
                      "%s: nothing redirected, B's socket left out of the map (sock_skip_remote +%d)"
@@ -460,7 +482,7 @@ def main():
         os.uname().release, args.skb_verdict,
         "attached" if st["attachments"]["sk_skb"]["attached"] else "NOT attached",
         "" if strict else "  [report only]"))
-    print("* = the client's socket is in the sockhash but its peer (pod C) is not: normal receive path")
+    print("* = pod C is not enrolled: A's socket to it stays out of the sockhash (normal path both ways)")
     print("redir-lo/redir-pod: counter growth (bytes_redirect_intra/node); failed: incomplete, wrong or "
           "stalled; >%dms: complete but slow; bdrop: TcpExtTCPBacklogDrop in A+B+C; lies/misses: FIONREAD "
           "read 0 with bytes queued / epoll silent with bytes queued (apps/http_client.py)" % (TAIL * 1000))

@@ -21,6 +21,7 @@ namespace meshcut {
 
 static_assert(sizeof(mc_sock_key) == 24 && std::has_unique_object_representations_v<mc_sock_key>);
 static_assert(sizeof(mc_sock_state) == 72);
+static_assert(sizeof(mc_syn_key) == 16 && std::has_unique_object_representations_v<mc_syn_key>);
 static_assert(sizeof(mc_pod) == 36);
 static_assert(sizeof(mc_config) == 24);
 static_assert(sizeof(mc_flow_owner_key) == 8 && std::has_unique_object_representations_v<mc_flow_owner_key>);
