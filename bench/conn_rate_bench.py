@@ -76,6 +76,9 @@ def bpftool_json(*args):
 
 
 class ConnRateBench(socket_bench.Bench):
+    # The per-connection leak check reads mc_conns after a sweep.
+    MESHCUTD_ARGS = ("--gc-interval", "1")
+
     def __init__(self, args):
         super().__init__(args)
         self.tag = f"mcc-{os.getpid()}"
@@ -154,7 +157,9 @@ class ConnRateBench(socket_bench.Bench):
     def leak_check(self):
         if not self.meshcut_ok:
             return {}
-        time.sleep(0.5)  # the last sockets' close callbacks
+        # mc_conns entries of closed sockets go at meshcutd's next sweep
+        # (--gc-interval 1 below): one interval and a margin.
+        time.sleep(2.5)
         st = self.meshcut_status() or {}
         maps = st.get("maps") or {}
         left = {m: (maps.get(m) or {}).get("entries") for m in PER_CONN_MAPS if m in maps}

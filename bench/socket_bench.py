@@ -248,6 +248,7 @@ class Bench:
         # its sockops to the meshcut cgroup only.
         daemon = subprocess.Popen(
             [self.meshcutd, "run", "--pin-root", self.meshcut_pin, "--cgroup", self.cg["meshcut"]]
+            + list(getattr(self, "MESHCUTD_ARGS", ()))
             + list(getattr(self.args, "meshcutd_arg", None) or []),
             stdin=subprocess.DEVNULL, stdout=self.meshcutd_log, stderr=subprocess.STDOUT,
             start_new_session=True)

@@ -49,33 +49,14 @@ static __always_inline int mc_kind_of(__u8 side, __u32 remote_ip, const struct m
 	return side == MC_SIDE_ACTIVE ? MC_KIND_INTRA : -1;
 }
 
-/* The socket's copy in mc_conns (only while the table is kept), and a call
- * at TCP_CLOSE to remove it again. BPF_NOEXIST: never replace another
- * socket's entry. */
-static __always_inline void mc_conns_add(struct bpf_sock_ops *skops, struct mc_sock_key *own,
-					 struct mc_sock_state *st)
+/* The socket's copy in mc_conns (only while the table is kept). No state
+ * callback removes it at close (that would be seven more runs of this program
+ * per connection): meshcutd sweeps the entries of sockets that left the
+ * sockhash. BPF_NOEXIST: never replace another socket's entry. */
+static __always_inline void mc_conns_add(struct mc_sock_key *own, struct mc_sock_state *st)
 {
-	if (!mc_conns_table())
-		return;
-	if (bpf_map_update_elem(&mc_conns, own, st, BPF_NOEXIST) == 0)
-		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
-}
-
-static __always_inline void mc_conns_closed(struct bpf_sock_ops *skops)
-{
-	struct mc_sock_state *st, *t;
-	struct mc_sock_key own;
-	struct bpf_sock *sk = skops->sk;
-
-	if (skops->args[1] != BPF_TCP_CLOSE || !sk)
-		return;
-	st = bpf_sk_storage_get(&mc_sk_state, sk, 0, 0);
-	if (!st)
-		return;
-	own = mc_own_key(st);
-	t = bpf_map_lookup_elem(&mc_conns, &own);
-	if (t && t->netns_cookie == st->netns_cookie && t->local_port == st->local_port)
-		bpf_map_delete_elem(&mc_conns, &own);
+	if (mc_conns_table())
+		bpf_map_update_elem(&mc_conns, own, st, BPF_NOEXIST);
 }
 
 static __always_inline struct mc_syn_key mc_syn_key_of(__u32 init_ip, __u16 init_port, __u64 netns)
@@ -233,10 +214,9 @@ static __always_inline void mc_established(struct bpf_sock_ops *skops, __u8 side
 	if (bpf_sock_hash_update(skops, &mc_sockhash, &own, BPF_NOEXIST)) {
 		st->decision = MC_DECISION_PASS;
 		mc_count(MC_C_SOCK_ADD_FAILED, 1);
-		mc_conns_add(skops, &own, st);
 		return;
 	}
-	mc_conns_add(skops, &own, st);
+	mc_conns_add(&own, st);
 	mc_count(side == MC_SIDE_ACTIVE ? MC_C_SOCK_ADDED_ACTIVE : MC_C_SOCK_ADDED_PASSIVE, 1);
 
 	/* The FIN still travels TCP. Redirected bytes waiting in the receiver's
@@ -280,9 +260,6 @@ int mc_sockops(struct bpf_sock_ops *skops)
 		 * listener's request socket marks a SYN. */
 		if (!skops->is_fullsock)
 			mc_syn_seen_mark(skops);
-		break;
-	case BPF_SOCK_OPS_STATE_CB:
-		mc_conns_closed(skops);
 		break;
 	}
 	return 1;

@@ -165,7 +165,13 @@ int cmd_run(DaemonConfig cfg, const install::InstallOptions* cni, const std::str
       {
         auto lock = PinLock::acquire(layout.root);
         if (lock)
-          if (auto maps = PinnedMaps::open(layout)) pods::gc_stale(*maps);
+          if (auto maps = PinnedMaps::open(layout)) {
+            pods::gc_stale(*maps);
+            // Entries of closed sockets in the conns table (no close callback).
+            if (res->conns_table)
+              if (auto n = maps->sweep_conns(); !n)
+                log::warn("couldn't sweep the conns table", {{"error", n.error().format()}});
+          }
       }
     }
   }

@@ -144,10 +144,31 @@ Result<std::vector<std::pair<uint64_t, mc_pod>>> PinnedMaps::pods() const {
   return walk<uint64_t, mc_pod>(fd(MC_MAP_PODS));
 }
 
+// A closed socket leaves the sockhash at once (the kernel unlinks it), its
+// mc_conns entry only at the next sweep: live = still in the sockhash.
+bool PinnedMaps::in_sockhash(const mc_sock_key& k) const {
+  uint64_t cookie = 0;
+  return bpf_map_lookup_elem(fd(MC_MAP_SOCKHASH), &k, &cookie) == 0;
+}
+
 Result<std::vector<mc_sock_state>> PinnedMaps::conns() const {
   std::vector<mc_sock_state> out;
-  for (const auto& [k, st] : walk<mc_sock_key, mc_sock_state>(fd(MC_MAP_CONNS))) out.push_back(st);
+  for (const auto& [k, st] : walk<mc_sock_key, mc_sock_state>(fd(MC_MAP_CONNS)))
+    if (in_sockhash(k)) out.push_back(st);
   return out;
+}
+
+Result<uint64_t> PinnedMaps::sweep_conns() const {
+  int f = fd(MC_MAP_CONNS);
+  uint64_t removed = 0;
+  for (const auto& [k, st] : walk<mc_sock_key, mc_sock_state>(f)) {
+    if (in_sockhash(k)) continue;
+    if (bpf_map_delete_elem(f, &k) == 0)
+      ++removed;
+    else if (errno != ENOENT)
+      return make_error("couldn't remove a closed socket's entry from " MC_MAP_CONNS, errno);
+  }
+  return removed;
 }
 
 Status PinnedMaps::clear_conns() const {

@@ -45,7 +45,14 @@ class PinnedMaps {
 
   // The conns table (mc_conns): each live socket's state, kept by sockops and
   // sk_msg while MC_CFG_F_CONNS_TABLE is set (kernels that refuse iterators).
+  // sockops adds an entry at insertion and nothing removes it at close (a
+  // state callback per socket would cost seven more program runs per
+  // connection): conns() returns only the sockets still in the sockhash, and
+  // sweep_conns() (meshcutd, every --gc-interval) removes the others' entries
+  // and says how many.
   Result<std::vector<mc_sock_state>> conns() const;
+  Result<uint64_t> sweep_conns() const;
+  bool in_sockhash(const mc_sock_key& k) const;
   // Empties it (the table is switched off: its entries would go stale).
   Status clear_conns() const;
 
