@@ -3,6 +3,8 @@
 #include "status.h"
 
 #include <arpa/inet.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
 #include <signal.h>
 
 #include <cstdio>
@@ -30,6 +32,59 @@ int not_running(const std::string& pin_root, bool json, const Error& e) {
     std::fprintf(stderr, "meshcutd: %s\n", e.format().c_str());
   }
   return 3;
+}
+
+// The kernel's allocation size for N bytes from kmalloc (its size classes).
+uint64_t kmalloc_size(uint64_t n) {
+  for (uint64_t c : {8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192})
+    if (n <= c) return c;
+  return (n + 4095) / 4096 * 4096;
+}
+
+// Size of a kernel struct from the running kernel's BTF; 0 if unknown.
+uint64_t kernel_struct_size(const btf* vmlinux, const char* name) {
+  if (!vmlinux) return 0;
+  int id = btf__find_by_name_kind(vmlinux, name, BTF_KIND_STRUCT);
+  if (id < 0) return 0;
+  long sz = btf__resolve_size(vmlinux, id);
+  return sz > 0 ? static_cast<uint64_t>(sz) : 0;
+}
+
+// What meshcut adds in kernel memory per enrolled socket: its psock, its
+// socket-storage element (and the socket's storage head), its sockhash
+// element and, where the conns table is kept, its mc_conns element. Struct
+// sizes come from the running kernel's BTF, rounded to kmalloc's classes;
+// bench/scale_bench.py measures the same from the slab counters.
+nlohmann::json socket_memory_json(const std::vector<MapUsage>& usage, bool conns_table) {
+  btf* vmlinux = btf__load_vmlinux_btf();
+  if (libbpf_get_error(vmlinux)) vmlinux = nullptr;
+  auto entry = [&](const char* map) -> const MapUsage* {
+    for (const auto& u : usage)
+      if (u.name == map) return &u;
+    return nullptr;
+  };
+  const MapUsage* sh = entry(MC_MAP_SOCKHASH);
+  const MapUsage* conns = entry(MC_MAP_CONNS);
+  uint64_t psock = kernel_struct_size(vmlinux, "sk_psock");
+  uint64_t storage = kernel_struct_size(vmlinux, "bpf_local_storage_elem");
+  uint64_t storage_head = kernel_struct_size(vmlinux, "bpf_local_storage");
+  uint64_t shtab = kernel_struct_size(vmlinux, "bpf_shtab_elem");
+  uint64_t htab = kernel_struct_size(vmlinux, "htab_elem");
+  btf__free(vmlinux);
+  nlohmann::json parts = {
+      {"sk_psock", psock ? kmalloc_size(psock) : 0},
+      {"sk_storage", storage ? kmalloc_size(storage + sizeof(mc_sock_state)) + kmalloc_size(storage_head) : 0},
+      {"sockhash_elem", shtab && sh ? kmalloc_size(shtab + sh->key_size) : 0},
+      {"conns_elem", conns_table && htab && conns ? htab + conns->key_size + conns->value_size : 0}};
+  uint64_t per = 0;
+  for (auto& [k, v] : parts.items()) per += v.get<uint64_t>();
+  uint64_t sockets = sh ? sh->entries : 0;
+  return {{"per_socket_bytes", per},
+          {"parts", parts},
+          {"sockets", sockets},
+          {"total_bytes", per * sockets},
+          {"known", psock && storage && shtab},
+          {"source", "struct sizes from /sys/kernel/btf/vmlinux, rounded to kmalloc classes"}};
 }
 
 }  // namespace
@@ -61,8 +116,10 @@ int cmd_status(const std::string& pin_root, bool json, bool require_running) {
   j["degraded"] = daemon::degraded_json(meta->features);
   j["attachments"] = daemon::attachments_json(layout);
   nlohmann::json m = nlohmann::json::object();
-  for (const auto& u : *usage) m[u.name] = {{"entries", u.entries}, {"max_entries", u.max_entries}};
+  for (const auto& u : *usage)
+    m[u.name] = {{"entries", u.entries}, {"max_entries", u.max_entries}, {"memlock_bytes", u.memlock}};
   j["maps"] = m;
+  j["memory"] = socket_memory_json(*usage, (cfg->flags & MC_CFG_F_CONNS_TABLE) != 0);
   nlohmann::json c = nlohmann::json::object();
   for (size_t i = 0; i < MC_C__N; ++i) c[std::string(kCounterNames[i])] = (*ctr)[i];
   const auto& v = *ctr;
@@ -87,6 +144,14 @@ int cmd_status(const std::string& pin_root, bool json, bool require_running) {
   std::printf("\n%-14s %10s %10s\n", "MAP", "ENTRIES", "MAX");
   for (const auto& u : *usage)
     std::printf("%-14s %10llu %10u\n", u.name.c_str(), static_cast<unsigned long long>(u.entries), u.max_entries);
+  const auto& mem = j["memory"];
+  std::printf("\nkernel memory per enrolled socket: %llu B (psock %llu, storage %llu, sockhash %llu, conns %llu); "
+              "%llu sockets: %.1f MiB\n",
+              mem["per_socket_bytes"].get<unsigned long long>(), mem["parts"]["sk_psock"].get<unsigned long long>(),
+              mem["parts"]["sk_storage"].get<unsigned long long>(),
+              mem["parts"]["sockhash_elem"].get<unsigned long long>(),
+              mem["parts"]["conns_elem"].get<unsigned long long>(), mem["sockets"].get<unsigned long long>(),
+              static_cast<double>(mem["total_bytes"].get<uint64_t>()) / (1 << 20));
   std::printf("\n%-22s %14s\n", "COUNTER", "VALUE");
   for (auto& [k, val] : c.items()) std::printf("%-22s %14llu\n", k.c_str(), val.get<unsigned long long>());
   std::printf("\nFEATURE\n");

@@ -24,6 +24,9 @@ struct MapUsage {
   uint32_t type = 0;
   uint64_t entries = 0;  // counted by walking the keys (hash-like maps only)
   uint32_t max_entries = 0;
+  uint32_t key_size = 0;
+  uint32_t value_size = 0;
+  uint64_t memlock = 0;  // the kernel's own account (/proc/self/fdinfo "memlock"), bytes
 };
 
 class PinnedMaps {
