@@ -88,6 +88,25 @@ def slab_kib():
     return 0
 
 
+TCP_DIAG = ("TcpExt:ListenOverflows", "TcpExt:ListenDrops", "TcpExt:TCPBacklogDrop", "Tcp:RetransSegs",
+            "TcpExt:TCPTimeouts", "TcpExt:TCPReqQFullDrop")
+
+
+def tcp_stats(pods):
+    """TCP counters that explain a slow open (SYNs dropped and sent again),
+    summed over the pods' netns."""
+    out = dict.fromkeys(TCP_DIAG, 0)
+    for p in pods:
+        text = p.run("cat", "/proc/net/netstat", "/proc/net/snmp").stdout.splitlines()
+        for head, vals in zip(text[::2], text[1::2]):
+            names, nums = head.split(), vals.split()
+            for n, v in zip(names[1:], nums[1:]):
+                k = names[0].rstrip(":") + ":" + n
+                if k in out:
+                    out[k] += int(v)
+    return out
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -191,12 +210,16 @@ class Bench(benchlib.PodBench):
         c0 = d.counters() if d else None
         servers, clients = self.start_holders()
         try:
-            slab0 = slab_kib()
+            slab0, tcp0 = slab_kib(), tcp_stats(self.pods)
+            row["time_wait_before"] = sum(len(p.run("ss", "-Htan", "state", "time-wait").stdout.splitlines())
+                                          for p in self.pods)
             first = self.ask(clients, f"open {SMALL // len(clients)}")
             ping1 = self.ping(clients)
             t0 = time.monotonic()
             rest = self.ask(clients, f"open {(a.conns - SMALL) // len(clients)}")
             row["open_s"] = round(time.monotonic() - t0, 3)
+            tcp1 = tcp_stats(self.pods)
+            row.update({k.split(":")[1]: tcp1[k] - tcp0[k] for k in TCP_DIAG})
             held = sum(r["held"] for r in rest)
             row["held"] = held
             row["open_failed"] = sum(r["failed"] for r in first + rest)
@@ -226,7 +249,8 @@ class Bench(benchlib.PodBench):
                 d.stop()
         self.check(row, mode)
         log(f"rep {rep} {mode}: {row['held']} held, opened in {row['open_s']} s, RTT p50 {row['rtt1k_p50_us']} -> "
-            f"{row['rtt_p50_us']} µs ({row['rtt_ratio']}x), slab {row['slab_b_per_conn']} B/conn")
+            f"{row['rtt_p50_us']} µs ({row['rtt_ratio']}x), slab {row['slab_b_per_conn']} B/conn; while opening: "
+            + ", ".join(f"{k.split(':')[1]} {row[k.split(':')[1]]}" for k in TCP_DIAG))
         return row
 
     def daemon_sample(self, row, d, c0, held):
