@@ -126,14 +126,7 @@ def main():
     istio_pod.popen_in_netns = popen_with_delay
 
     ck = mcnet.Checks()
-    cg = mcnet.Cgroup("trace")
-    node = mcnet.Node("n1", subnet="10.250.41")
-    a = node.add_pod("a", 2)
-    b = node.add_pod("b", 3)
-    d = mcnet.Daemon(cg, "trace")
-    d.start()
-    d.enroll(a, a.pod_ip)
-    d.enroll(b, b.pod_ip)
+    cg, node, a, b, d = mcnet.enrolled_pair("trace", "10.250.41")
     pods = {}
 
     def start_pod(ns, delay=0):
