@@ -11,6 +11,7 @@ main(). What a benchmark measures, checks and prints stays in its script.
 Stdlib only, like the benchmarks.
 """
 
+import argparse
 import csv
 import importlib
 import json
@@ -105,6 +106,35 @@ def import_netns_helpers(build_dir, *names):
     sys.dont_write_bytecode = True
     sys.path.insert(0, NETNS_DIR)
     return [importlib.import_module(n) for n in names]
+
+
+def bench_arg_parser(doc, out, port, iters_help, cpu_help, port_help, quick_help, bulk=True, build_dir=None):
+    """The options of the two-ended benchmarks (socket, crossnode, mesh_crossnode): --out (default OUT),
+    --quick, --reps, --iters, [--iperf-time, --no-bulk with BULK], --cpu, --port (default PORT), --build-dir
+    (default BUILD_DIR, else $MESHCUT_BUILD or <repo>/build). Checked by check_bench_args."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--out", default=out, help=f"output directory (default {out})")
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    ap.add_argument("--reps", type=int, help="repetitions (default 5, --quick 1)")
+    ap.add_argument("--iters", type=int, help=iters_help)
+    if bulk:
+        ap.add_argument("--iperf-time", type=int, help="seconds per iperf3 run (default 3, --quick 1)")
+        ap.add_argument("--no-bulk", action="store_true", help="skip iperf3")
+    ap.add_argument("--cpu", type=int, default=os.cpu_count() - 1, help=cpu_help)
+    ap.add_argument("--port", type=int, default=port, help=port_help)
+    ap.add_argument("--build-dir", default=build_dir or os.environ.get("MESHCUT_BUILD", os.path.join(REPO, "build")))
+    return ap
+
+
+def check_bench_args(ap, a, positive=("reps", "iters")):
+    """apply_quick_defaults, an absolute --build-dir, and POSITIVE (option names) >= 1."""
+    apply_quick_defaults(a)
+    a.build_dir = os.path.abspath(a.build_dir)
+    if any(getattr(a, k) < 1 for k in positive):
+        names = ["--" + k.replace("_", "-") for k in positive]
+        ap.error("%s must be >= 1" % (" and ".join(names) if len(names) == 2
+                                      else ", ".join(names[:-1]) + " and " + names[-1]))
+    return a
 
 
 def apply_quick_defaults(a):

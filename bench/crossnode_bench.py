@@ -45,7 +45,6 @@ Prints a Markdown table and writes samples.csv, results.json, table.md to
 Usage:  sudo /usr/bin/python3 bench/crossnode_bench.py [--quick] [--out DIR]
 """
 
-import argparse
 import json
 import os
 import statistics
@@ -76,29 +75,18 @@ REF_FLOOR = ("shared/BENCH.md floors on this VM, same vCPU, 64 B: 25.5 µs bridg
              "bypassed (0.67–0.78×); iperf3 1.13–1.16×; one direction alone gains little or nothing")
 
 
-def parse_args():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default="./bench-out/crossnode", help="output directory (default ./bench-out/crossnode)")
-    ap.add_argument("--quick", action="store_true", help="1 repetition, few iterations, 1 s iperf3 (CI smoke run)")
-    ap.add_argument("--reps", type=int, help="repetitions (default 5, --quick 1)")
-    ap.add_argument("--iters", type=int, help="round trips per sample for <= 1 KiB (64 KiB and unpinned do "
-                                              "half; default 20000, --quick 1000)")
-    ap.add_argument("--iperf-time", type=int, help="seconds per iperf3 run (default 3, --quick 1)")
-    ap.add_argument("--no-bulk", action="store_true", help="skip iperf3")
-    ap.add_argument("--cpu", type=int, default=os.cpu_count() - 1,
-                    help="CPU both ends are pinned to (default: the last one)")
-    ap.add_argument("--port", type=int, default=18100, help="first TCP port used by the servers in s2")
-    ap.add_argument("--build-dir", default=os.environ.get("MESHCUT_BUILD", os.path.join(REPO, "build")))
-    a = ap.parse_args()
-    benchlib.apply_quick_defaults(a)
-    a.build_dir = os.path.abspath(a.build_dir)
-    if a.reps < 1 or a.iters < 1 or a.iperf_time < 1:
-        ap.error("--reps, --iters and --iperf-time must be >= 1")
-    return a
+def parse_args(argv=None):
+    ap = benchlib.bench_arg_parser(
+        __doc__, out="./bench-out/crossnode", port=18100,
+        iters_help="round trips per sample for <= 1 KiB (64 KiB and unpinned do half; default 20000, --quick 1000)",
+        cpu_help="CPU both ends are pinned to (default: the last one)",
+        port_help="first TCP port used by the servers in s2",
+        quick_help="1 repetition, few iterations, 1 s iperf3 (CI smoke run)")
+    return benchlib.check_bench_args(ap, ap.parse_args(argv), ("reps", "iters", "iperf_time"))
 
 
-ARGS = parse_args()
-mcnet, twonode = benchlib.import_netns_helpers(ARGS.build_dir, "mcnet", "twonode")
+# the test/netns helpers come from the build tree --build-dir names: main() imports them
+mcnet = twonode = None
 log = benchlib.logger("crossnode_bench")
 
 
@@ -340,8 +328,11 @@ class Bench(benchlib.PodBench):
         benchlib.setup_measure_report(self, log)
 
 
-def main():
-    return benchlib.run_cluster_bench(Bench(ARGS), mcnet, log,
+def main(argv=None):
+    global mcnet, twonode
+    args = parse_args(argv)
+    mcnet, twonode = benchlib.import_netns_helpers(args.build_dir, "mcnet", "twonode")
+    return benchlib.run_cluster_bench(Bench(args), mcnet, log,
                                       (BenchError, RuntimeError, subprocess.TimeoutExpired, OSError))
 
 

@@ -48,7 +48,6 @@ failed, 77 skipped (no root, outside CI).
 Usage:  sudo /usr/bin/python3 bench/mesh_crossnode_bench.py [--quick] [--out DIR]
 """
 
-import argparse
 import os
 import statistics
 import subprocess
@@ -74,28 +73,19 @@ REF = ("shared/BENCH.md, this VM, 64 B same vCPU: two HAProxy sidecars (Istio-st
        "pods on two nodes, c=1: ≥ 15 % lower (paper: full optimisation 10–21 %)")
 
 
-def parse_args():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default="./bench-out/mesh-crossnode",
-                    help="output directory (default ./bench-out/mesh-crossnode)")
-    ap.add_argument("--quick", action="store_true", help="1 repetition, few iterations (CI smoke run)")
-    ap.add_argument("--reps", type=int, help="repetitions (default 5, --quick 1)")
-    ap.add_argument("--iters", type=int, help="round trips per 64 B / 1 KiB pinned sample (64 KiB does a "
-                                              "quarter, unpinned half; default 20000, --quick 1000)")
-    ap.add_argument("--cpu", type=int, default=os.cpu_count() - 1,
-                    help="CPU the pinned rows put all four processes on (default: the last one)")
-    ap.add_argument("--port", type=int, default=18200, help="first TCP port used by the servers in s2")
-    ap.add_argument("--build-dir", default=os.environ.get("MESHCUT_BUILD", os.path.join(REPO, "build")))
-    a = ap.parse_args()
-    benchlib.apply_quick_defaults(a)
-    a.build_dir = os.path.abspath(a.build_dir)
-    if a.reps < 1 or a.iters < 1:
-        ap.error("--reps and --iters must be >= 1")
-    return a
+def parse_args(argv=None):
+    ap = benchlib.bench_arg_parser(
+        __doc__, out="./bench-out/mesh-crossnode", port=18200, bulk=False,
+        iters_help="round trips per 64 B / 1 KiB pinned sample (64 KiB does a quarter, unpinned half; "
+                   "default 20000, --quick 1000)",
+        cpu_help="CPU the pinned rows put all four processes on (default: the last one)",
+        port_help="first TCP port used by the servers in s2",
+        quick_help="1 repetition, few iterations (CI smoke run)")
+    return benchlib.check_bench_args(ap, ap.parse_args(argv))
 
 
-ARGS = parse_args()
-istio_pod, mcnet, twonode = benchlib.import_netns_helpers(ARGS.build_dir, "istio_pod", "mcnet", "twonode")
+# the test/netns helpers come from the build tree --build-dir names: main() imports them
+istio_pod = mcnet = twonode = None
 log = benchlib.logger("mesh_crossnode_bench")
 
 
@@ -346,8 +336,11 @@ class Bench(benchlib.PodBench):
         benchlib.setup_measure_report(self, log)
 
 
-def main():
-    return benchlib.run_cluster_bench(Bench(ARGS), mcnet, log,
+def main(argv=None):
+    global istio_pod, mcnet, twonode
+    args = parse_args(argv)
+    istio_pod, mcnet, twonode = benchlib.import_netns_helpers(args.build_dir, "istio_pod", "mcnet", "twonode")
+    return benchlib.run_cluster_bench(Bench(args), mcnet, log,
                                       (BenchError, RuntimeError, subprocess.TimeoutExpired, OSError, ValueError))
 
 

@@ -28,7 +28,6 @@ processes) is named mcb-<pid>-... and removed on exit, also on Ctrl-C.
 Usage:  sudo /usr/bin/python3 bench/socket_bench.py [--quick] [--out DIR]
 """
 
-import argparse
 import json
 import os
 import statistics
@@ -517,27 +516,17 @@ class Bench:
         self.report()
 
 
-def parse_args():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default="./bench-out", help="output directory (default ./bench-out)")
-    ap.add_argument("--quick", action="store_true", help="1 repetition, few iterations, 1 s iperf3 (CI smoke run)")
-    ap.add_argument("--reps", type=int, help="repetitions (default 5, --quick 1)")
-    ap.add_argument("--iters", type=int, help="round trips per sample for <= 1 KiB (64 KiB does half; "
-                                              "default 20000, --quick 1000)")
-    ap.add_argument("--iperf-time", type=int, help="seconds per iperf3 run (default 3, --quick 1)")
-    ap.add_argument("--no-bulk", action="store_true", help="skip iperf3")
-    ap.add_argument("--cpu", type=int, default=os.cpu_count() - 1,
-                    help="CPU both ends are pinned to (default: the last one, fewer housekeeping interrupts)")
-    ap.add_argument("--port", type=int, default=17100, help="first TCP port used inside the namespaces")
-    ap.add_argument("--build-dir", default=os.path.join(REPO, "build"))
+def parse_args(argv=None):
+    ap = benchlib.bench_arg_parser(
+        __doc__, out="./bench-out", port=17100, build_dir=os.path.join(REPO, "build"),
+        iters_help="round trips per sample for <= 1 KiB (64 KiB does half; default 20000, --quick 1000)",
+        cpu_help="CPU both ends are pinned to (default: the last one, fewer housekeeping interrupts)",
+        port_help="first TCP port used inside the namespaces",
+        quick_help="1 repetition, few iterations, 1 s iperf3 (CI smoke run)")
     ap.add_argument("--meshcutd", help="meshcutd binary (default BUILD/pinned-maps-daemon/meshcutd)")
     ap.add_argument("--require-meshcut", action="store_true",
                     help="fail (exit 3) if the meshcut rows cannot be measured")
-    a = ap.parse_args()
-    benchlib.apply_quick_defaults(a)
-    if a.reps < 1 or a.iters < 1:
-        ap.error("--reps and --iters must be >= 1")
-    return a
+    return benchlib.check_bench_args(ap, ap.parse_args(argv))
 
 
 def run_main(bench, name, on_exit=None):

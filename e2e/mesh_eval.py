@@ -24,7 +24,7 @@ sidecar). Targets, by service name (resolved by the DNS pod):
 A request goes wrk -> sidecar(client):15001 -> [bridge | VXLAN] ->
 sidecar(web):15006 -> (127.0.0.6) nginx:80, and back.
 
-Modes (shared/BENCH.md, the paper's ablation; meshbed.set_mode), alternating
+Modes (shared/BENCH.md, the paper's ablation; bed.MeshBed.set_mode), alternating
 inside each repetition and cell (rotated so no mode always follows the same
 one):
 
@@ -148,8 +148,8 @@ def parse_args():
 ARGS = parse_args()
 os.environ["MESHCUT_BUILD"] = ARGS.build_dir
 sys.path.insert(0, os.path.join(REPO, "e2e"))
-import meshbed  # noqa: E402
-from meshbed import MODES, INTRA_ON, NODE_ON, TC_ON, mcnet, twonode  # noqa: E402
+import bed  # noqa: E402
+from bed import MODES, INTRA_ON, NODE_ON, TC_ON, mcnet, twonode  # noqa: E402
 log = benchlib.logger("mesh_eval")
 CLIENT = "client"
 assert set(ARGS.modes) <= set(MODES)
@@ -230,7 +230,7 @@ class Bench(benchlib.PodBench):
     def setup(self):
         a = self.args
         t0 = time.monotonic()
-        self.bed = meshbed.MeshBed(cpu=a.cpu).up()
+        self.bed = bed.MeshBed(cpu=a.cpu).up()
         self.nodes, self.pods = self.bed.nodes, self.bed.pods
         with open(os.path.join(self.bed.dir, "report.lua"), "w") as f:
             f.write(WRK_LUA)
@@ -253,7 +253,7 @@ class Bench(benchlib.PodBench):
         for mode in self.args.modes:
             self.set_mode(mode)
             res = self.bed.check(n=2)
-            want = 2 * len(meshbed.expected_digests())
+            want = 2 * len(bed.expected_digests())
             self.meta.setdefault("graph_passes", []).append({"when": when, "mode": mode, **res})
             if res["n_errors"] or res["ok"] != want:
                 self.problems.append(f"graph pass {when}, {mode}: {res['ok']} of {want} ok: {res['errors'][:3]}")
@@ -433,7 +433,7 @@ class Bench(benchlib.PodBench):
     def checker_cmd(self, placement, spread, n):
         svc = self.server(placement).service
         urls = [BOOKINFO_URL] if placement == "bookinfo" else \
-            [u for u in meshbed.expected_digests() if u.startswith(f"http://{svc}:")]
+            [u for u in bed.expected_digests() if u.startswith(f"http://{svc}:")]
         return self.bed.checker_argv(urls, spread, n)
 
     def run_checker(self, placement, spread, n):
@@ -480,7 +480,7 @@ class Bench(benchlib.PodBench):
         c = json.loads(out.strip().splitlines()[-1])
         row["check_ok"], row["check_errors"] = c["ok"], c["n_errors"]
         what = f"{placement} c={conc} {mode} rep {rep}"
-        if c["n_errors"] or c["ok"] != a.check_n * (1 if placement == "bookinfo" else len(meshbed.WEB_FILES)):
+        if c["n_errors"] or c["ok"] != a.check_n * (1 if placement == "bookinfo" else len(bed.WEB_FILES)):
             self.problems.append(f"{what}: correctness pass: {c['ok']} ok, {c['n_errors']} errors: {c['errors'][:3]}")
         errs = {k: w[k] for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout") if w[k]}
         if errs or not w["requests"]:

@@ -11,6 +11,7 @@ Checks). Nothing here is specific to one test.
   pods_json(d), record(d, sid), our_filter(node, dev), plugin_log(path), pct(xs, p)
   wait_for(pred, timeout)
   daemon_cleanup(d)    kill + detach that works even if the node netns is gone
+  BUILD, PLUGIN, MKIMAGE, MANIFEST   the build tree, plugin, image builder, DaemonSet manifest
 """
 import json
 import os
@@ -29,6 +30,13 @@ from mctest import abi, pct  # noqa: E402
 from twonode import NodeCgroup  # noqa: E402,F401  (the node's cgroup v2 dir, for the tests)
 import node as crinode  # noqa: E402
 
+
+
+# what the image tests (test_image, test_daemonset) build from and read
+BUILD = os.path.dirname(os.path.dirname(os.path.abspath(mcnet.MESHCUTD)))
+PLUGIN = os.path.join(BUILD, "cni-plugin", "meshcut")
+MKIMAGE = os.path.join(REPO, "deploy", "mkimage.py")
+MANIFEST = os.path.join(REPO, "conf", "meshcut-daemonset.yaml")
 
 
 def cni_cache_dir():

@@ -91,8 +91,8 @@ def main():
         print("FAIL: a bed is already up (%s): run e2e/meshbed.py down" % STATE, file=sys.stderr)
         sys.exit(1)
     sys.path.insert(0, os.path.join(REPO, "e2e"))
-    import meshbed
-    rules_before = meshbed.root_rules()
+    from bed import audit
+    rules_before = audit.root_rules()
     r = bed("up")
     ck.check(r.returncode == 0, "meshbed.py up exits 0 (%s)" % (r.stderr.strip()[-1500:] if r.returncode else "ok"))
     if r.returncode != 0:
@@ -152,7 +152,7 @@ def main():
     ck.check(r.returncode == 0 and "nothing left" in r.stdout, "down: %s" % (r.stdout + r.stderr).strip()[-800:])
     left = independent_leftovers(st)
     ck.check(not left, "after down, nothing of the bed is left: %s" % (left or "ok"))
-    ck.check(meshbed.root_rules() == rules_before, "the root netns ruleset is unchanged")
+    ck.check(audit.root_rules() == rules_before, "the root netns ruleset is unchanged")
     ck.check(not os.path.exists(os.path.dirname(STATE)), "no state dir left (%s)" % os.path.dirname(STATE))
 
     # The holder dies (kill -9): down must still remove everything.

@@ -53,12 +53,10 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 import crimc  # noqa: E402
 import mcnet  # noqa: E402
+from crimc import MANIFEST, MKIMAGE, PLUGIN  # noqa: E402
 from mcnet import log  # noqa: E402
 from mctest import abi  # noqa: E402
 
-BUILD = os.path.dirname(os.path.dirname(os.path.abspath(mcnet.MESHCUTD)))
-PLUGIN = os.path.join(BUILD, "cni-plugin", "meshcut")
-MANIFEST = os.path.join(REPO, "conf", "meshcut-daemonset.yaml")
 CIDR = "10.244.58.0/24"
 MIB = 1 << 20
 
@@ -117,7 +115,7 @@ def run(ck, node, tmp):
     # ---- the image, into the node's containerd -----------------------------------
     img = os.path.join(tmp, "meshcut-image.tar")
     rootfs = os.path.join(tmp, "rootfs.tar")
-    r = subprocess.run(["/usr/bin/python3", os.path.join(REPO, "deploy", "mkimage.py"), "--meshcutd", mcnet.MESHCUTD,
+    r = subprocess.run(["/usr/bin/python3", MKIMAGE, "--meshcutd", mcnet.MESHCUTD,
                         "--plugin", PLUGIN, "--out", img, "--rootfs-tar", rootfs, "--name", spec.image],
                        capture_output=True, text=True)
     ck.check(r.returncode == 0, "image %s built" % spec.image, r.stderr.strip()[-300:])
@@ -208,7 +206,7 @@ def run(ck, node, tmp):
     # ---- 3b. upgrade to a newer image under load -------------------------------------------
     img2 = os.path.join(tmp, "meshcut-image-2.tar")
     name2 = spec.image.rsplit(":", 1)[0] + ":upgrade"
-    r = subprocess.run(["/usr/bin/python3", os.path.join(REPO, "deploy", "mkimage.py"), "--meshcutd", mcnet.MESHCUTD,
+    r = subprocess.run(["/usr/bin/python3", MKIMAGE, "--meshcutd", mcnet.MESHCUTD,
                         "--plugin", PLUGIN, "--out", img2, "--name", name2,
                         "--label", "org.opencontainers.image.version=upgrade"], capture_output=True, text=True)
     r2 = subprocess.run(["ctr", "-a", node.sock, "-n", "k8s.io", "image", "import", img2], capture_output=True, text=True)

@@ -36,12 +36,9 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 import crimc  # noqa: E402  (test/netns, e2e/cri on sys.path)
 import mcnet  # noqa: E402
+from crimc import MANIFEST, MKIMAGE, PLUGIN  # noqa: E402
 from mcnet import log  # noqa: E402
 
-BUILD = os.path.dirname(os.path.dirname(os.path.abspath(mcnet.MESHCUTD)))
-PLUGIN = os.path.join(BUILD, "cni-plugin", "meshcut")
-MKIMAGE = os.path.join(REPO, "deploy", "mkimage.py")
-MANIFEST = os.path.join(REPO, "conf", "meshcut-daemonset.yaml")
 EPOCH = "1700000000"
 SIZE_BUDGET = 10 << 20   # bytes of the archive; 6.9 MiB when written
 

@@ -354,6 +354,40 @@ _TI_DATA_SEGS_OUT = 156
 _TI_BYTES_SENT = 200
 
 
+def enrolled_pair(name, subnet):
+    """The pair tests' node: cgroup NAME, node n1 on SUBNET with pods a (.2) and
+    b (.3), a started meshcutd enrolling both. Returns (cgroup, node, a, b, daemon)."""
+    cg = Cgroup(name)
+    node = Node("n1", subnet=subnet)
+    a = node.add_pod("a", 2)
+    b = node.add_pod("b", 3)
+    d = Daemon(cg, name)
+    d.start()
+    d.enroll(a, a.pod_ip)
+    d.enroll(b, b.pod_ip)
+    return cg, node, a, b, d
+
+
+def nginx_conf(d, worker_connections, access, rest):
+    """nginx.conf for prefix D as the tests run it (foreground, one process, pid,
+    error log and temp dirs in D): the http block is ACCESS (its logging
+    lines), the temp paths, then REST (settings and servers)."""
+    temps = "\n".join("  %s_temp_path %s/tmp_%s;" % (t, d, t)
+                      for t in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    return """daemon off;
+master_process off;
+worker_processes 1;
+pid %(d)s/nginx.pid;
+error_log %(d)s/error.log warn;
+events { worker_connections %(wc)d; use epoll; }
+http {
+%(access)s
+%(temps)s
+%(rest)s
+}
+""" % {"d": d, "wc": worker_connections, "access": access, "temps": temps, "rest": rest}
+
+
 def tcp_wire_stats(sock):
     """What crossed TCP itself (not the redirect): data segments and bytes."""
     ti = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)

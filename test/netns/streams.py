@@ -185,3 +185,43 @@ class LongStream:
         for t in self.threads:
             t.join(timeout)
         return not self.err and bool(self.ok["c2s"]) and bool(self.ok["s2c"])
+
+
+# ---- the reversing app server and client of the pair tests (test_istio_pairs, test_trace) ----
+
+def listen_any(port, backlog=64):
+    """A TCP listener on 0.0.0.0:PORT (SO_REUSEADDR)."""
+    lsock = socket.socket()
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind(("0.0.0.0", port))
+    lsock.listen(backlog)
+    return lsock
+
+
+def serve_reversed(c, with_delay=False):
+    """Serve connection C until the peer closes: request = 8-byte length
+    [+ 4-byte delay in ms, WITH_DELAY: slept before answering] + payload; the
+    answer is the payload reversed, after its 8-byte length."""
+    try:
+        while True:
+            try:
+                hdr = recv_exact(c, 12 if with_delay else 8)
+            except StreamError:
+                return
+            n = int.from_bytes(hdr[:8], "big")
+            delay = int.from_bytes(hdr[8:], "big") if with_delay else 0
+            data = recv_exact(c, n)
+            if delay:
+                time.sleep(delay / 1000.0)
+            c.sendall(n.to_bytes(8, "big") + data[::-1])
+    finally:
+        c.close()
+
+
+def reversed_round_trip(c, data, extra=b""):
+    """One request of DATA (after its length and EXTRA) to a serve_reversed
+    server on C; True if DATA came back reversed."""
+    c.sendall(len(data).to_bytes(8, "big") + extra + data)
+    m = int.from_bytes(recv_exact(c, 8), "big")
+    return recv_exact(c, m) == data[::-1]
+

@@ -42,33 +42,15 @@ def role_server(ports):
     connection."""
     import selectors
     import threading
+    import streams
     sel = selectors.DefaultSelector()
     for port in ports:
-        l = socket.socket()
-        l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        l.bind(("0.0.0.0", port))
-        l.listen(64)
-        sel.register(l, selectors.EVENT_READ)
+        sel.register(streams.listen_any(port), selectors.EVENT_READ)
     print("READY", flush=True)
-
-    def serve(c):
-        import streams
-        try:
-            while True:
-                try:
-                    hdr = streams.recv_exact(c, 8)
-                except streams.StreamError:
-                    return
-                n = int.from_bytes(hdr, "big")
-                data = streams.recv_exact(c, n)
-                c.sendall(n.to_bytes(8, "big") + data[::-1])
-        finally:
-            c.close()
-
     while True:
         for key, _ in sel.select():
             c, _ = key.fileobj.accept()
-            threading.Thread(target=serve, args=(c,), daemon=True).start()
+            threading.Thread(target=streams.serve_reversed, args=(c,), daemon=True).start()
 
 
 def role_client(dst, sizes, port=APP_PORT, src_port=0):
@@ -84,11 +66,7 @@ def role_client(dst, sizes, port=APP_PORT, src_port=0):
     print("LOCAL %s %d" % c.getsockname(), flush=True)
     ok = True
     for i, n in enumerate(sizes):
-        data = streams.payload(i, n)
-        c.sendall(n.to_bytes(8, "big") + data)
-        m = int.from_bytes(streams.recv_exact(c, 8), "big")
-        back = streams.recv_exact(c, m)
-        ok = ok and back == data[::-1]
+        ok = streams.reversed_round_trip(c, streams.payload(i, n)) and ok
     print("RESULT %s %d" % ("ok" if ok else "BAD", sum(sizes)), flush=True)
     sys.stdin.readline()
     c.close()
@@ -128,14 +106,7 @@ def main():
     from mcnet import log
     mcnet.require_root()
     ck = mcnet.Checks()
-    cg = mcnet.Cgroup("istio")
-    node = mcnet.Node("n1", subnet="10.250.30")
-    a = node.add_pod("a", 2)
-    b = node.add_pod("b", 3)
-    d = mcnet.Daemon(cg, "istio")
-    d.start()
-    d.enroll(a, a.pod_ip)
-    d.enroll(b, b.pod_ip)
+    cg, node, a, b, d = mcnet.enrolled_pair("istio", "10.250.30")
     pa = istio_pod.IstioPod(a.name, a.pod_ip, sidecar=args.sidecar, cgroup_procs=cg.procs).start()
     mcnet._cleanups.append(pa.stop)
     pb = istio_pod.IstioPod(b.name, b.pod_ip, sidecar=args.sidecar, cgroup_procs=cg.procs).start()

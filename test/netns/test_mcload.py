@@ -47,24 +47,13 @@ def mcload_bin():
 
 
 def nginx_conf(d):
-    temps = "\n".join("  %s_temp_path %s/tmp_%s;" % (t, d, t)
-                      for t in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    return """daemon off;
-master_process off;
-worker_processes 1;
-pid %(d)s/nginx.pid;
-error_log %(d)s/error.log warn;
-events { worker_connections 4096; use epoll; }
-http {
+    return mcnet.nginx_conf(d, 4096, """\
   log_format mc '$status $body_bytes_sent $connection $connection_requests $request_uri';
-  access_log %(d)s/access.log mc;
-%(temps)s
+  access_log %s/access.log mc;""" % d, """\
   default_type application/octet-stream;
   keepalive_requests 100000;
   keepalive_timeout 60s;
-  server { listen 127.0.0.1:%(port)d; root %(d)s/www; }
-}
-""" % {"d": d, "temps": temps, "port": PORT}
+  server { listen 127.0.0.1:%d; root %s/www; }""" % (PORT, d))
 
 
 class Nginx:

@@ -97,25 +97,13 @@ def nginx_conf(d, listen_ip=None, proxies=()):
       proxy_read_timeout 8s;
     }
   }""" % (i, up, P_NGINX, port, i))
-    temps = "\n".join("  %s_temp_path %s/tmp_%s;" % (t, d, t)
-                      for t in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    return """daemon off;
-master_process off;
-worker_processes 1;
-pid %(d)s/nginx.pid;
-error_log %(d)s/error.log warn;
-events { worker_connections 1024; use epoll; }
-http {
-  access_log off;
-%(temps)s
+    return mcnet.nginx_conf(d, 1024, "  access_log off;", """\
   default_type application/octet-stream;
   sendfile on;
   tcp_nopush on;
   keepalive_requests 100000;
   keepalive_timeout 60s;
-  %(servers)s
-}
-""" % {"d": d, "temps": temps, "servers": "\n  ".join(servers)}
+  %s""" % "\n  ".join(servers))
 
 
 def start_nginx(tmp, name, netns, cg, www, **kw):

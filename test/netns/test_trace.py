@@ -53,31 +53,11 @@ def role_server(port):
     """App server: request = 8-byte length, 4-byte delay (ms), payload; sleeps
     the delay, answers the payload reversed (same framing without delay)."""
     import streams
-    l = socket.socket()
-    l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    l.bind(("0.0.0.0", port))
-    l.listen(64)
+    l = streams.listen_any(port)
     print("READY", flush=True)
-
-    def serve(c):
-        try:
-            while True:
-                try:
-                    hdr = streams.recv_exact(c, 12)
-                except streams.StreamError:
-                    return
-                n = int.from_bytes(hdr[:8], "big")
-                delay = int.from_bytes(hdr[8:], "big")
-                data = streams.recv_exact(c, n)
-                if delay:
-                    time.sleep(delay / 1000.0)
-                c.sendall(n.to_bytes(8, "big") + data[::-1])
-        finally:
-            c.close()
-
     while True:
         c, _ = l.accept()
-        threading.Thread(target=serve, args=(c,), daemon=True).start()
+        threading.Thread(target=streams.serve_reversed, args=(c, True), daemon=True).start()
 
 
 def role_client(dst, count, delay_ms, size, gap_ms):
@@ -89,11 +69,9 @@ def role_client(dst, count, delay_ms, size, gap_ms):
     for i in range(count):
         data = streams.payload(i, size)
         t0 = time.monotonic()
-        c.sendall(size.to_bytes(8, "big") + delay_ms.to_bytes(4, "big") + data)
-        m = int.from_bytes(streams.recv_exact(c, 8), "big")
-        back = streams.recv_exact(c, m)
+        same = streams.reversed_round_trip(c, data, delay_ms.to_bytes(4, "big"))
         rtts.append((time.monotonic() - t0) * 1000)
-        ok = ok and back == data[::-1]
+        ok = ok and same
         time.sleep(gap_ms / 1000.0)
     c.close()
     print(json.dumps({"ok": ok, "rtt_ms": rtts}), flush=True)
@@ -148,14 +126,7 @@ def main():
     istio_pod.popen_in_netns = popen_with_delay
 
     ck = mcnet.Checks()
-    cg = mcnet.Cgroup("trace")
-    node = mcnet.Node("n1", subnet="10.250.41")
-    a = node.add_pod("a", 2)
-    b = node.add_pod("b", 3)
-    d = mcnet.Daemon(cg, "trace")
-    d.start()
-    d.enroll(a, a.pod_ip)
-    d.enroll(b, b.pod_ip)
+    cg, node, a, b, d = mcnet.enrolled_pair("trace", "10.250.41")
     pods = {}
 
     def start_pod(ns, delay=0):
