@@ -47,12 +47,10 @@ int cmd_enroll(const std::string& pin_root, const std::string& netns, const std:
     return fail(make_error("a pod has at most " + std::to_string(MC_POD_MAX_IPS) + " IPv4 addresses", E2BIG));
   for (size_t i = 0; i < addrs.size(); ++i) pod.ip4[i] = addrs[i];
   pod.flags = (intra ? MC_POD_F_INTRA : 0) | (node ? MC_POD_F_NODE : 0);
-  PinLayout layout(pin_root);
-  auto lock = PinLock::acquire(layout.root);
-  if (!lock) return fail(lock.error());
-  auto maps = PinnedMaps::open(layout);
-  if (!maps) return fail(maps.error());
-  if (auto st = maps->put_pod(*cookie, pod); !st) return fail(st.error());
+  auto locked = lock_maps(pin_root);
+  if (!locked) return fail(locked.error());
+  const PinnedMaps& maps = locked->maps;
+  if (auto st = maps.put_pod(*cookie, pod); !st) return fail(st.error());
   std::printf("enrolled netns %s (cookie %llu) with %zu IPv4 address(es)\n", netns.c_str(),
               static_cast<unsigned long long>(*cookie), addrs.size());
   return 0;
@@ -67,12 +65,10 @@ int cmd_unenroll(const std::string& pin_root, const std::optional<std::string>& 
     if (!c) return fail(c.error());
     cookie = *c;
   }
-  PinLayout layout(pin_root);
-  auto lock = PinLock::acquire(layout.root);
-  if (!lock) return fail(lock.error());
-  auto maps = PinnedMaps::open(layout);
-  if (!maps) return fail(maps.error());
-  auto r = maps->del_pod(cookie);
+  auto locked = lock_maps(pin_root);
+  if (!locked) return fail(locked.error());
+  const PinnedMaps& maps = locked->maps;
+  auto r = maps.del_pod(cookie);
   if (!r) return fail(r.error());
   std::printf("%s netns cookie %llu\n", *r ? "unenrolled" : "not enrolled:", static_cast<unsigned long long>(cookie));
   return 0;
