@@ -14,4 +14,13 @@ int fail(const Error& e) {
   return 1;
 }
 
+Result<LockedMaps> lock_maps(const std::string& pin_root) {
+  PinLayout layout(pin_root);
+  auto lock = PinLock::acquire(layout.root);
+  if (!lock) return lock.error();
+  auto maps = PinnedMaps::open(layout);
+  if (!maps) return maps.error();
+  return LockedMaps{std::move(*lock), std::move(*maps)};
+}
+
 }  // namespace meshcut::daemon

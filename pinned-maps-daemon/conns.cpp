@@ -3,6 +3,8 @@
 // pairs, and `--explain SRC DST`: why a connection is (not) accelerated.
 #include "conns.h"
 
+#include "commands.h"
+
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 
@@ -26,7 +28,7 @@
 
 MESHCUT_SKEL(mc_conns_iter);
 
-using namespace meshcut;
+namespace meshcut::daemon {
 
 namespace {
 
@@ -87,12 +89,12 @@ Result<std::vector<mc_sock_state>> iterate(const PinLayout& layout) {
     return make_error("couldn't use the pinned " MC_MAP_SK_STATE, -err);
   if (int err = load_skel(skel))
     return make_error("couldn't load the conns iterator (a BPF tracing program)", -err,
-                      daemon::tracing_refused_hint(-err));
+                      tracing_refused_hint(-err));
   union bpf_iter_link_info li = {};
   li.map.map_fd = static_cast<__u32>(map->get());
   DECLARE_LIBBPF_OPTS(bpf_iter_attach_opts, o, .link_info = &li, .link_info_len = sizeof(li));
   bpf_link* link = bpf_program__attach_iter(skel->progs.mc_conns_iter, &o);
-  if (!link) return make_error("couldn't attach the conns iterator", errno, daemon::tracing_refused_hint(errno));
+  if (!link) return make_error("couldn't attach the conns iterator", errno, tracing_refused_hint(errno));
   std::unique_ptr<bpf_link, int (*)(bpf_link*)> own(link, bpf_link__destroy);
   Fd it(bpf_iter_create(bpf_link__fd(link)));
   if (!it.valid()) return make_error("couldn't start the conns iterator", errno);
@@ -190,7 +192,7 @@ Result<LiveSockets> live_sockets(const PinLayout& layout, const PinnedMaps& maps
     if (!t) return t.error();
     return LiveSockets{std::move(*t), kSourceTable};
   }
-  if (daemon::no_tracing_env())
+  if (no_tracing_env())
     return make_error("MESHCUT_NO_TRACING=1, but meshcutd does not keep the conns table", EOPNOTSUPP,
                       "start meshcutd with --no-tracing (or MESHCUT_NO_TRACING=1 in its environment), or unset "
                       "MESHCUT_NO_TRACING here to read through the BPF iterator");
@@ -291,3 +293,5 @@ int cmd_conns(const std::string& pin_root, bool json, const std::string& src, co
 
   return list_pairs(*live, source, json);
 }
+
+}  // namespace meshcut::daemon

@@ -1,17 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
+// The live sockets, for `conns` and `pods` (conns.cpp).
 #pragma once
 #include <string>
 #include <vector>
 
 #include "meshcut/abi.h"
 #include "meshcut/error.h"
+#include "meshcut/maps.h"
 #include "meshcut/pins.h"
 
-// Lists the sockhash grouped into pairs; with SRC/DST ("ip:port", SRC the
-// initiator), explains whether that connection is accelerated and why not.
-int cmd_conns(const std::string& pin_root, bool json, const std::string& src, const std::string& dst);
-
-#include "meshcut/maps.h"
+namespace meshcut::daemon {
 
 // Where the live sockets were read from. Both give every field of
 // mc_sock_state; the table lists only sockets established while it was kept.
@@ -26,4 +24,6 @@ struct LiveSockets {
 // Every live socket's state (tuple, netns, peer key, decision, bytes): from
 // the conns table when meshcutd keeps it (the kernel refused the iterator, or
 // --no-tracing), else through a BPF iterator over mc_sk_state.
-meshcut::Result<LiveSockets> live_sockets(const meshcut::PinLayout& layout, const meshcut::PinnedMaps& maps);
+Result<LiveSockets> live_sockets(const PinLayout& layout, const PinnedMaps& maps);
+
+}  // namespace meshcut::daemon

@@ -30,7 +30,7 @@
 // is only trusted when it still matches: uninstall (and a re-install) compare it, parsed, with the
 // file minus meshcut's entry; if someone changed the other plugins since, their version wins and
 // the file is re-serialized instead. The meshcut plugin ignores this key (unknown keys are fine).
-namespace meshcut::install {
+namespace meshcut::daemon::install {
 namespace {
 
 using ojson = nlohmann::ordered_json;
@@ -529,4 +529,4 @@ bool needs_reinstall(const InstallOptions& opt) {
   return nlohmann::json::parse(have.dump()) != nlohmann::json::parse(entry->dump());
 }
 
-}  // namespace meshcut::install
+}  // namespace meshcut::daemon::install

@@ -17,7 +17,7 @@
 
 #include "meshcut/error.h"
 
-namespace meshcut::install {
+namespace meshcut::daemon::install {
 
 inline constexpr const char* kPluginType = "meshcut";
 // Key inside meshcut's own conflist entry recording how to undo the install (see install_cni.cpp).
@@ -58,4 +58,4 @@ Result<InstallReport> uninstall(const InstallOptions& opt);
 // fail, so a poller must not spin on it (install-cni reports those errors).
 bool needs_reinstall(const InstallOptions& opt);
 
-}  // namespace meshcut::install
+}  // namespace meshcut::daemon::install

@@ -1,244 +1,22 @@
 // SPDX-License-Identifier: Apache-2.0
-// meshcutd: the resident daemon (`run`) and the operator subcommands.
-#include <arpa/inet.h>
-#include <bpf/bpf.h>
-#include <signal.h>
-#include <unistd.h>
-
+// meshcutd: the command line. Each subcommand is a function of commands.h
+// (trace.h for trace); main only wires the options to them.
 #include <CLI/CLI.hpp>
-#include <cstdio>
+#include <cstdint>
 #include <optional>
-#include <iostream>
 #include <string>
 #include <vector>
 
-#include "conns.h"
+#include "cli.h"
+#include "commands.h"
 #include "install_cni.h"
-#include <meshcut/cni/rescan.h>
-#include "loader.h"
-#include "metrics.h"
-#include "meshcut/abi.h"
 #include "meshcut/config.h"
 #include "meshcut/libbpf_log.h"
-#include "meshcut/log.h"
-#include "meshcut/maps.h"
 #include "meshcut/pins.h"
-#include "meshcut/pods.h"
-#include "meshcut/sys.h"
-#include "probe.h"
-#include "status.h"
 #include "trace.h"
-#include "cli.h"
 
 using namespace meshcut;
-
-namespace {
-
-using daemon::fail;
-
-log::Level parse_level(const std::string& s) {
-  if (s == "debug") return log::Level::debug;
-  if (s == "warn") return log::Level::warn;
-  if (s == "error") return log::Level::error;
-  return log::Level::info;
-}
-
-int cmd_run(DaemonConfig cfg, const install::InstallOptions* cni, const std::string& cni_cache_dir) {
-  log::set_level(parse_level(cfg.log_level));
-  for (const auto& w : cfg.warnings) log::warn(w);
-  if (auto st = sys::check_bpffs(cfg.pin_root); !st) return fail(st.error());
-  std::string cgroup = cfg.cgroup;
-  if (cgroup.empty()) {
-    auto root = sys::cgroup2_root();
-    if (!root) return fail(root.error());
-    cgroup = *root;
-  } else if (!sys::cgroup2_root()) {
-    return fail(sys::cgroup2_root().error());
-  }
-  if (auto st = sys::check_cgroup2_dir(cgroup); !st) return fail(st.error());
-
-  daemon::Features feat = daemon::probe_features(cfg.no_tracing || daemon::no_tracing_env());
-  log::info("kernel features", feat.to_json());
-  if (!feat.usable())
-    return fail(make_error("this kernel lacks what the socket shortcut needs", EOPNOTSUPP,
-                           "meshcut needs Linux 5.15+ with sockhash, sk_storage and netns cookies; see the notes above"));
-
-  // Block the stop signals before anything is attached so none is lost.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-
-  auto res = daemon::attach_all(cfg, cgroup, feat);
-  if (!res) return fail(res.error());
-  log::info("ready", {{"pin_root", cfg.pin_root},
-                      {"cross_node", res->cross_node},
-                      {"overlay_attached", res->overlay_attached},
-                      {"cgroup", cgroup},
-                      {"reused_maps", res->reused_maps},
-                      {"link_updated", res->link_updated},
-                      {"skb_verdict", res->skb_verdict},
-                      {"conns_table", res->conns_table},
-                      {"conntrack_kfuncs", res->ct_kfuncs},
-                      {"max_sockets", res->max_sockets}});
-
-  install::InstallOptions o;
-  if (cni) {
-    o = *cni;
-    if (o.plugin_entry.is_null()) {
-      auto e = install::default_plugin_entry();
-      e["pinRoot"] = cfg.pin_root;  // the plugin must find this daemon's pins
-      o.plugin_entry = nlohmann::json::parse(e.dump());
-    }
-  }
-  // Chain the plugin at start, then again whenever the main CNI rewrites its
-  // config (e.g. flannel after a reboot): checked every second.
-  auto keep_cni = [&](bool first) {
-    if (!cni || (!first && !install::needs_reinstall(o))) return;
-    auto rep = install::install(o);
-    if (!rep)
-      log::error("couldn't chain the CNI plugin", {{"error", rep.error().format()}});
-    else if (rep->changed)
-      log::info(first ? "CNI plugin installed" : "CNI config was rewritten: meshcut chained again",
-                {{"conf", rep->conf_file}, {"actions", rep->actions}});
-  };
-  keep_cni(true);
-  // Pods whose ADD failed open while we were down get enrolled now. Only at
-  // start: while we run, a cache entry without a record is a pod between its
-  // meshcut DEL and the runtime removing the entry, not one to enroll.
-  cni::rescan_cache(cni_cache_dir, cfg.pin_root);
-
-  PinLayout layout(cfg.pin_root);
-  if (!cfg.metrics_addr.empty() && cfg.metrics_addr != "off")
-    if (auto st = daemon::start_http(cfg.metrics_addr, layout); !st) return fail(st.error());
-  timespec tick{1, 0};
-  int ticks = 0;
-  bool overlay_missing = false;  // logged once per disappearance
-  std::string sockops_error;     // likewise
-  for (;;) {
-    int sig = sigtimedwait(&set, nullptr, &tick);
-    if (sig == SIGTERM || sig == SIGINT) {
-      // Pins, links and maps stay: traffic keeps its shortcut while we restart.
-      log::info("stopping; attachments stay in place", {{"signal", sig}});
-      return 0;
-    }
-    if (!exists(layout.map(MC_MAP_META))) {
-      log::info("pins removed (meshcutd detach?): exiting", {{"pin_root", cfg.pin_root}});
-      return 0;
-    }
-    keep_cni(false);
-    if (cfg.recheck_interval_s && ticks % static_cast<int>(cfg.recheck_interval_s) == 0) {
-      // What another agent undid: our tc filters (the overlay's, also after
-      // the device was recreated, and the pods') and the sockops link. Under
-      // the lock, and only while the pins are there (not mid-detach).
-      auto lock = PinLock::acquire(layout.root);
-      if (lock && exists(layout.map(MC_MAP_META))) {
-        auto ov = daemon::reattach_overlay(layout, cfg.overlay_dev);
-        if (ov.missing != overlay_missing) {
-          if (ov.missing)
-            log::warn("the overlay device is gone: its tc filter goes back on when it is there again",
-                      {{"device", cfg.overlay_dev}});
-          overlay_missing = ov.missing;
-        }
-        if (ov.attached && ov.old_ifindex != ov.new_ifindex)
-          log::warn("the overlay device was recreated (new ifindex): our tc filter attached again",
-                    {{"device", cfg.overlay_dev}, {"old_ifindex", ov.old_ifindex}, {"ifindex", ov.new_ifindex}});
-        else if (ov.attached)
-          log::warn("our tc filter on the overlay device was gone (another agent?): attached again",
-                    {{"device", cfg.overlay_dev}, {"ifindex", ov.new_ifindex}});
-        auto so = daemon::reattach_sockops(layout, cgroup);
-        if (so.attached)
-          log::warn("the sockops cgroup link was detached (another agent?): attached again",
-                    {{"cgroup", cgroup}, {"link_id", so.link_id}});
-        else if (!so.error.empty() && so.error != sockops_error)
-          log::error("couldn't re-attach sockops to the cgroup", {{"cgroup", cgroup}, {"error", so.error}});
-        sockops_error = so.error;
-        auto maps = PinnedMaps::open(layout);
-        auto prog = open_pinned(layout.prog(MC_PROG_TC_VETH));
-        if (maps && prog) pods::reattach_tc(*maps, prog->get());
-      }
-    }
-    if (++ticks % static_cast<int>(cfg.gc_interval_s ? cfg.gc_interval_s : 1) == 0 && cfg.gc_interval_s) {
-      // Pods whose DEL never came (node crash, runtime bug): their netns is gone.
-      {
-        auto lock = PinLock::acquire(layout.root);
-        if (lock)
-          if (auto maps = PinnedMaps::open(layout)) {
-            pods::gc_stale(*maps);
-            // Entries of closed sockets in the conns table (no close callback).
-            if (res->conns_table)
-              if (auto n = maps->sweep_conns(); !n)
-                log::warn("couldn't sweep the conns table", {{"error", n.error().format()}});
-          }
-      }
-    }
-  }
-}
-
-int cmd_detach(const std::string& pin_root) {
-  if (auto st = daemon::detach_all(PinLayout(pin_root)); !st) return fail(st.error());
-  std::printf("meshcut detached from %s: new connections take the normal path\n", pin_root.c_str());
-  return 0;
-}
-
-Result<uint32_t> parse_ipv4(const std::string& s) {
-  in_addr a{};
-  if (inet_pton(AF_INET, s.c_str(), &a) != 1)
-    return make_error("invalid IPv4 address '" + s + "'", EINVAL, "pass --pod-ip like 10.244.1.5");
-  return a.s_addr;
-}
-
-int cmd_enroll(const std::string& pin_root, const std::string& netns, const std::vector<std::string>& ips,
-               bool intra, bool node) {
-  auto cookie = sys::netns_cookie(netns);
-  if (!cookie) return fail(cookie.error());
-  mc_pod pod{};
-  std::vector<uint32_t> addrs;
-  if (ips.empty()) {
-    auto found = sys::netns_ipv4(netns);
-    if (!found) return fail(found.error());
-    addrs = *found;
-  }
-  for (const auto& s : ips) {
-    auto ip = parse_ipv4(s);
-    if (!ip) return fail(ip.error());
-    addrs.push_back(*ip);
-  }
-  if (addrs.size() > MC_POD_MAX_IPS)
-    return fail(make_error("a pod has at most " + std::to_string(MC_POD_MAX_IPS) + " IPv4 addresses", E2BIG));
-  for (size_t i = 0; i < addrs.size(); ++i) pod.ip4[i] = addrs[i];
-  pod.flags = (intra ? MC_POD_F_INTRA : 0) | (node ? MC_POD_F_NODE : 0);
-  PinLayout layout(pin_root);
-  auto lock = PinLock::acquire(layout.root);
-  if (!lock) return fail(lock.error());
-  auto maps = PinnedMaps::open(layout);
-  if (!maps) return fail(maps.error());
-  if (auto st = maps->put_pod(*cookie, pod); !st) return fail(st.error());
-  std::printf("enrolled netns %s (cookie %llu) with %zu IPv4 address(es)\n", netns.c_str(),
-              static_cast<unsigned long long>(*cookie), addrs.size());
-  return 0;
-}
-
-int cmd_unenroll(const std::string& pin_root, const std::string& netns, uint64_t cookie) {
-  if (!netns.empty()) {
-    auto c = sys::netns_cookie(netns);
-    if (!c) return fail(c.error());
-    cookie = *c;
-  }
-  PinLayout layout(pin_root);
-  auto lock = PinLock::acquire(layout.root);
-  if (!lock) return fail(lock.error());
-  auto maps = PinnedMaps::open(layout);
-  if (!maps) return fail(maps.error());
-  auto r = maps->del_pod(cookie);
-  if (!r) return fail(r.error());
-  std::printf("%s netns cookie %llu\n", *r ? "unenrolled" : "not enrolled:", static_cast<unsigned long long>(cookie));
-  return 0;
-}
-
-}  // namespace
+using namespace meshcut::daemon;
 
 int main(int argc, char** argv) {
   CLI::App app{"meshcutd: eBPF shortcuts for a sidecar service mesh's data plane"};
@@ -339,14 +117,14 @@ int main(int argc, char** argv) {
 
   auto* setc = app.add_subcommand("set", "change a switch at once: the node's, or one pod's with --netns");
   add_pin_root(setc);
-  std::string set_cross, set_intra, set_node, set_netns;
+  SetArgs set_args;
   auto onoff = CLI::IsMember({"on", "off"});
-  setc->add_option("--cross-node", set_cross, "the tc shortcut: on|off (node; with --netns: that pod). Off forgets\n"
+  setc->add_option("--cross-node", set_args.cross_node, "the tc shortcut: on|off (node; with --netns: that pod). Off forgets\n"
                                               "the node's flows, so none flips back to the shortcut mid-stream")
       ->check(onoff);
-  setc->add_option("--netns", set_netns, "a pod's netns path: change that pod's switches");
-  setc->add_option("--intra-pod", set_intra, "with --netns: app <-> sidecar shortcut on|off")->check(onoff);
-  setc->add_option("--same-node", set_node, "with --netns: pod <-> pod socket shortcut on|off")->check(onoff);
+  setc->add_option("--netns", set_args.netns, "a pod's netns path: change that pod's switches");
+  setc->add_option("--intra-pod", set_args.intra_pod, "with --netns: app <-> sidecar shortcut on|off")->check(onoff);
+  setc->add_option("--same-node", set_args.same_node, "with --netns: pod <-> pod socket shortcut on|off")->check(onoff);
 
   auto* conns = app.add_subcommand("conns", "live accelerated connections; --explain SRC DST says why (not)");
   add_pin_root(conns);
@@ -358,8 +136,8 @@ int main(int argc, char** argv) {
   add_pin_root(pods);
   pods->add_flag("--json", json, "machine-readable output");
 
-  daemon::TraceOptions trace_opt;
-  auto* trace = daemon::add_trace_subcommand(app, trace_opt);
+  TraceOptions trace_opt;
+  auto* trace = add_trace_subcommand(app, trace_opt);
   add_pin_root(trace);
 
   try {
@@ -389,96 +167,21 @@ int main(int argc, char** argv) {
     if (o_ovl->count()) cfg.overlay_dev = overlay_dev;
     if (o_cross->count()) cfg.cross_node = cross_node == "on";
     if (o_notrace->count()) cfg.no_tracing = no_tracing;
-    if (!run_entry.empty()) {
-      try {
-        inst.plugin_entry = nlohmann::json::parse(run_entry);
-      } catch (const std::exception& e) {
-        return fail(make_error(std::string("--cni-entry is not valid JSON: ") + e.what(), EINVAL));
-      }
-    }
-    // The whole config is checked before cmd_run creates any pin or attachment:
-    // a refused start leaves the node as it was.
-    if (auto st = validate_daemon_config(cfg); !st) return fail(st.error());
-    if (auto st = daemon::check_http_addr(cfg.metrics_addr); !st) return fail(st.error());
-    return cmd_run(cfg, o_watch->count() ? &inst : nullptr, cni_cache_dir);
+    return cmd_run(cfg, run_entry, o_watch->count() ? &inst : nullptr, cni_cache_dir);
   }
   if (*detach) return cmd_detach(pin_root);
   if (*status) return cmd_status(pin_root, json, require_running);
   if (*enroll) return cmd_enroll(pin_root, netns, pod_ips, !no_intra, !no_node);
-  if (*unenroll) {
-    if (!o_ns->count() && !o_cookie->count()) return fail(make_error("unenroll needs --netns or --cookie", EINVAL));
-    return cmd_unenroll(pin_root, netns, cookie);
-  }
+  if (*unenroll)
+    return cmd_unenroll(pin_root, o_ns->count() ? std::optional<std::string>(netns) : std::nullopt,
+                        o_cookie->count() ? std::optional<uint64_t>(cookie) : std::nullopt);
   if (*pods) return cmd_pods(pin_root, json);
   if (*trace) {
     trace_opt.pin_root = pin_root;
-    return daemon::cmd_trace(trace_opt);
+    return cmd_trace(trace_opt);
   }
   if (*conns) return cmd_conns(pin_root, json, explain.size() == 2 ? explain[0] : "", explain.size() == 2 ? explain[1] : "");
-  if (*setc) {
-    PinLayout layout(pin_root);
-    auto lock = PinLock::acquire(layout.root);
-    if (!lock) return fail(lock.error());
-    auto maps = PinnedMaps::open(layout);
-    if (!maps) return fail(maps.error());
-    if (!set_netns.empty()) {
-      // One pod's switches; they apply to new connections (decisions are per connection).
-      auto cookie = sys::netns_cookie(set_netns);
-      if (!cookie) return fail(cookie.error());
-      auto pods = maps->pods();
-      if (!pods) return fail(pods.error());
-      std::optional<mc_pod> pod;
-      for (const auto& [c, p] : *pods)
-        if (c == *cookie) pod = p;
-      if (!pod)
-        return fail(make_error("netns " + set_netns + " is not an enrolled pod", ENOENT, "meshcutd pods lists them"));
-      auto apply = [&](const std::string& v, uint32_t bit) {
-        if (!v.empty()) pod->flags = v == "on" ? (pod->flags | bit) : (pod->flags & ~bit);
-      };
-      apply(set_intra, MC_POD_F_INTRA);
-      apply(set_node, MC_POD_F_NODE);
-      apply(set_cross, MC_POD_F_CROSS);
-      if (auto st = maps->put_pod(*cookie, *pod); !st) return fail(st.error());
-      std::printf("pod %s: intra-pod %s, same-node %s, cross-node %s\n", set_netns.c_str(),
-                  pod->flags & MC_POD_F_INTRA ? "on" : "off", pod->flags & MC_POD_F_NODE ? "on" : "off",
-                  pod->flags & MC_POD_F_CROSS ? "on" : "off");
-      return 0;
-    }
-    if (set_cross.empty())
-      return fail(make_error("set needs --cross-node (the node), or --netns with pod switches", EINVAL));
-    auto c = maps->config();
-    if (!c) return fail(c.error());
-    if (set_cross == "on" && !c->pod_cidr)
-      return fail(make_error("the tc shortcut needs the pod CIDR", EINVAL, "restart meshcutd with --pod-cidr"));
-    c->flags = set_cross == "on" ? (c->flags | MC_CFG_F_CROSS_NODE) : (c->flags & ~MC_CFG_F_CROSS_NODE);
-    if (auto st = maps->set_config(*c); !st) return fail(st.error());
-    if (set_cross == "off") {
-      // Forget every flow: switched on again, only flows that start then take
-      // the shortcut, so no flow flips from the normal path to the shortcut
-      // mid-stream (which could reorder it).
-      int fd = maps->fd(MC_MAP_FLOWS);
-      mc_flow_key k{}, next{};
-      while (bpf_map_get_next_key(fd, nullptr, &next) == 0) {
-        k = next;
-        bpf_map_delete_elem(fd, &k);
-      }
-    }
-    std::printf("cross-node shortcut %s\n", set_cross.c_str());
-    return 0;
-  }
-  if (*icni || *ucni) {
-    if (!entry_json.empty()) {
-      try {
-        inst.plugin_entry = nlohmann::json::parse(entry_json);
-      } catch (const std::exception& e) {
-        return fail(make_error(std::string("--entry is not valid JSON: ") + e.what(), EINVAL));
-      }
-    }
-    auto rep = *icni ? install::install(inst) : install::uninstall(inst);
-    if (!rep) return fail(rep.error());
-    if (!rep->changed) std::printf("nothing to do\n");
-    for (const auto& a : rep->actions) std::printf("%s\n", a.c_str());
-    return 0;
-  }
+  if (*setc) return cmd_set(pin_root, set_args);
+  if (*icni || *ucni) return cmd_install_cni(inst, entry_json, static_cast<bool>(*ucni));
   return 0;
 }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // `status` and `pods`: a human table by default, --json for machines.
-#include "status.h"
+#include "commands.h"
 
 #include <arpa/inet.h>
 #include <bpf/btf.h>
@@ -21,7 +21,7 @@
 #include "meshcut/pods.h"
 #include "probe.h"
 
-using namespace meshcut;
+namespace meshcut::daemon {
 
 namespace {
 
@@ -112,9 +112,9 @@ int cmd_status(const std::string& pin_root, bool json, bool require_running) {
   j["enabled"] = cfg->enabled != 0;
   bool alive = meta->daemon_pid && ::kill(static_cast<pid_t>(meta->daemon_pid), 0) == 0;
   j["daemon"] = {{"pid", meta->daemon_pid}, {"running", alive}, {"started_ns", meta->started_ns}};
-  j["features"] = daemon::features_json(meta->features);
-  j["degraded"] = daemon::degraded_json(meta->features);
-  j["attachments"] = daemon::attachments_json(layout);
+  j["features"] = features_json(meta->features);
+  j["degraded"] = degraded_json(meta->features);
+  j["attachments"] = attachments_json(layout);
   nlohmann::json m = nlohmann::json::object();
   for (const auto& u : *usage)
     m[u.name] = {{"entries", u.entries}, {"max_entries", u.max_entries}, {"memlock_bytes", u.memlock}};
@@ -163,6 +163,8 @@ int cmd_status(const std::string& pin_root, bool json, bool require_running) {
   return rc;
 }
 
+namespace {
+
 std::string mac_str(const uint8_t* m) {
   char b[18];
   std::snprintf(b, sizeof(b), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
@@ -170,6 +172,8 @@ std::string mac_str(const uint8_t* m) {
 }
 
 std::string cstr(const char* p, size_t n) { return std::string(p, strnlen(p, n)); }
+
+}  // namespace
 
 int cmd_pods(const std::string& pin_root, bool json) {
   auto maps = PinnedMaps::open(PinLayout(pin_root));
@@ -246,3 +250,5 @@ int cmd_pods(const std::string& pin_root, bool json) {
   }
   return 0;
 }
+
+}  // namespace meshcut::daemon

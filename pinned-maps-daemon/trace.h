@@ -7,18 +7,12 @@
 // follows requests along the Table 2 sockets
 //   app (1) -> (2) sidecar (3) -> (4) sidecar (5) -> (6) app
 // and splits each request's latency into proxy / kernel (network) / application.
+// This is the kernel side (trace.cpp); the correlation is trace_analysis.h.
 #pragma once
 
 #include <cstdint>
-#include <map>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
-
-#include <linux/types.h>
-
-#include "meshcut_trace.h"
 
 namespace CLI {
 class App;
@@ -39,11 +33,5 @@ struct TraceOptions {
 // Adds the `trace` subcommand and its options (bound to O) to APP.
 CLI::App* add_trace_subcommand(CLI::App& app, TraceOptions& o);
 int cmd_trace(const TraceOptions& o);
-
-// The correlation, separate from the kernel side so that it can be tested on
-// recorded events. LABELS: netns cookie -> a name for the output.
-// POD_FILTER: if non-zero, only requests with an end in that netns.
-nlohmann::json analyze_trace(const std::vector<mc_trace_event>& events, uint32_t proxy_uid,
-                             const std::map<uint64_t, std::string>& labels, uint64_t pod_filter);
 
 }  // namespace meshcut::daemon

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * meshcut_trace.h — the latency monitor's record, shared by bpf/latency.bpf.c
- * and `meshcutd trace` (pinned-maps-daemon/trace.cpp). Not part of the pinned
+ * and `meshcutd trace` (pinned-maps-daemon/trace.cpp, trace_analysis.cpp). Not part of the pinned
  * contract: the trace object is loaded, attached and destroyed by one
  * `meshcutd trace` run and pins nothing.
  *

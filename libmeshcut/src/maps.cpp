@@ -208,14 +208,24 @@ Result<uint64_t> PinnedMaps::sweep_conns() const {
   return removed;
 }
 
-Status PinnedMaps::clear_conns() const {
-  int f = fd(MC_MAP_CONNS);
-  mc_sock_key k{};
-  // Deleting the key just returned restarts the walk at the first key.
-  while (bpf_map_get_next_key(f, nullptr, &k) == 0)
-    if (bpf_map_delete_elem(f, &k) != 0 && errno != ENOENT) return make_error("couldn't clear " MC_MAP_CONNS, errno);
+namespace {
+
+// Deletes every key of the hash map NAME. Deleting the key just returned
+// restarts the walk at the first key.
+template <typename K>
+Status clear_map(int map_fd, const char* name) {
+  K k{};
+  while (bpf_map_get_next_key(map_fd, nullptr, &k) == 0)
+    if (bpf_map_delete_elem(map_fd, &k) != 0 && errno != ENOENT)
+      return make_error(std::string("couldn't clear ") + name, errno);
   return ok_status();
 }
+
+}  // namespace
+
+Status PinnedMaps::clear_conns() const { return clear_map<mc_sock_key>(fd(MC_MAP_CONNS), MC_MAP_CONNS); }
+
+Status PinnedMaps::clear_flows() const { return clear_map<mc_flow_key>(fd(MC_MAP_FLOWS), MC_MAP_FLOWS); }
 
 Result<mc_cni_key> PinnedMaps::cni_key(const std::string& container_id, const std::string& ifname) {
   mc_cni_key k{};

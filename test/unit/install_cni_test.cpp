@@ -15,7 +15,7 @@
 
 namespace fs = std::filesystem;
 using ojson = nlohmann::ordered_json;
-using namespace meshcut::install;
+using namespace meshcut::daemon::install;
 
 namespace {
 

@@ -58,6 +58,10 @@ class PinnedMaps {
   bool in_sockhash(const mc_sock_key& k) const;
   // Empties it (the table is switched off: its entries would go stale).
   Status clear_conns() const;
+  // Forgets every cross-node flow (mc_flows): the tc shortcut was switched
+  // off, and a flow remembered now would flip back to it mid-stream when the
+  // switch goes on again.
+  Status clear_flows() const;
 
   // CNI attachment records (mc_cni_pods), keyed by container ID + ifname.
   static Result<mc_cni_key> cni_key(const std::string& container_id, const std::string& ifname);
