@@ -133,8 +133,8 @@ bool one_conn(const sockaddr_in& a, std::vector<char>& buf, size_t n) {
   if (fd < 0) return false;
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  bool ok = connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0 &&
-            io_all(fd, buf.data(), n, false) && io_all(fd, buf.data(), n, true);
+  bool ok = connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0 && io_all(fd, buf.data(), n, false) &&
+            io_all(fd, buf.data(), n, true);
   close(fd);
   return ok;
 }

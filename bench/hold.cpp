@@ -250,9 +250,10 @@ struct Client {
     double mean = 0;
     for (double v : us) mean += v;
     mean = us.empty() ? 0 : mean / static_cast<double>(us.size());
-    std::printf("{\"held\": %zu, \"iters\": %ld, \"errors\": %ld, \"p50_us\": %.2f, \"p99_us\": %.2f, "
-                "\"mean_us\": %.2f}\n",
-                held.size(), iters, errors, pct(50), pct(99), mean);
+    std::printf(
+        "{\"held\": %zu, \"iters\": %ld, \"errors\": %ld, \"p50_us\": %.2f, \"p99_us\": %.2f, "
+        "\"mean_us\": %.2f}\n",
+        held.size(), iters, errors, pct(50), pct(99), mean);
     std::fflush(stdout);
   }
 };

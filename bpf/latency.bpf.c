@@ -82,7 +82,8 @@ static __always_inline void stat_inc(__u32 idx)
 		*v += 1;
 }
 
-static __always_inline int record(void *ctx, struct sock *sk, int ret, int flags, __u8 dir, const int typed)
+static __always_inline int record(void *ctx, struct sock *sk, int ret, int flags, __u8 dir,
+				  const int typed)
 {
 	stat_inc(MC_TS_SEEN);
 	if (ret <= 0 || !sk)

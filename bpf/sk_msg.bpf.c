@@ -46,7 +46,8 @@ static __always_inline int mc_decide(struct sk_msg_md *msg, struct mc_sock_state
 				bpf_map_delete_elem(&mc_pair_kind, &own);
 			}
 		}
-		if (!(st->pod_flags & (st->kind == MC_KIND_NODE ? MC_POD_F_NODE : MC_POD_F_INTRA))) {
+		if (!(st->pod_flags &
+		      (st->kind == MC_KIND_NODE ? MC_POD_F_NODE : MC_POD_F_INTRA))) {
 			st->decision = MC_DECISION_PASS;
 			st->bytes_passed += size;
 			mc_count(MC_C_MSG_PASS_DISABLED, 1);

@@ -180,8 +180,9 @@ static __always_inline void mc_established(struct bpf_sock_ops *skops, __u8 side
 	 * connect() to another pod's IP may be REDIRECTed to its own sidecar), so
 	 * either switch lets it in and sk_msg checks the true kind's switch. */
 	if (!mc_enabled() ||
-	    !(pod->flags & (side == MC_SIDE_ACTIVE ? (MC_POD_F_INTRA | MC_POD_F_NODE)
-				       : kind == MC_KIND_INTRA ? MC_POD_F_INTRA : MC_POD_F_NODE))) {
+	    !(pod->flags & (side == MC_SIDE_ACTIVE  ? (MC_POD_F_INTRA | MC_POD_F_NODE)
+			    : kind == MC_KIND_INTRA ? MC_POD_F_INTRA
+						    : MC_POD_F_NODE))) {
 		mc_count(MC_C_SOCK_SKIP_DISABLED, 1);
 		return;
 	}
@@ -229,7 +230,8 @@ static __always_inline void mc_established(struct bpf_sock_ops *skops, __u8 side
 	if (local_peer && mc_local_rto_min_us > 0) {
 		int rto_min_us = mc_local_rto_min_us;
 
-		if (bpf_setsockopt(skops, MC_SOL_TCP, TCP_BPF_RTO_MIN, &rto_min_us, sizeof(rto_min_us)))
+		if (bpf_setsockopt(skops, MC_SOL_TCP, TCP_BPF_RTO_MIN, &rto_min_us,
+				   sizeof(rto_min_us)))
 			mc_count(MC_C_SOCK_RTO_FAILED, 1);
 	}
 

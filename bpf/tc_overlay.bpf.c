@@ -28,7 +28,8 @@ int mc_tc_overlay(struct __sk_buff *skb)
 		return mc_tc_pass(r);
 	dst = mc_pod_by_ip(p.ip->daddr);
 	/* From the overlay, the source is never one of our pods (spoofed). */
-	if (!dst || !(dst->flags & MC_POD_F_CROSS) || !dst->host_ifindex || mc_pod_by_ip(p.ip->saddr))
+	if (!dst || !(dst->flags & MC_POD_F_CROSS) || !dst->host_ifindex ||
+	    mc_pod_by_ip(p.ip->saddr))
 		return mc_tc_pass(MC_C_TC_PASS_NO_POD);
 	r = mc_flow_allows(skb, &p);
 	if (r)

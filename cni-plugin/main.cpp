@@ -59,7 +59,9 @@ int main() {
     version = conf.cni_version;
     open_log(conf);
     install_libbpf_logger(false);  // libbpf's messages into our log, never stdout
-    log::set_context({{"plugin", "meshcut"}, {"command", env.command}, {"containerID", env.container_id},
+    log::set_context({{"plugin", "meshcut"},
+                      {"command", env.command},
+                      {"containerID", env.container_id},
                       {"pod", env.kv.count("K8S_POD_NAME") ? env.kv["K8S_POD_NAMESPACE"] + "/" + env.kv["K8S_POD_NAME"]
                                                            : std::string()}});
     bool v11 = compare_versions(version, "1.1.0") >= 0;

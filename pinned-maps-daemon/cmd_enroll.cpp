@@ -27,8 +27,8 @@ Result<uint32_t> parse_ipv4(const std::string& s) {
 
 }  // namespace
 
-int cmd_enroll(const std::string& pin_root, const std::string& netns, const std::vector<std::string>& ips,
-               bool intra, bool node) {
+int cmd_enroll(const std::string& pin_root, const std::string& netns, const std::vector<std::string>& ips, bool intra,
+               bool node) {
   auto cookie = sys::netns_cookie(netns);
   if (!cookie) return fail(cookie.error());
   mc_pod pod{};

@@ -66,8 +66,9 @@ int cmd_run(DaemonConfig cfg, const std::string& cni_entry, const install::Insta
   Features feat = probe_features(cfg.no_tracing || no_tracing_env());
   log::info("kernel features", feat.to_json());
   if (!feat.usable())
-    return fail(make_error("this kernel lacks what the socket shortcut needs", EOPNOTSUPP,
-                           "meshcut needs Linux 5.15+ with sockhash, sk_storage and netns cookies; see the notes above"));
+    return fail(
+        make_error("this kernel lacks what the socket shortcut needs", EOPNOTSUPP,
+                   "meshcut needs Linux 5.15+ with sockhash, sk_storage and netns cookies; see the notes above"));
 
   // Block the stop signals before anything is attached so none is lost.
   sigset_t set;

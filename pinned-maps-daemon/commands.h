@@ -25,11 +25,10 @@ int cmd_detach(const std::string& pin_root);
 
 // `enroll` / `unenroll` (cmd_enroll.cpp). IPS: the pod's IPv4 addresses, empty
 // for those configured in NETNS.
-int cmd_enroll(const std::string& pin_root, const std::string& netns, const std::vector<std::string>& ips,
-               bool intra, bool node);
+int cmd_enroll(const std::string& pin_root, const std::string& netns, const std::vector<std::string>& ips, bool intra,
+               bool node);
 // By NETNS path or, when the netns is gone, by COOKIE; one of them is needed.
-int cmd_unenroll(const std::string& pin_root, const std::optional<std::string>& netns,
-                 std::optional<uint64_t> cookie);
+int cmd_unenroll(const std::string& pin_root, const std::optional<std::string>& netns, std::optional<uint64_t> cookie);
 
 // `set`: "on", "off" or "" (unchanged) for each switch; with NETNS, that pod's.
 struct SetArgs {

@@ -88,8 +88,7 @@ Result<std::vector<mc_sock_state>> iterate(const PinLayout& layout) {
   if (int err = bpf_map__reuse_fd(skel->maps.mc_sk_state, map->get()))
     return make_error("couldn't use the pinned " MC_MAP_SK_STATE, -err);
   if (int err = load_skel(skel))
-    return make_error("couldn't load the conns iterator (a BPF tracing program)", -err,
-                      tracing_refused_hint(-err));
+    return make_error("couldn't load the conns iterator (a BPF tracing program)", -err, tracing_refused_hint(-err));
   union bpf_iter_link_info li = {};
   li.map.map_fd = static_cast<__u32>(map->get());
   DECLARE_LIBBPF_OPTS(bpf_iter_attach_opts, o, .link_info = &li, .link_info_len = sizeof(li));
@@ -141,8 +140,7 @@ int list_pairs(const std::vector<mc_sock_state>& live, const std::string& source
   by_own.reserve(live.size());
   for (const auto& st : live) by_own.emplace(own_key(st), &st);
   if (!json)
-    std::printf("%-44s %-44s %-10s %12s %12s\n", "CLIENT SOCKET", "SERVER SOCKET", "KIND", "C->S BYTES",
-                "S->C BYTES");
+    std::printf("%-44s %-44s %-10s %12s %12s\n", "CLIENT SOCKET", "SERVER SOCKET", "KIND", "C->S BYTES", "S->C BYTES");
   else
     std::fputs("[", stdout);
   size_t paired = 0, listed = 0;
@@ -154,19 +152,20 @@ int list_pairs(const std::vector<mc_sock_state>& live, const std::string& source
     const char* kind = st.kind == MC_KIND_NODE ? "same_node" : "intra_pod";
     std::string client = tuple(st.local_ip, st.local_port, st.remote_ip, st.remote_port);
     if (!json) {
-      std::printf("%-44s %-44s %-10s %12llu %12llu\n", client.c_str(),
-                  p ? tuple(p->local_ip, p->local_port, p->remote_ip, p->remote_port).c_str()
-                    : "(peer not on this node)",
-                  kind, static_cast<unsigned long long>(st.bytes_redirected),
-                  static_cast<unsigned long long>(p ? p->bytes_redirected : 0));
+      std::printf(
+          "%-44s %-44s %-10s %12llu %12llu\n", client.c_str(),
+          p ? tuple(p->local_ip, p->local_port, p->remote_ip, p->remote_port).c_str() : "(peer not on this node)", kind,
+          static_cast<unsigned long long>(st.bytes_redirected),
+          static_cast<unsigned long long>(p ? p->bytes_redirected : 0));
       continue;
     }
     // Written by hand (addresses, numbers and fixed words: nothing to
     // escape): nlohmann's per-object cost doubled the time at 100,000.
-    std::printf("%s\n  {\"client\": \"%s\", \"client_netns\": %llu, \"kind\": \"%s\", \"paired\": %s, "
-                "\"source\": \"%s\", \"client_to_server\": %s",
-                listed++ ? "," : "", client.c_str(), static_cast<unsigned long long>(st.netns_cookie), kind,
-                p ? "true" : "false", source.c_str(), direction_text(st).c_str());
+    std::printf(
+        "%s\n  {\"client\": \"%s\", \"client_netns\": %llu, \"kind\": \"%s\", \"paired\": %s, "
+        "\"source\": \"%s\", \"client_to_server\": %s",
+        listed++ ? "," : "", client.c_str(), static_cast<unsigned long long>(st.netns_cookie), kind,
+        p ? "true" : "false", source.c_str(), direction_text(st).c_str());
     if (p)
       std::printf(", \"server\": \"%s\", \"server_netns\": %llu, \"server_to_client\": %s",
                   tuple(p->local_ip, p->local_port, p->remote_ip, p->remote_port).c_str(),
@@ -254,8 +253,13 @@ int cmd_conns(const std::string& pin_root, bool json, const std::string& src, co
     };
     bool active = ini && in_map(own_key(*ini));
     bool passive = ini && in_map(ini->peer);
-    nlohmann::json j = {{"src", src}, {"dst", dst}, {"src_pod", sp != nullptr}, {"dst_pod", dp != nullptr},
-                        {"initiator_in_map", active}, {"responder_in_map", passive}, {"source", source}};
+    nlohmann::json j = {{"src", src},
+                        {"dst", dst},
+                        {"src_pod", sp != nullptr},
+                        {"dst_pod", dp != nullptr},
+                        {"initiator_in_map", active},
+                        {"responder_in_map", passive},
+                        {"source", source}};
     if (resp) j["responder"] = tuple(resp->local_ip, resp->local_port, resp->remote_ip, resp->remote_port);
     if (resp && resp->remote_port != s->second)
       why.push_back("NAT rewrote the initiator's port: the responder sees " + sys::ipv4_str(resp->remote_ip) + ":" +
@@ -263,21 +267,25 @@ int cmd_conns(const std::string& pin_root, bool json, const std::string& src, co
                     " still held the redirected tuple); the pair is keyed by the initiator's address and both "
                     "ISNs, which NAT leaves alone");
     if (active && passive) {
-      why.push_back("accelerated: both sockets are in the sockhash under the same key; each direction took the "
-                    "shortcut unless its first bytes left before the peer was established (counter msg_pass_no_peer)");
+      why.push_back(
+          "accelerated: both sockets are in the sockhash under the same key; each direction took the "
+          "shortcut unless its first bytes left before the peer was established (counter msg_pass_no_peer)");
     } else {
       if (!sp && !loop_src)
         why.push_back(src + " is not the IP of an enrolled pod: host processes and unmeshed pods are left alone");
       if (!active)
-        why.push_back("no socket of " + src + " is in the sockhash: it is closed, it was established before "
+        why.push_back("no socket of " + src +
+                      " is in the sockhash: it is closed, it was established before "
                       "meshcut was attached, it used TCP Fast Open, its pod is not enrolled or has the shortcut "
                       "off, or the map was full (counters sock_*)");
       if (active && !passive)
-        why.push_back("the initiator is in the map but its peer is not: the peer is on another node, in a pod that "
-                      "is not enrolled, or was still being accepted when the first bytes left (those go the normal "
-                      "path for good)");
+        why.push_back(
+            "the initiator is in the map but its peer is not: the peer is on another node, in a pod that "
+            "is not enrolled, or was still being accepted when the first bytes left (those go the normal "
+            "path for good)");
       if (!dp && (ntohl(d->first) >> 24) != 127)
-        why.push_back(dst + " is not an enrolled pod on this node: behind a ClusterIP or on another node the "
+        why.push_back(dst +
+                      " is not an enrolled pod on this node: behind a ClusterIP or on another node the "
                       "socket shortcut can only pair through the pod's own sidecar (Istio REDIRECT)");
     }
     j["accelerated"] = active && passive;

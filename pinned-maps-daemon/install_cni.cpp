@@ -85,8 +85,7 @@ Result<std::string> read_text(const std::string& path, const char* what) {
 
 Status fsync_dir(const std::string& dir) {
   Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd.valid() || ::fsync(fd.get()) != 0)
-    return make_error("couldn't fsync directory '" + dir + "'", errno);
+  if (!fd.valid() || ::fsync(fd.get()) != 0) return make_error("couldn't fsync directory '" + dir + "'", errno);
   return ok_status();
 }
 
@@ -155,15 +154,18 @@ Result<ojson> parse_config(const std::string& path, const std::string& text) {
                       "fix or replace the file (the container runtime cannot use it either); meshcut "
                       "changed nothing");
   }
-  const char* hint = "a CNI config is an object with \"type\" (.conf) or \"plugins\" (.conflist); "
-                     "fix the file, meshcut changed nothing";
+  const char* hint =
+      "a CNI config is an object with \"type\" (.conf) or \"plugins\" (.conflist); "
+      "fix the file, meshcut changed nothing";
   if (!doc.is_object()) return make_error("CNI config '" + path + "' is not a JSON object", EINVAL, hint);
   auto has_type = [](const ojson& o) { return o.is_object() && o.contains("type") && o["type"].is_string(); };
   if (doc.contains("plugins")) {
     const auto& pl = doc["plugins"];
     if (!pl.is_array() || pl.empty() || !std::all_of(pl.begin(), pl.end(), has_type))
-      return make_error("CNI config '" + path + "': \"plugins\" must be a non-empty array of objects with a "
-                        "string \"type\"", EINVAL, hint);
+      return make_error("CNI config '" + path +
+                            "': \"plugins\" must be a non-empty array of objects with a "
+                            "string \"type\"",
+                        EINVAL, hint);
   } else if (ext_of(base_name(path)) == ".conflist") {
     return make_error("CNI config '" + path + "' is a .conflist without \"plugins\"", EINVAL, hint);
   } else if (!has_type(doc)) {
@@ -198,8 +200,10 @@ ojson strip(const ojson& list, ojson* marker) {
 ojson conf_to_list(const ojson& conf) {
   ojson list = ojson::object(), plugin = ojson::object();
   for (const auto& [k, v] : conf.items()) {
-    if (k == "name" || k == "cniVersion") list[k] = v;
-    else plugin[k] = v;
+    if (k == "name" || k == "cniVersion")
+      list[k] = v;
+    else
+      plugin[k] = v;
   }
   list["plugins"] = ojson::array({plugin});
   return list;
@@ -211,8 +215,10 @@ std::optional<ojson> list_to_conf(const ojson& list) {
   if (list.at("plugins").size() != 1) return std::nullopt;
   ojson conf = ojson::object();
   for (const auto& [k, v] : list.items()) {
-    if (k == "name" || k == "cniVersion") conf[k] = v;
-    else if (k != "plugins") return std::nullopt;
+    if (k == "name" || k == "cniVersion")
+      conf[k] = v;
+    else if (k != "plugins")
+      return std::nullopt;
   }
   for (const auto& [k, v] : list.at("plugins").at(0).items()) conf[k] = v;
   return conf;
@@ -234,8 +240,7 @@ bool is_usable_list(const std::optional<ojson>& d) {
 
 // "original" of MARKER, if parsing it (converted back to a list when CONVERTED) gives STRIPPED.
 std::optional<std::string> trusted_original(const ojson& marker, const ojson& stripped, bool converted) {
-  if (!marker.is_object() || !marker.contains("original") || !marker["original"].is_string())
-    return std::nullopt;
+  if (!marker.is_object() || !marker.contains("original") || !marker["original"].is_string()) return std::nullopt;
   auto d = parse_quiet(marker["original"].get<std::string>());
   if (!d) return std::nullopt;
   if (converted && d->contains("plugins")) return std::nullopt;
@@ -347,8 +352,9 @@ Result<InstallReport> install(const InstallOptions& opt) {
   if (opt.plugin_src.empty())
     return make_error("no meshcut plugin binary given", EINVAL, "pass --plugin-src PATH (the built 'meshcut')");
 
-  auto lock = lock_dir(opt.cni_conf_dir, "the main CNI writes its config there; install it first or pass "
-                                         "--cni-conf-dir");
+  auto lock = lock_dir(opt.cni_conf_dir,
+                       "the main CNI writes its config there; install it first or pass "
+                       "--cni-conf-dir");
   if (!lock) return lock.error();
   auto active = active_config(opt.cni_conf_dir);
   if (!active) return active.error();
@@ -399,8 +405,8 @@ Result<InstallReport> install(const InstallOptions& opt) {
     std::sort(after.begin(), after.end());
     if (after.front() != base_name(target))
       return make_error("converting '" + *active + "' would make '" + join(opt.cni_conf_dir, after.front()) +
-                        "' the active CNI config instead", EINVAL,
-                        "rename the files so the main CNI's config sorts first; meshcut changed nothing");
+                            "' the active CNI config instead",
+                        EINVAL, "rename the files so the main CNI's config sorts first; meshcut changed nothing");
   }
   ojson e = *entry;
   if (!marker.empty()) e[kMarkerKey] = marker;
@@ -413,8 +419,10 @@ Result<InstallReport> install(const InstallOptions& opt) {
   if (auto s = install_binary(opt, rep); !s) return s.error();
 
   std::optional<std::string> cur;
-  if (target == *active) cur = *text;
-  else if (auto t = read_text(target, "CNI config")) cur = *t;
+  if (target == *active)
+    cur = *text;
+  else if (auto t = read_text(target, "CNI config"))
+    cur = *t;
   if (cur != *out) {
     if (auto s = write_atomic(target, *out, st.st_mode, std::pair{st.st_uid, st.st_gid}); !s) return s.error();
     rep.conf_changed = true;

@@ -26,19 +26,19 @@ inline constexpr const char* kMarkerKey = "meshcutInstall";
 struct InstallOptions {
   std::string cni_bin_dir = "/opt/cni/bin";
   std::string cni_conf_dir = "/etc/cni/net.d";
-  std::string plugin_src;          // the built meshcut binary; needed by install() only
-  nlohmann::json plugin_entry;     // the entry to chain; null → default_plugin_entry()
+  std::string plugin_src;       // the built meshcut binary; needed by install() only
+  nlohmann::json plugin_entry;  // the entry to chain; null → default_plugin_entry()
 };
 
 struct InstallReport {
-  std::string binary_path;         // <cni_bin_dir>/meshcut
-  bool binary_changed = false;     // copied (install) / removed (uninstall)
-  std::string conf_file;           // config file written, restored or left as is (may be empty)
+  std::string binary_path;      // <cni_bin_dir>/meshcut
+  bool binary_changed = false;  // copied (install) / removed (uninstall)
+  std::string conf_file;        // config file written, restored or left as is (may be empty)
   bool conf_changed = false;
-  bool converted = false;          // install: a single-plugin .conf became a .conflist;
-                                   // uninstall: a .conflist went back to the original .conf
+  bool converted = false;            // install: a single-plugin .conf became a .conflist;
+                                     // uninstall: a .conflist went back to the original .conf
   std::vector<std::string> actions;  // one line per change, for the CLI ("wrote …", "removed …")
-  bool changed = false;            // anything at all changed on disk
+  bool changed = false;              // anything at all changed on disk
 };
 
 // {"type":"meshcut","pinRoot":"/sys/fs/bpf/meshcut","logFile":"/var/log/meshcut-cni.log"}

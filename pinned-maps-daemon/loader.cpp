@@ -42,7 +42,6 @@ MESHCUT_SKEL(mc_tc_overlay_noct);
 namespace meshcut::daemon {
 namespace {
 
-
 // Points every map of OBJ at its pin: libbpf reuses a compatible pinned map
 // (same type, key, value, max_entries, flags) or creates and pins a new one.
 Status set_pin_paths(bpf_object* obj, const PinLayout& layout, uint32_t max_sockets) {
@@ -125,8 +124,7 @@ Error load_error(const char* what, int err, const PinLayout& layout) {
 
 Status pin_prog(bpf_program* p, const std::string& path) {
   ::unlink(path.c_str());  // replace an older program's pin (restart/upgrade)
-  if (int err = bpf_program__pin(p, path.c_str()))
-    return make_error("couldn't pin program at '" + path + "'", err);
+  if (int err = bpf_program__pin(p, path.c_str())) return make_error("couldn't pin program at '" + path + "'", err);
   return ok_status();
 }
 
@@ -279,8 +277,8 @@ Result<AttachResult> attach_all(const DaemonConfig& cfg, const std::string& cgro
   // already in the map keep the program they were inserted with until they close.
   if (bpf_prog_attach(bpf_program__fd(sm->progs.mc_sk_msg), sockhash, BPF_SK_MSG_VERDICT, 0) != 0)
     return make_error("couldn't attach sk_msg to " MC_MAP_SOCKHASH, errno);
-  bool want_verdict = cfg.skb_verdict == SkbVerdict::on ||
-                      (cfg.skb_verdict == SkbVerdict::automatic && feat.fionread_bug != Tri::no);
+  bool want_verdict =
+      cfg.skb_verdict == SkbVerdict::on || (cfg.skb_verdict == SkbVerdict::automatic && feat.fionread_bug != Tri::no);
   if (want_verdict) {
     if (auto st = pin_prog(sb->progs.mc_sk_skb, layout.prog(MC_PROG_SK_SKB)); !st) return st.error();
     if (bpf_prog_attach(bpf_program__fd(sb->progs.mc_sk_skb), sockhash, BPF_SK_SKB_VERDICT, 0) != 0)
@@ -410,8 +408,8 @@ OverlayRecheck reattach_overlay(const PinLayout& layout, const std::string& dev)
   if (!prog) return r;
   auto att = tc::attach_ingress(static_cast<int>(ifindex), prog->get());
   if (!att) {
-    log::warn("couldn't re-attach the overlay tc filter", {{"device", dev}, {"ifindex", ifindex},
-                                                            {"error", att.error().format()}});
+    log::warn("couldn't re-attach the overlay tc filter",
+              {{"device", dev}, {"ifindex", ifindex}, {"error", att.error().format()}});
     return r;
   }
   if (moved) {

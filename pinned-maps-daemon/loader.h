@@ -17,9 +17,9 @@
 namespace meshcut::daemon {
 
 struct AttachResult {
-  bool reused_maps = false;     // pinned maps were already there (restart/upgrade)
-  bool link_updated = false;    // an existing cgroup link got the new program
-  bool skb_verdict = false;     // the no-op SK_SKB verdict is attached
+  bool reused_maps = false;   // pinned maps were already there (restart/upgrade)
+  bool link_updated = false;  // an existing cgroup link got the new program
+  bool skb_verdict = false;   // the no-op SK_SKB verdict is attached
   uint32_t max_sockets = 0;
   bool overlay_attached = false;  // tc_overlay on the overlay device
   bool cross_node = false;        // the tc shortcut is on (pod CIDR known, switch on)
@@ -29,8 +29,8 @@ struct AttachResult {
 
 // The recheck loop's repairs; the caller holds the pin lock.
 struct OverlayRecheck {
-  bool attached = false;   // our filter had to be put on (again)
-  bool missing = false;    // no device of that name right now (being recreated?)
+  bool attached = false;                      // our filter had to be put on (again)
+  bool missing = false;                       // no device of that name right now (being recreated?)
   uint32_t old_ifindex = 0, new_ifindex = 0;  // differ: the device was recreated
 };
 // Puts our tc filter back on the overlay device if another agent removed it.
@@ -41,9 +41,9 @@ struct OverlayRecheck {
 OverlayRecheck reattach_overlay(const PinLayout& layout, const std::string& dev);
 
 struct SockopsRecheck {
-  bool attached = false;   // the pinned link was detached or gone: a new one is pinned
-  uint32_t link_id = 0;    // the new link
-  std::string error;       // couldn't (logged by the caller)
+  bool attached = false;  // the pinned link was detached or gone: a new one is pinned
+  uint32_t link_id = 0;   // the new link
+  std::string error;      // couldn't (logged by the caller)
 };
 // Attaches sockops to CGROUP again through a new pinned link if the pinned
 // one was detached (`bpftool link detach`, cgroup removed) or its pin is gone.
@@ -51,8 +51,7 @@ SockopsRecheck reattach_sockops(const PinLayout& layout, const std::string& cgro
 
 // Brings the pin root to the attached state for CFG. Idempotent: a second run
 // (daemon restart) reuses the maps and swaps programs in place, with no gap.
-Result<AttachResult> attach_all(const DaemonConfig& cfg, const std::string& cgroup,
-                                const Features& feat);
+Result<AttachResult> attach_all(const DaemonConfig& cfg, const std::string& cgroup, const Features& feat);
 
 // Disables the shortcut, detaches everything meshcutd attached, removes every
 // pin and the pin root. Sockets already redirected keep their data and fall

@@ -26,8 +26,7 @@ int main(int argc, char** argv) {
   app.add_flag("-v,--verbose", verbose, "show libbpf's own messages");
   std::string pin_root = kDefaultPinRoot;
   auto add_pin_root = [&](CLI::App* c) {
-    return c->add_option("--pin-root", pin_root, "bpffs directory holding meshcut's pins")
-        ->capture_default_str();
+    return c->add_option("--pin-root", pin_root, "bpffs directory holding meshcut's pins")->capture_default_str();
   };
 
   auto* run = app.add_subcommand("run", "load, pin and attach the programs, then stay resident");
@@ -107,8 +106,9 @@ int main(int argc, char** argv) {
   auto* o_watch = run->add_option("--cni-plugin-src", inst.plugin_src,
                                   "install the CNI plugin from here and keep it chained while running");
   std::string run_entry;
-  run->add_option("--cni-entry", run_entry, "the conflist entry to keep chained, as JSON (default: type meshcut, "
-                                            "pinRoot, logFile, capabilities)");
+  run->add_option("--cni-entry", run_entry,
+                  "the conflist entry to keep chained, as JSON (default: type meshcut, "
+                  "pinRoot, logFile, capabilities)");
   add_cni_dirs(run);
   std::string cni_cache_dir = "/var/lib/cni";
   run->add_option("--cni-cache-dir", cni_cache_dir,
@@ -119,8 +119,9 @@ int main(int argc, char** argv) {
   add_pin_root(setc);
   SetArgs set_args;
   auto onoff = CLI::IsMember({"on", "off"});
-  setc->add_option("--cross-node", set_args.cross_node, "the tc shortcut: on|off (node; with --netns: that pod). Off forgets\n"
-                                              "the node's flows, so none flips back to the shortcut mid-stream")
+  setc->add_option("--cross-node", set_args.cross_node,
+                   "the tc shortcut: on|off (node; with --netns: that pod). Off forgets\n"
+                   "the node's flows, so none flips back to the shortcut mid-stream")
       ->check(onoff);
   setc->add_option("--netns", set_args.netns, "a pod's netns path: change that pod's switches");
   setc->add_option("--intra-pod", set_args.intra_pod, "with --netns: app <-> sidecar shortcut on|off")->check(onoff);
@@ -180,7 +181,8 @@ int main(int argc, char** argv) {
     trace_opt.pin_root = pin_root;
     return cmd_trace(trace_opt);
   }
-  if (*conns) return cmd_conns(pin_root, json, explain.size() == 2 ? explain[0] : "", explain.size() == 2 ? explain[1] : "");
+  if (*conns)
+    return cmd_conns(pin_root, json, explain.size() == 2 ? explain[0] : "", explain.size() == 2 ? explain[1] : "");
   if (*setc) return cmd_set(pin_root, set_args);
   if (*icni || *ucni) return cmd_install_cni(inst, entry_json, static_cast<bool>(*ucni));
   return 0;

@@ -106,7 +106,8 @@ std::string render_metrics(const PinLayout& layout) {
         .sample(v[MC_C_TC_REDIRECT_NEIGH], label("path", "to_overlay_neigh"))
         .sample(v[MC_C_TC_REDIRECT_PEER], label("path", "into_pod"))
         .sample(v[MC_C_TC_REDIRECT_LOCAL], label("path", "pod_to_local_pod"));
-    Family(o, "meshcut_tc_passed_packets_total", "counter", "Packets the tc programs left on the normal path, by reason.")
+    Family(o, "meshcut_tc_passed_packets_total", "counter",
+           "Packets the tc programs left on the normal path, by reason.")
         .sample(v[MC_C_TC_PASS_NOT_IP], label("reason", "not_ipv4"))
         .sample(v[MC_C_TC_PASS_FRAGMENT], label("reason", "fragment"))
         .sample(v[MC_C_TC_PASS_NOT_TCP], label("reason", "not_tcp"))
@@ -156,10 +157,10 @@ std::string render_metrics(const PinLayout& layout) {
   }
   if (meta) {
     Family f(o, "meshcut_feature", "gauge", "Kernel features meshcutd found at start (1 present, 0 absent).");
-    for (auto [bit, name] : {std::pair{MC_FEAT_NETNS_COOKIE, "netns_cookie"}, std::pair{MC_FEAT_SOCKHASH, "sockhash"},
-                             std::pair{MC_FEAT_SK_STORAGE, "sk_storage"},
-                             std::pair{MC_FEAT_FIONREAD_BUG, "fionread_regression"},
-                             std::pair{MC_FEAT_SKB_VERDICT, "skb_verdict_attached"}})
+    for (auto [bit, name] :
+         {std::pair{MC_FEAT_NETNS_COOKIE, "netns_cookie"}, std::pair{MC_FEAT_SOCKHASH, "sockhash"},
+          std::pair{MC_FEAT_SK_STORAGE, "sk_storage"}, std::pair{MC_FEAT_FIONREAD_BUG, "fionread_regression"},
+          std::pair{MC_FEAT_SKB_VERDICT, "skb_verdict_attached"}})
       f.sample((meta->features & bit) ? 1 : 0, label("feature", name));
   }
   if (cfg) {
@@ -188,14 +189,14 @@ namespace {
 // The endpoint's limits. A scrape is one small GET answered in milliseconds,
 // so every wait is short: a client that is idle, slow or gone costs one worker
 // for a bounded time, and a few of them cannot hold the scrapes off.
-constexpr size_t kWorkers = 8;          // requests served at once
-constexpr ptrdiff_t kMaxConns = 32;     // accepted, not yet done; beyond it accept pauses
-constexpr int kBacklog = 64;            // ...and the kernel holds (or refuses) the rest
-constexpr time_t kIoTimeoutS = 2;       // each read or write of one request/response
-constexpr time_t kKeepAliveS = 2;       // wait for a connection's first and next request
-constexpr size_t kKeepAliveMax = 16;    // requests per connection
-constexpr size_t kMaxPayload = 4096;    // request body (the endpoints take none): 413 beyond
-constexpr int kDeferAcceptS = 30;       // TCP_DEFER_ACCEPT: silent connections stay in the kernel
+constexpr size_t kWorkers = 8;        // requests served at once
+constexpr ptrdiff_t kMaxConns = 32;   // accepted, not yet done; beyond it accept pauses
+constexpr int kBacklog = 64;          // ...and the kernel holds (or refuses) the rest
+constexpr time_t kIoTimeoutS = 2;     // each read or write of one request/response
+constexpr time_t kKeepAliveS = 2;     // wait for a connection's first and next request
+constexpr size_t kKeepAliveMax = 16;  // requests per connection
+constexpr size_t kMaxPayload = 4096;  // request body (the endpoints take none): 413 beyond
+constexpr int kDeferAcceptS = 30;     // TCP_DEFER_ACCEPT: silent connections stay in the kernel
 constexpr auto kStopWait = std::chrono::seconds(5);
 
 constexpr const char* kAddrHint =
@@ -248,8 +249,7 @@ Result<ListenAddr> parse_addr(const std::string& addr) {
     auto* sa = reinterpret_cast<sockaddr_in*>(&la.ss);
     sa->sin_family = AF_INET;
     sa->sin_port = htons(static_cast<uint16_t>(std::stoi(port)));
-    if (::inet_pton(AF_INET, host.c_str(), &sa->sin_addr) != 1)
-      return bad("'" + host + "' is not an IPv4 address");
+    if (::inet_pton(AF_INET, host.c_str(), &sa->sin_addr) != 1) return bad("'" + host + "' is not an IPv4 address");
     la.len = sizeof(sockaddr_in);
   }
   return la;
@@ -273,8 +273,7 @@ std::string listen_hint(int err) {
 // A bound, listening socket for LA.
 Result<Fd> listen_on(const ListenAddr& la, const std::string& addr) {
   Fd s(::socket(la.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!s.valid())
-    return make_error("couldn't open a socket for --metrics-addr " + addr, errno, listen_hint(errno));
+  if (!s.valid()) return make_error("couldn't open a socket for --metrics-addr " + addr, errno, listen_hint(errno));
   int one = 1;
   // A restart must not wait for the last run's connections in TIME_WAIT.
   ::setsockopt(s.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));

@@ -40,8 +40,8 @@ bool tcp_pair(Fd& client, Fd& server) {
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t len = sizeof(a);
-  if (!l.valid() || ::bind(l.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
-      ::listen(l.get(), 1) != 0 || ::getsockname(l.get(), reinterpret_cast<sockaddr*>(&a), &len) != 0)
+  if (!l.valid() || ::bind(l.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || ::listen(l.get(), 1) != 0 ||
+      ::getsockname(l.get(), reinterpret_cast<sockaddr*>(&a), &len) != 0)
     return false;
   client.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!client.valid() || ::connect(client.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) return false;
@@ -84,7 +84,6 @@ Tri load_probe(void (*select)(T*), std::string* why) {
   return Tri::yes;
 }
 
-
 }  // namespace
 
 void latency_select(mc_latency* s, bool typed) {
@@ -125,17 +124,19 @@ nlohmann::json degraded_json(uint32_t b) {
   if (!(b & MC_FEAT_BPF_ITER))
     out.push_back({{"feature", "bpf_iter"},
                    {"refused", now.bpf_iter_error},
-                   {"turns_off", "nothing: conns, conns --explain and pods read the conns table that sockops and "
-                                 "sk_msg keep (every field; a hash lookup per send)"}});
+                   {"turns_off",
+                    "nothing: conns, conns --explain and pods read the conns table that sockops and "
+                    "sk_msg keep (every field; a hash lookup per send)"}});
   if (!(b & MC_FEAT_TP_BTF))
     out.push_back({{"feature", "tp_btf"},
                    {"refused", now.tp_btf_error},
                    {"turns_off", (b & MC_FEAT_RAW_TP) ? "nothing: trace uses raw_tp" : "see raw_tp"}});
   if (!(b & MC_FEAT_RAW_TP))
-    out.push_back({{"feature", "raw_tp"},
-                   {"refused", now.raw_tp_error},
-                   {"turns_off", (b & MC_FEAT_TP_BTF) ? "nothing: trace uses tp_btf"
-                                                      : "trace (the latency monitor); the shortcuts are not affected"}});
+    out.push_back(
+        {{"feature", "raw_tp"},
+         {"refused", now.raw_tp_error},
+         {"turns_off", (b & MC_FEAT_TP_BTF) ? "nothing: trace uses tp_btf"
+                                            : "trace (the latency monitor); the shortcuts are not affected"}});
   return out;
 }
 
@@ -219,9 +220,8 @@ Features probe_features(bool no_tracing) {
   if (!f.sockhash) f.notes.push_back("BPF_MAP_TYPE_SOCKHASH not supported (CONFIG_BPF_STREAM_PARSER?)");
   f.sk_storage = libbpf_probe_bpf_map_type(BPF_MAP_TYPE_SK_STORAGE, nullptr) == 1;
   if (!f.sk_storage) f.notes.push_back("BPF_MAP_TYPE_SK_STORAGE not supported");
-  f.netns_cookie =
-      libbpf_probe_bpf_helper(BPF_PROG_TYPE_SOCK_OPS, BPF_FUNC_get_netns_cookie, nullptr) == 1 &&
-      libbpf_probe_bpf_helper(BPF_PROG_TYPE_SK_MSG, BPF_FUNC_get_netns_cookie, nullptr) == 1;
+  f.netns_cookie = libbpf_probe_bpf_helper(BPF_PROG_TYPE_SOCK_OPS, BPF_FUNC_get_netns_cookie, nullptr) == 1 &&
+                   libbpf_probe_bpf_helper(BPF_PROG_TYPE_SK_MSG, BPF_FUNC_get_netns_cookie, nullptr) == 1;
   if (!f.netns_cookie) f.notes.push_back("bpf_get_netns_cookie not allowed in sockops/sk_msg (needs 5.15)");
   if (!f.sockhash) return f;
 

@@ -15,11 +15,11 @@ namespace meshcut::daemon {
 enum class Tri { no, yes, unknown };
 
 struct Features {
-  bool kernel_ok = false;      // >= 5.15
+  bool kernel_ok = false;  // >= 5.15
   bool sockhash = false;
   bool sk_storage = false;
-  bool netns_cookie = false;   // bpf_get_netns_cookie in sockops and sk_msg
-  Tri fionread_bug = Tri::unknown;    // commit 929e30f93125 regression
+  bool netns_cookie = false;        // bpf_get_netns_cookie in sockops and sk_msg
+  Tri fionread_bug = Tri::unknown;  // commit 929e30f93125 regression
   Tri verdict_fixes_it = Tri::unknown;
   // Tracing program types (refused outright by some builds: lockdown,
   // hardened or distribution configs). Each error is the loader's errno text.
@@ -27,8 +27,8 @@ struct Features {
   Tri tp_btf = Tri::unknown;    // trace: typed tracepoints
   Tri raw_tp = Tri::unknown;    // trace: untyped tracepoints
   std::string bpf_iter_error, tp_btf_error, raw_tp_error;
-  bool no_tracing = false;      // forced off (--no-tracing / MESHCUT_NO_TRACING=1)
-  std::vector<std::string> notes;     // what is off, and why
+  bool no_tracing = false;         // forced off (--no-tracing / MESHCUT_NO_TRACING=1)
+  std::vector<std::string> notes;  // what is off, and why
 
   bool usable() const { return kernel_ok && sockhash && sk_storage && netns_cookie; }
   // sockops/sk_msg keep the conns table where the iterator cannot list sockets.

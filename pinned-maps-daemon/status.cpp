@@ -27,7 +27,8 @@ namespace {
 
 int not_running(const std::string& pin_root, bool json, const Error& e) {
   if (json) {
-    std::printf("%s\n", nlohmann::json{{"pin_root", pin_root}, {"installed", false}, {"error", e.format()}}.dump(2).c_str());
+    std::printf("%s\n",
+                nlohmann::json{{"pin_root", pin_root}, {"installed", false}, {"error", e.format()}}.dump(2).c_str());
   } else {
     std::fprintf(stderr, "meshcutd: %s\n", e.format().c_str());
   }
@@ -145,13 +146,13 @@ int cmd_status(const std::string& pin_root, bool json, bool require_running) {
   for (const auto& u : *usage)
     std::printf("%-14s %10llu %10u\n", u.name.c_str(), static_cast<unsigned long long>(u.entries), u.max_entries);
   const auto& mem = j["memory"];
-  std::printf("\nkernel memory per enrolled socket: %llu B (psock %llu, storage %llu, sockhash %llu, conns %llu); "
-              "%llu sockets: %.1f MiB\n",
-              mem["per_socket_bytes"].get<unsigned long long>(), mem["parts"]["sk_psock"].get<unsigned long long>(),
-              mem["parts"]["sk_storage"].get<unsigned long long>(),
-              mem["parts"]["sockhash_elem"].get<unsigned long long>(),
-              mem["parts"]["conns_elem"].get<unsigned long long>(), mem["sockets"].get<unsigned long long>(),
-              static_cast<double>(mem["total_bytes"].get<uint64_t>()) / (1 << 20));
+  std::printf(
+      "\nkernel memory per enrolled socket: %llu B (psock %llu, storage %llu, sockhash %llu, conns %llu); "
+      "%llu sockets: %.1f MiB\n",
+      mem["per_socket_bytes"].get<unsigned long long>(), mem["parts"]["sk_psock"].get<unsigned long long>(),
+      mem["parts"]["sk_storage"].get<unsigned long long>(), mem["parts"]["sockhash_elem"].get<unsigned long long>(),
+      mem["parts"]["conns_elem"].get<unsigned long long>(), mem["sockets"].get<unsigned long long>(),
+      static_cast<double>(mem["total_bytes"].get<uint64_t>()) / (1 << 20));
   std::printf("\n%-22s %14s\n", "COUNTER", "VALUE");
   for (auto& [k, val] : c.items()) std::printf("%-22s %14llu\n", k.c_str(), val.get<unsigned long long>());
   std::printf("\nFEATURE\n");
@@ -183,7 +184,9 @@ int cmd_pods(const std::string& pin_root, bool json) {
   auto recs = maps->cni_pods();
   if (!recs) return not_running(pin_root, json, recs.error());
   // Per-pod counters of the live sockets (closed ones are in the node totals).
-  struct Live { uint64_t sockets = 0, redirected = 0, normal = 0; };
+  struct Live {
+    uint64_t sockets = 0, redirected = 0, normal = 0;
+  };
   std::map<uint64_t, Live> live;
   auto socks = live_sockets(PinLayout(pin_root), *maps);
   if (socks) {
@@ -242,7 +245,9 @@ int cmd_pods(const std::string& pin_root, bool json) {
     std::string name = p.value("namespace", std::string()) + "/" + p.value("name", std::string("(enrolled)"));
     std::string shortcuts = std::string(p["intra_pod"].get<bool>() ? "intra " : "") +
                             (p["same_node"].get<bool>() ? "node " : "") + (p["cross_node"].get<bool>() ? "cross" : "");
-    auto num = [](const nlohmann::json& v) { return v.is_null() ? std::string("?") : std::to_string(v.get<uint64_t>()); };
+    auto num = [](const nlohmann::json& v) {
+      return v.is_null() ? std::string("?") : std::to_string(v.get<uint64_t>());
+    };
     std::printf("%-28s %-14.12s %-18s %-16s %-12llu %-18s %8s %14s\n", name.c_str(),
                 p.value("container_id", std::string("-")).c_str(), ips.c_str(),
                 p.value("host_veth", std::string("-")).c_str(), p["netns_cookie"].get<unsigned long long>(),

@@ -175,10 +175,11 @@ void print_human(const json& r) {
               r["sockets"]["seen"].get<unsigned long long>(), r["sockets"]["paired"].get<unsigned long long>(),
               r["sockets"]["proxy"].get<unsigned long long>(), r["sockets"]["proxy_linked"].get<unsigned long long>());
   const auto& ov = r["overhead"];
-  std::printf("overhead while tracing: %.0f ns per hook run (%llu runs, all sockets), %.3f%% of the CPUs; "
-              "reader %.1f ms CPU; none when not tracing (detached)\n",
-              ov["bpf_ns_per_run"].get<double>(), ov["bpf_runs"].get<unsigned long long>(),
-              ov["bpf_cpu_share"].get<double>() * 100, ov["reader_cpu_ms"].get<double>());
+  std::printf(
+      "overhead while tracing: %.0f ns per hook run (%llu runs, all sockets), %.3f%% of the CPUs; "
+      "reader %.1f ms CPU; none when not tracing (detached)\n",
+      ov["bpf_ns_per_run"].get<double>(), ov["bpf_runs"].get<unsigned long long>(),
+      ov["bpf_cpu_share"].get<double>() * 100, ov["reader_cpu_ms"].get<double>());
   std::printf("requests %llu complete, %llu incomplete (chains without both ends traced: %llu)\n\n",
               r["requests"].get<unsigned long long>(), r["incomplete_requests"].get<unsigned long long>(),
               r["incomplete_chains"].get<unsigned long long>());
@@ -191,8 +192,8 @@ void print_human(const json& r) {
   }
   if (!r["hops"].empty()) {
     std::printf("\nper hop (sockets numbered as in Table 2: 1 client app ... n server app)\n");
-    std::printf("%-8s %-7s %-17s %-16s %10s %10s %10s %7s\n", "hop", "kind", "dir", "who", "avg ms", "p50 ms",
-                "p90 ms", "share");
+    std::printf("%-8s %-7s %-17s %-16s %10s %10s %10s %7s\n", "hop", "kind", "dir", "who", "avg ms", "p50 ms", "p90 ms",
+                "share");
     for (const auto& h : r["hops"])
       std::printf("%-8s %-7s %-17s %-16s %10.3f %10.3f %10.3f %6.1f%%\n", h["hop"].get<std::string>().c_str(),
                   h["kind"].get<std::string>().c_str(), h["dir"].get<std::string>().c_str(),
@@ -203,9 +204,9 @@ void print_human(const json& r) {
     std::printf("\nchain (%llu requests):\n", c["requests"].get<unsigned long long>());
     for (const auto& s : c["sockets"])
       std::printf("  (%d) %-5s %-15s uid %-5u %-21s -> %-21s %s\n", s["n"].get<int>(),
-                  s["role"].get<std::string>().c_str(), s["comm"].get<std::string>().c_str(),
-                  s["uid"].get<unsigned>(), s["local"].get<std::string>().c_str(),
-                  s["remote"].get<std::string>().c_str(), s["pod"].get<std::string>().c_str());
+                  s["role"].get<std::string>().c_str(), s["comm"].get<std::string>().c_str(), s["uid"].get<unsigned>(),
+                  s["local"].get<std::string>().c_str(), s["remote"].get<std::string>().c_str(),
+                  s["pod"].get<std::string>().c_str());
   }
 }
 
@@ -232,9 +233,10 @@ int cmd_trace(const TraceOptions& o) {
   // Which hook: tp_btf (typed sk) where the kernel has the tracepoints in BTF,
   // else raw_tp. Both need sock:sock_{send,recv}_length (Linux 6.3+).
   if (no_tracing_env())
-    return fail(make_error("meshcutd trace needs tracing programs (tp_btf or raw_tp), and MESHCUT_NO_TRACING=1 "
-                           "forbids them",
-                           EOPNOTSUPP, "unset MESHCUT_NO_TRACING to trace"));
+    return fail(
+        make_error("meshcutd trace needs tracing programs (tp_btf or raw_tp), and MESHCUT_NO_TRACING=1 "
+                   "forbids them",
+                   EOPNOTSUPP, "unset MESHCUT_NO_TRACING to trace"));
   bool btf_tp = has_btf_tracepoint();
   std::optional<Loaded> l;
   std::string why_not_btf;
@@ -335,8 +337,7 @@ int cmd_trace(const TraceOptions& o) {
 
   if (!o.dump_events.empty()) {
     std::ofstream f(o.dump_events);
-    for (const auto& e : events)
-      f << trace_event_json(e).dump() << "\n";
+    for (const auto& e : events) f << trace_event_json(e).dump() << "\n";
   }
 
   json r = analyze_trace(events, o.proxy_uid, tgt->labels, tgt->pod_filter);
@@ -358,13 +359,14 @@ int cmd_trace(const TraceOptions& o) {
                       {"hook_runs", st[MC_TS_SEEN]},
                       {"received", events.size()}};
   if (!why_not_btf.empty() && l->hook != "tp_btf") r["kernel_side"]["tp_btf_unavailable"] = why_not_btf;
-  r["overhead"] = {{"bpf_stats", stats_fd >= 0},
-                   {"bpf_runs", runs},
-                   {"bpf_run_ns", run_ns},
-                   {"bpf_ns_per_run", runs ? round3(static_cast<double>(run_ns) / static_cast<double>(runs)) : 0.0},
-                   {"bpf_cpu_share", secs > 0 ? static_cast<double>(run_ns) / (secs * 1e9 * static_cast<double>(ncpu)) : 0.0},
-                   {"reader_cpu_ms", round3(tv_ms(ru0.ru_utime, ru1.ru_utime) + tv_ms(ru0.ru_stime, ru1.ru_stime))},
-                   {"attached_when_not_tracing", false}};
+  r["overhead"] = {
+      {"bpf_stats", stats_fd >= 0},
+      {"bpf_runs", runs},
+      {"bpf_run_ns", run_ns},
+      {"bpf_ns_per_run", runs ? round3(static_cast<double>(run_ns) / static_cast<double>(runs)) : 0.0},
+      {"bpf_cpu_share", secs > 0 ? static_cast<double>(run_ns) / (secs * 1e9 * static_cast<double>(ncpu)) : 0.0},
+      {"reader_cpu_ms", round3(tv_ms(ru0.ru_utime, ru1.ru_utime) + tv_ms(ru0.ru_stime, ru1.ru_stime))},
+      {"attached_when_not_tracing", false}};
   if (o.json)
     std::printf("%s\n", r.dump(2).c_str());
   else

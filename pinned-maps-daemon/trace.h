@@ -22,12 +22,12 @@ namespace meshcut::daemon {
 
 struct TraceOptions {
   std::string pin_root;
-  std::string duration = "10s";   // "10s", "500ms", "2m", or seconds
-  std::string pod;                // NS/NAME: report only requests touching this pod
-  std::vector<std::string> netns; // netns paths to trace instead of the enrolled pods
+  std::string duration = "10s";    // "10s", "500ms", "2m", or seconds
+  std::string pod;                 // NS/NAME: report only requests touching this pod
+  std::vector<std::string> netns;  // netns paths to trace instead of the enrolled pods
   bool json = false;
-  uint32_t proxy_uid = 1337;      // Istio's sidecar uid: whose sockets are "proxy"
-  std::string dump_events;        // write the raw events here (JSON lines)
+  uint32_t proxy_uid = 1337;  // Istio's sidecar uid: whose sockets are "proxy"
+  std::string dump_events;    // write the raw events here (JSON lines)
 };
 
 // Adds the `trace` subcommand and its options (bound to O) to APP.

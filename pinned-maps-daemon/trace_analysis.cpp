@@ -64,7 +64,9 @@ json stats(const std::vector<double>& v, double total_avg) {
   double sum = 0;
   for (double x : v) sum += x;
   double avg = v.empty() ? 0 : sum / static_cast<double>(v.size());
-  json j{{"avg_ms", round3(avg)}, {"p50_ms", round3(percentile(v, 50))}, {"p90_ms", round3(percentile(v, 90))},
+  json j{{"avg_ms", round3(avg)},
+         {"p50_ms", round3(percentile(v, 50))},
+         {"p90_ms", round3(percentile(v, 90))},
          {"n", v.size()}};
   if (total_avg > 0) j["share"] = round3(avg / total_avg);
   return j;
@@ -174,8 +176,7 @@ json analyze_trace(const std::vector<mc_trace_event>& events, uint32_t proxy_uid
   // 1. sockets and phases, in time order.
   std::vector<size_t> order(events.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return events[a].ts_ns < events[b].ts_ns; });
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return events[a].ts_ns < events[b].ts_ns; });
   std::vector<Sock> socks;
   std::unordered_map<uint64_t, int> by_key;
   for (size_t i : order) {

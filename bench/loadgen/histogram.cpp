@@ -10,7 +10,7 @@ namespace mcload {
 int Histogram::index_of(uint64_t ns) {
   if (ns > kMaxValue) ns = kMaxValue;
   if (ns < (uint64_t{1} << kSubBits)) return static_cast<int>(ns);
-  const int m = 63 - std::countl_zero(ns);           // ns in [2^m, 2^(m+1)), m >= kSubBits
+  const int m = 63 - std::countl_zero(ns);  // ns in [2^m, 2^(m+1)), m >= kSubBits
   const int shift = m - (kSubBits - 1);
   const int sub = static_cast<int>(ns >> shift) - kHalf;  // 0 .. kHalf-1
   return (1 << kSubBits) + (m - kSubBits) * kHalf + sub;

@@ -91,11 +91,13 @@ ResponseParser::State ResponseParser::on_header(const std::string& l) {
     length_ = v;
   } else if (name == "transfer-encoding") {
     auto comma = value.rfind(',');
-    chunked_ = strip(comma == std::string::npos ? std::string_view(value) : std::string_view(value).substr(comma + 1)) ==
-               "chunked";
+    chunked_ = strip(comma == std::string::npos ? std::string_view(value)
+                                                : std::string_view(value).substr(comma + 1)) == "chunked";
   } else if (name == "connection") {
-    if (value.find("close") != std::string::npos) keep_alive_ = false;
-    else if (value.find("keep-alive") != std::string::npos) keep_alive_ = true;
+    if (value.find("close") != std::string::npos)
+      keep_alive_ = false;
+    else if (value.find("keep-alive") != std::string::npos)
+      keep_alive_ = true;
   }
   return state_;
 }
@@ -135,8 +137,10 @@ size_t ResponseParser::feed(const char* data, size_t n) {
         break;
       case Phase::Headers:
         if (line(p, end, l)) {
-          if (l.empty()) header_done();
-          else on_header(l);
+          if (l.empty())
+            header_done();
+          else
+            on_header(l);
         }
         if (state_ == State::Incomplete && header_bytes_ > kMaxHeaders)
           fail("response headers longer than " + std::to_string(kMaxHeaders) + " bytes");
@@ -166,8 +170,10 @@ size_t ResponseParser::feed(const char* data, size_t n) {
         break;
       case Phase::ChunkDataEnd:
         if (line(p, end, l)) {
-          if (!l.empty()) fail("chunk data longer than its size");
-          else phase_ = Phase::ChunkSize;
+          if (!l.empty())
+            fail("chunk data longer than its size");
+          else
+            phase_ = Phase::ChunkSize;
         }
         break;
       case Phase::Trailers:

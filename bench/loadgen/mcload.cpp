@@ -134,17 +134,18 @@ struct Conn {
 class Engine {
  public:
   Engine(const Options& o, const Target& t, const std::string& host_hdr, const std::string& path)
-      : o_(o), target_(t), limits_{o.min_rate, static_cast<uint64_t>(o.max_lag_ms * 1e6)},
-        request_ka_(build_request(host_hdr, path, true)), request_close_(build_request(host_hdr, path, false)) {}
+      : o_(o),
+        target_(t),
+        limits_{o.min_rate, static_cast<uint64_t>(o.max_lag_ms * 1e6)},
+        request_ka_(build_request(host_hdr, path, true)),
+        request_close_(build_request(host_hdr, path, false)) {}
 
   int run(Pattern pattern, Arrival arrival);
   int report(const Pattern& pattern, uint64_t target);
 
  private:
   bool pool() const { return !o_.per_request; }
-  int64_t second_of(uint64_t t) const {
-    return t < t0_ ? -1 : static_cast<int64_t>((t - t0_) / 1'000'000'000u);
-  }
+  int64_t second_of(uint64_t t) const { return t < t0_ ? -1 : static_cast<int64_t>((t - t0_) / 1'000'000'000u); }
   // The window an event of R at T counts in; the warm-up's events count in warm_.
   Window* win(const Req& r, uint64_t t) { return r.measured ? rec_.at(second_of(t)) : &warm_; }
   void open(Conn& c, uint64_t now);
@@ -267,8 +268,10 @@ void Engine::complete(Conn& c, uint64_t now) {
   if (Window* w = win(r, now)) {
     ++w->c.completed;
     int st = c.parser.status();
-    if (st >= 200 && st < 300) ++w->c.ok;
-    else ++w->c.non2xx;
+    if (st >= 200 && st < 300)
+      ++w->c.ok;
+    else
+      ++w->c.non2xx;
     w->c.bytes += c.parser.body_bytes();
     w->latency.record(now - r.intended);
     w->service.record(now - r.start);
@@ -290,8 +293,10 @@ void Engine::read_all(Conn& c) {
     uint64_t now = now_ns();
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-      if (c.has_req) fail(c, Err::Reset, now);
-      else close_conn(c, now);
+      if (c.has_req)
+        fail(c, Err::Reset, now);
+      else
+        close_conn(c, now);
       return;
     }
     if (n == 0) {
@@ -301,8 +306,10 @@ void Engine::read_all(Conn& c) {
         return;
       }
       auto st = c.parser.eof();
-      if (st == ResponseParser::State::Done) complete(c, now);
-      else fail(c, c.parser.error() == "connection closed before any response" ? Err::Reset : Err::Parse, now);
+      if (st == ResponseParser::State::Done)
+        complete(c, now);
+      else
+        fail(c, c.parser.error() == "connection closed before any response" ? Err::Reset : Err::Parse, now);
       if (c.fd >= 0) close_conn(c, now);
       return;
     }
@@ -333,8 +340,10 @@ void Engine::on_event(Conn& c, uint32_t ev) {
       return;
     }
     c.connected = true;
-    if (c.has_req) flush(c, now);
-    else if (pool()) idle_.push_back(&c);
+    if (c.has_req)
+      flush(c, now);
+    else if (pool())
+      idle_.push_back(&c);
     if (c.fd < 0) return;
   }
   if (c.connected && (ev & EPOLLOUT) && c.has_req && c.out_off < c.out.size()) flush(c, now);
@@ -371,9 +380,12 @@ void Engine::dispatch(uint64_t now) {
 void Engine::check_timeouts(uint64_t now) {
   const auto limit = static_cast<uint64_t>(o_.timeout * 1e9);
   for (auto& c : conns_) {
-    if (c->fd >= 0 && c->has_req && now - c->req.start > limit) fail(*c, Err::Timeout, now);
-    else if (c->fd >= 0 && !c->connected && now - c->opened > limit) fail(*c, Err::Connect, now);
-    else if (pool() && c->fd < 0 && now >= c->retry_at) open(*c, now);
+    if (c->fd >= 0 && c->has_req && now - c->req.start > limit)
+      fail(*c, Err::Timeout, now);
+    else if (c->fd >= 0 && !c->connected && now - c->opened > limit)
+      fail(*c, Err::Connect, now);
+    else if (pool() && c->fd < 0 && now >= c->retry_at)
+      open(*c, now);
   }
 }
 
@@ -518,8 +530,12 @@ int Engine::report(const Pattern& pattern, uint64_t target) {
       {"max_queue_wait_us", us(c.max_queue_ns)},
       {"queued", c.queued},
       {"pool_reconnect_errors", setup_.by_error},
-      {"warmup", {{"scheduled", warm_.c.scheduled}, {"sent", warm_.c.sent}, {"completed", warm_.c.completed},
-                  {"ok", warm_.c.ok}, {"errors", warm_.c.errors}}},
+      {"warmup",
+       {{"scheduled", warm_.c.scheduled},
+        {"sent", warm_.c.sent},
+        {"completed", warm_.c.completed},
+        {"ok", warm_.c.ok},
+        {"errors", warm_.c.errors}}},
       {"kept_up", v.kept_up},
       {"cannot_keep_up", v.reasons},
   };
@@ -535,8 +551,12 @@ int Engine::report(const Pattern& pattern, uint64_t target) {
                        {"non2xx", r.c.non2xx},
                        {"errors", r.c.errors},
                        {"latency_us",
-                        {{"p50", us(r.lat[0])}, {"p90", us(r.lat[1])}, {"p99", us(r.lat[2])},
-                         {"p99_9", us(r.lat[3])}, {"max", us(r.lat[4])}, {"mean", us(r.lat[5])}}},
+                        {{"p50", us(r.lat[0])},
+                         {"p90", us(r.lat[1])},
+                         {"p99", us(r.lat[2])},
+                         {"p99_9", us(r.lat[3])},
+                         {"max", us(r.lat[4])},
+                         {"mean", us(r.lat[5])}}},
                        {"service_us", {{"p50", us(r.svc[0])}, {"p99", us(r.svc[1])}, {"max", us(r.svc[2])}}},
                        {"max_sender_lag_us", us(r.c.max_lag_ns)},
                        {"max_queue_wait_us", us(r.c.max_queue_ns)}});
@@ -583,21 +603,19 @@ int Engine::report(const Pattern& pattern, uint64_t target) {
   std::snprintf(line, sizeof line,
                 "mcload: %s, %llu/%llu sent (%.0f/s of %.0f/s), %llu ok, %llu non-2xx, %llu errors; latency "
                 "p50 %.0f p90 %.0f p99 %.0f p99.9 %.0f max %.0f us; service p50 %.0f p99 %.0f us",
-                target_.text.c_str(), static_cast<unsigned long long>(c.sent),
-                static_cast<unsigned long long>(target), static_cast<double>(c.sent) / o_.duration,
-                static_cast<double>(target) / o_.duration, static_cast<unsigned long long>(c.ok),
-                static_cast<unsigned long long>(c.non2xx), static_cast<unsigned long long>(c.errors),
-                static_cast<double>(l.percentile(50)) / 1e3, static_cast<double>(l.percentile(90)) / 1e3,
-                static_cast<double>(l.percentile(99)) / 1e3, static_cast<double>(l.percentile(99.9)) / 1e3,
-                static_cast<double>(l.max()) / 1e3, static_cast<double>(s.percentile(50)) / 1e3,
-                static_cast<double>(s.percentile(99)) / 1e3);
+                target_.text.c_str(), static_cast<unsigned long long>(c.sent), static_cast<unsigned long long>(target),
+                static_cast<double>(c.sent) / o_.duration, static_cast<double>(target) / o_.duration,
+                static_cast<unsigned long long>(c.ok), static_cast<unsigned long long>(c.non2xx),
+                static_cast<unsigned long long>(c.errors), static_cast<double>(l.percentile(50)) / 1e3,
+                static_cast<double>(l.percentile(90)) / 1e3, static_cast<double>(l.percentile(99)) / 1e3,
+                static_cast<double>(l.percentile(99.9)) / 1e3, static_cast<double>(l.max()) / 1e3,
+                static_cast<double>(s.percentile(50)) / 1e3, static_cast<double>(s.percentile(99)) / 1e3);
   std::cerr << line << "\n";
   if (c.errors && !first_error_.empty()) std::cerr << "mcload: first error: " << first_error_ << "\n";
   if (!v.kept_up) {
     for (const auto& r : v.reasons) std::cerr << "mcload: CANNOT KEEP UP: " << r << "\n";
     std::cerr << "  hint: the numbers above are not the server's at the requested rate; lower --rate, "
-              << (pool() ? "raise --conns, " : "raise --max-conns, ")
-              << "or give mcload a CPU of its own (taskset)\n";
+              << (pool() ? "raise --conns, " : "raise --max-conns, ") << "or give mcload a CPU of its own (taskset)\n";
     if (o_.strict && rc == 0) rc = 3;
   }
   return rc;
@@ -616,9 +634,11 @@ int main(int argc, char** argv) {
   app.add_option("--pattern", o.pattern,
                  "constant | steps:R@Ds,R@Ds,... | sin:MEAN,AMP,PERIOD | file:PATH (CSV time_s,rate)");
   app.add_option("--duration", o.duration, "seconds measured (after --warmup)")->check(CLI::PositiveNumber);
-  app.add_option("--warmup", o.warmup, "seconds at the pattern's first rate, not measured")->check(CLI::NonNegativeNumber);
+  app.add_option("--warmup", o.warmup, "seconds at the pattern's first rate, not measured")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--arrival", o.arrival, "poisson | constant")->check(CLI::IsMember({"poisson", "constant"}));
-  auto* conns = app.add_option("--conns", o.conns, "keep-alive pool of N connections (requests queue when all are busy)");
+  auto* conns =
+      app.add_option("--conns", o.conns, "keep-alive pool of N connections (requests queue when all are busy)");
   auto* per = app.add_flag("--per-request", o.per_request, "a new connection per request (Connection: close)");
   conns->excludes(per);
   app.add_option("--max-conns", o.max_conns, "--per-request: connections open at once at most (2000)");

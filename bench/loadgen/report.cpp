@@ -9,11 +9,16 @@ namespace mcload {
 
 const char* err_name(Err e) {
   switch (e) {
-    case Err::Connect: return "connect";
-    case Err::Reset: return "reset";
-    case Err::Timeout: return "timeout";
-    case Err::Parse: return "parse";
-    case Err::Unsent: return "unsent";
+    case Err::Connect:
+      return "connect";
+    case Err::Reset:
+      return "reset";
+    case Err::Timeout:
+      return "timeout";
+    case Err::Parse:
+      return "parse";
+    case Err::Unsent:
+      return "unsent";
   }
   return "?";
 }
@@ -65,9 +70,14 @@ void Recorder::close_before(int64_t second) {
 
 nlohmann::json histogram_json(const Histogram& h) {
   auto us = [](uint64_t ns) { return std::round(static_cast<double>(ns) / 10.0) / 100.0; };
-  return {{"count", h.count()},       {"min", us(h.min())},           {"mean", us(static_cast<uint64_t>(h.mean()))},
-          {"p50", us(h.percentile(50))}, {"p90", us(h.percentile(90))}, {"p99", us(h.percentile(99))},
-          {"p99_9", us(h.percentile(99.9))}, {"max", us(h.max())}};
+  return {{"count", h.count()},
+          {"min", us(h.min())},
+          {"mean", us(static_cast<uint64_t>(h.mean()))},
+          {"p50", us(h.percentile(50))},
+          {"p90", us(h.percentile(90))},
+          {"p99", us(h.percentile(99))},
+          {"p99_9", us(h.percentile(99.9))},
+          {"max", us(h.max())}};
 }
 
 Verdict judge(const Counts& run, uint64_t target, double duration_s, const Limits& lim, bool pool_mode,
@@ -112,8 +122,8 @@ void write_csv(std::ostream& o, const std::vector<Recorder::Row>& rows, const st
     double tr = r.second >= 0 && static_cast<size_t>(r.second) < target_rate.size()
                     ? target_rate[static_cast<size_t>(r.second)]
                     : 0.0;
-    o << r.second << ',' << tr << ',' << r.c.scheduled << ',' << r.c.sent << ',' << r.c.completed << ','
-      << r.c.ok << ',' << r.c.non2xx << ',' << r.c.errors << ',' << r.c.bytes;
+    o << r.second << ',' << tr << ',' << r.c.scheduled << ',' << r.c.sent << ',' << r.c.completed << ',' << r.c.ok
+      << ',' << r.c.non2xx << ',' << r.c.errors << ',' << r.c.bytes;
     for (auto x : r.lat) o << ',' << us(x);
     for (auto x : r.svc) o << ',' << us(x);
     o << ',' << us(r.c.max_lag_ns) << ',' << us(r.c.max_queue_ns) << '\n';

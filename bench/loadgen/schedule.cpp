@@ -182,8 +182,7 @@ std::optional<Pattern> Pattern::parse(const std::string& spec, double rate, std:
 }
 
 double Pattern::rate_at(double t) const {
-  if (kind_ == Kind::Sinusoid)
-    return std::max(0.0, mean_ + amp_ * std::sin(2 * std::numbers::pi * t / period_));
+  if (kind_ == Kind::Sinusoid) return std::max(0.0, mean_ + amp_ * std::sin(2 * std::numbers::pi * t / period_));
   double start = 0;
   for (size_t i = 0; i < steps_.size(); ++i) {
     if (i + 1 == steps_.size() || t < start + steps_[i].seconds) return steps_[i].rate;
@@ -230,8 +229,7 @@ std::string Pattern::describe() const {
     return o.str();
   }
   o << label_ << ":";
-  for (size_t i = 0; i < steps_.size(); ++i)
-    o << (i ? "," : "") << steps_[i].rate << "@" << steps_[i].seconds << "s";
+  for (size_t i = 0; i < steps_.size(); ++i) o << (i ? "," : "") << steps_[i].rate << "@" << steps_[i].seconds << "s";
   return o.str();
 }
 
@@ -257,8 +255,10 @@ std::optional<double> Schedule::next() {
   // Constant arrivals: the first at t = 0 (or where the rate first is
   // positive), then one per unit of area. Poisson: exponential gaps from 0
   // (so the count in [0, T) is Poisson).
-  if (arrival_ == Arrival::Poisson) target_ += exp_(rng_);
-  else if (!first_) target_ += 1.0;
+  if (arrival_ == Arrival::Poisson)
+    target_ += exp_(rng_);
+  else if (!first_)
+    target_ += 1.0;
   first_ = false;
   auto t = advance();
   if (!t) cp_t_ = end_;

@@ -37,7 +37,7 @@
 #define MC_PROG_TC_VETH "tc_veth"
 /* Our tc filter on a pod's host veth: its own handle and priority, so that it
  * never replaces another agent's filter. */
-#define MC_TC_HANDLE 0x4d43u  /* "MC" */
+#define MC_TC_HANDLE 0x4d43u /* "MC" */
 #define MC_TC_PRIO 0x4d43u
 #define MC_MAP_COUNTERS "mc_counters"
 #define MC_MAP_CONFIG "mc_config"
@@ -49,10 +49,10 @@
 
 /* Map sizes (each map's max_entries; the pinned contract: abi.h hashes them). */
 #define MC_DEFAULT_MAX_SOCKETS 262144 /* mc_sockhash, mc_conns (--max-sockets) */
-#define MC_MAX_PODS 16384             /* mc_pods, mc_cni_pods */
-#define MC_POD_MAX_IPS 4              /* addresses per pod (mc_pod_ips: pods x this) */
-#define MC_MAX_PAIR_KINDS 65536       /* mc_pair_kind, mc_syn_seen (LRU) */
-#define MC_MAX_FLOWS 262144           /* mc_flows, mc_flow_owner (LRU) */
+#define MC_MAX_PODS 16384	      /* mc_pods, mc_cni_pods */
+#define MC_POD_MAX_IPS 4	      /* addresses per pod (mc_pod_ips: pods x this) */
+#define MC_MAX_PAIR_KINDS 65536	      /* mc_pair_kind, mc_syn_seen (LRU) */
+#define MC_MAX_FLOWS 262144	      /* mc_flows, mc_flow_owner (LRU) */
 
 /* Time units (bpf_ktime_get_ns and CLOCK_REALTIME are in ns). */
 #define MC_NSEC_PER_MSEC 1000000ull
@@ -93,12 +93,12 @@ enum mc_side {
  *     other side.
  */
 struct mc_sock_key {
-	__u64 scope;     /* netns cookie if init_ip is 127/8, else 0 */
-	__u32 init_ip;   /* network byte order */
-	__u32 isn_init;  /* initiator's ISN+1 (host order) */
-	__u32 isn_resp;  /* responder's ISN+1 (host order) */
-	__u16 pad16;     /* 0: the initiator's port is not part of the key (above) */
-	__u8 side;       /* enum mc_side */
+	__u64 scope;	/* netns cookie if init_ip is 127/8, else 0 */
+	__u32 init_ip;	/* network byte order */
+	__u32 isn_init; /* initiator's ISN+1 (host order) */
+	__u32 isn_resp; /* responder's ISN+1 (host order) */
+	__u16 pad16;	/* 0: the initiator's port is not part of the key (above) */
+	__u8 side;	/* enum mc_side */
 	__u8 pad;
 };
 
@@ -108,8 +108,8 @@ struct mc_sock_key {
  * looks itself up at establishment with its own local address and port.
  */
 struct mc_syn_key {
-	__u64 scope;     /* netns cookie if init_ip is 127/8, else 0 */
-	__u32 init_ip;   /* network byte order */
+	__u64 scope;	 /* netns cookie if init_ip is 127/8, else 0 */
+	__u32 init_ip;	 /* network byte order */
 	__u16 init_port; /* host order */
 	__u16 pad;
 };
@@ -136,19 +136,19 @@ enum mc_decision {
  * kind, bytes) while MC_CFG_F_CONNS_TABLE is set. */
 struct mc_sock_state {
 	struct mc_sock_key peer; /* key of the peer socket in mc_sockhash */
-	__u8 decision;           /* enum mc_decision */
-	__u8 kind;               /* enum mc_kind */
-	__u8 side;               /* enum mc_side of this socket */
-	__u8 pod_flags;          /* MC_POD_F_* of the socket's pod at establishment */
+	__u8 decision;		 /* enum mc_decision */
+	__u8 kind;		 /* enum mc_kind */
+	__u8 side;		 /* enum mc_side of this socket */
+	__u8 pod_flags;		 /* MC_POD_F_* of the socket's pod at establishment */
 	__u8 pad[4];
 	__u64 netns_cookie;
-	__u32 local_ip;          /* network order */
+	__u32 local_ip; /* network order */
 	__u32 remote_ip;
-	__u16 local_port;        /* host order */
+	__u16 local_port; /* host order */
 	__u16 remote_port;
 	__u32 pad2;
-	__u64 bytes_redirected;  /* sent through the shortcut */
-	__u64 bytes_passed;      /* sent on the normal path (counted by sk_msg) */
+	__u64 bytes_redirected; /* sent through the shortcut */
+	__u64 bytes_passed;	/* sent on the normal path (counted by sk_msg) */
 };
 
 /* Value of mc_pods, keyed by the pod's netns cookie (__u64). Written by the
@@ -159,8 +159,8 @@ struct mc_sock_state {
 #define MC_POD_F_ALL (MC_POD_F_INTRA | MC_POD_F_NODE | MC_POD_F_CROSS)
 struct mc_pod {
 	__u32 ip4[MC_POD_MAX_IPS]; /* network byte order, 0 = unused */
-	__u32 flags;               /* MC_POD_F_* */
-	__u32 host_ifindex;        /* host-side veth, 0 if unknown */
+	__u32 flags;		   /* MC_POD_F_* */
+	__u32 host_ifindex;	   /* host-side veth, 0 if unknown */
 	__u8 pod_mac[6];
 	__u8 host_mac[6];
 };
@@ -175,15 +175,15 @@ struct mc_pod {
 #define MC_CNI_IFNAME_LEN 16
 struct mc_cni_key {
 	char container_id[MC_CNI_ID_LEN]; /* NUL-padded */
-	char ifname[MC_CNI_IFNAME_LEN];   /* NUL-padded, e.g. "eth0" */
+	char ifname[MC_CNI_IFNAME_LEN];	  /* NUL-padded, e.g. "eth0" */
 };
-#define MC_CNI_F_TC_ATTACHED 0x1u  /* our tc filter is on the host veth */
-#define MC_CNI_F_QDISC_OURS 0x2u   /* we created the clsact qdisc */
+#define MC_CNI_F_TC_ATTACHED 0x1u /* our tc filter is on the host veth */
+#define MC_CNI_F_QDISC_OURS 0x2u  /* we created the clsact qdisc */
 struct mc_cni_pod {
 	__u64 netns_cookie;
-	__u64 added_ns;                /* CLOCK_REALTIME of the ADD */
-	struct mc_pod pod;             /* what mc_pods holds for this netns */
-	__u32 cni_flags;               /* MC_CNI_F_* */
+	__u64 added_ns;	   /* CLOCK_REALTIME of the ADD */
+	struct mc_pod pod; /* what mc_pods holds for this netns */
+	__u32 cni_flags;   /* MC_CNI_F_* */
 	char host_ifname[16];
 	char pod_namespace[64];
 	char pod_name[128];
@@ -200,9 +200,9 @@ struct mc_cni_pod {
  * a lookup per send. */
 #define MC_CFG_F_CONNS_TABLE 0x2u
 struct mc_config {
-	__u32 enabled;         /* 0: every new decision is PASS and REDIRECT turns PASS */
-	__u32 flags;           /* MC_CFG_F_* */
-	__u32 pod_cidr;        /* the cluster's pod CIDR (network order); 0: tc shortcut off */
+	__u32 enabled;	       /* 0: every new decision is PASS and REDIRECT turns PASS */
+	__u32 flags;	       /* MC_CFG_F_* */
+	__u32 pod_cidr;	       /* the cluster's pod CIDR (network order); 0: tc shortcut off */
 	__u32 pod_cidr_mask;   /* network order */
 	__u32 overlay_ifindex; /* the overlay device (flannel.1, vxlan.calico) */
 	__u32 pad;
@@ -214,7 +214,7 @@ struct mc_config {
  * directions; everything else (ClusterIP, NodePort, masquerade, UDP) keeps the
  * normal path and its netfilter. Key: the two ends, smaller IP first. */
 struct mc_flow_key {
-	__u32 ip_lo;   /* network order */
+	__u32 ip_lo; /* network order */
 	__u32 ip_hi;
 	__u16 port_lo; /* network order, the port of ip_lo */
 	__u16 port_hi;
@@ -224,7 +224,7 @@ struct mc_flow_key {
  * (NetworkPolicy, kube-proxy) decides the connection and conntrack knows it;
  * only a flow whose handshake completed there is shortcut. A flow is in the
  * handshake while one of these is set; neither set: established. */
-#define MC_FLOW_F_SYN_SENT 0x2u  /* a SYN went the normal path */
+#define MC_FLOW_F_SYN_SENT 0x2u	 /* a SYN went the normal path */
 #define MC_FLOW_F_SYN_ACKED 0x4u /* then its SYN-ACK: the next ACK ends the handshake */
 /* conntrack's entry of the flow was ended (its timeout shortened to
  * MC_CT_END_MS) once the flow was on the shortcut: conntrack sees none of its
@@ -240,8 +240,8 @@ struct mc_flow {
 };
 /* mc_flow_owner: a local pod's (ip, port) -> the flow it last started there. */
 struct mc_flow_owner_key {
-	__u32 ip;    /* network order */
-	__u16 port;  /* network order */
+	__u32 ip;   /* network order */
+	__u16 port; /* network order */
 	__u16 pad;
 };
 /* Idle flows age out (the pod vanished without FIN/RST). Long enough for
@@ -252,25 +252,25 @@ struct mc_flow_owner_key {
 #define MC_FLOW_CLOSING_IDLE_NS (10 * MC_NSEC_PER_SEC)
 
 /* mc_meta: array, one entry: the layout a pin root holds, and what the daemon found. */
-#define MC_FEAT_NETNS_COOKIE 0x1u   /* bpf_get_netns_cookie in sockops and sk_msg */
+#define MC_FEAT_NETNS_COOKIE 0x1u /* bpf_get_netns_cookie in sockops and sk_msg */
 #define MC_FEAT_SOCKHASH 0x2u
 #define MC_FEAT_SK_STORAGE 0x4u
-#define MC_FEAT_FIONREAD_BUG 0x8u   /* regression of commit 929e30f93125 seen */
-#define MC_FEAT_SKB_VERDICT 0x10u   /* no-op SK_SKB verdict attached to the sockhash */
+#define MC_FEAT_FIONREAD_BUG 0x8u    /* regression of commit 929e30f93125 seen */
+#define MC_FEAT_SKB_VERDICT 0x10u    /* no-op SK_SKB verdict attached to the sockhash */
 #define MC_FEAT_FIONREAD_FIXED 0x20u /* the probe saw FIONREAD right with the verdict */
-#define MC_FEAT_BPF_ITER 0x40u      /* BPF iterators load (conns/pods read mc_sk_state directly) */
-#define MC_FEAT_TP_BTF 0x80u        /* tp_btf programs load (trace: typed hook) */
-#define MC_FEAT_RAW_TP 0x100u       /* raw_tp programs load (trace: untyped hook) */
-#define MC_FEAT_CONNS_TABLE 0x200u  /* mc_conns is kept (MC_CFG_F_CONNS_TABLE) */
-#define MC_FEAT_PROBED 0x400u       /* the tracing bits above were probed (not an older daemon) */
-#define MC_FEAT_CT_KFUNCS 0x1000u   /* tc ends conntrack entries of shortcut flows (kfuncs) */
-#define MC_FEAT_NO_TRACING 0x800u   /* tracing programs off by request (--no-tracing) */
+#define MC_FEAT_BPF_ITER 0x40u	     /* BPF iterators load (conns/pods read mc_sk_state directly) */
+#define MC_FEAT_TP_BTF 0x80u	     /* tp_btf programs load (trace: typed hook) */
+#define MC_FEAT_RAW_TP 0x100u	     /* raw_tp programs load (trace: untyped hook) */
+#define MC_FEAT_CONNS_TABLE 0x200u   /* mc_conns is kept (MC_CFG_F_CONNS_TABLE) */
+#define MC_FEAT_PROBED 0x400u	     /* the tracing bits above were probed (not an older daemon) */
+#define MC_FEAT_CT_KFUNCS 0x1000u    /* tc ends conntrack entries of shortcut flows (kfuncs) */
+#define MC_FEAT_NO_TRACING 0x800u    /* tracing programs off by request (--no-tracing) */
 struct mc_meta {
-	__u32 magic;          /* MC_META_MAGIC */
+	__u32 magic;	      /* MC_META_MAGIC */
 	__u32 layout_version; /* MC_LAYOUT_VERSION */
-	__u32 features;       /* MC_FEAT_* as probed by the last daemon start */
+	__u32 features;	      /* MC_FEAT_* as probed by the last daemon start */
 	__u32 daemon_pid;
-	__u64 started_ns;     /* CLOCK_REALTIME of the last daemon start */
+	__u64 started_ns; /* CLOCK_REALTIME of the last daemon start */
 	__u32 max_sockets;
 	__u32 abi_fingerprint; /* hash of every pinned struct's layout (abi.h); 0: older daemon */
 };
@@ -278,18 +278,21 @@ struct mc_meta {
 /* mc_cni_stats: array of __u64 the CNI plugin updates (under the pin lock)
  * and meshcutd exports. ADD durations as a histogram in microseconds. */
 #define MC_ADD_BUCKETS 9
-#define MC_ADD_BUCKET_BOUNDS_US {250, 500, 1000, 2000, 5000, 10000, 25000, 100000, 0 /* +Inf */}
+#define MC_ADD_BUCKET_BOUNDS_US                                                \
+	{                                                                      \
+		250, 500, 1000, 2000, 5000, 10000, 25000, 100000, 0 /* +Inf */ \
+	}
 enum mc_cni_stat {
 	MC_S_ADD = 0,
 	MC_S_ADD_ENROLLED,
-	MC_S_ADD_SKIPPED,       /* selection: namespace, annotation, switches */
-	MC_S_ADD_FAILED,        /* enrollment failed (fail-open: pod started anyway) */
+	MC_S_ADD_SKIPPED, /* selection: namespace, annotation, switches */
+	MC_S_ADD_FAILED,  /* enrollment failed (fail-open: pod started anyway) */
 	MC_S_DEL,
 	MC_S_CHECK,
 	MC_S_CHECK_FAILED,
 	MC_S_GC_REMOVED,
 	MC_S_ADD_US_SUM,
-	MC_S_ADD_BUCKET0,       /* MC_ADD_BUCKETS cumulative-less buckets follow */
+	MC_S_ADD_BUCKET0, /* MC_ADD_BUCKETS cumulative-less buckets follow */
 	MC_S__N = MC_S_ADD_BUCKET0 + MC_ADD_BUCKETS,
 };
 
@@ -298,45 +301,46 @@ enum mc_counter {
 	/* sockops: what happened to an established socket */
 	MC_C_SOCK_ADDED_ACTIVE = 0,
 	MC_C_SOCK_ADDED_PASSIVE,
-	MC_C_SOCK_NOT_ENROLLED,   /* netns not enrolled (host process, unmeshed pod) */
-	MC_C_SOCK_SKIP_REMOTE,    /* peer not on this node: a passive socket from no pod, an
-	                           * active one whose SYN reached no enrolled listener */
-	MC_C_SOCK_SKIP_FAMILY,    /* IPv6 (not v4-mapped) */
-	MC_C_SOCK_SKIP_EARLY_DATA,/* bytes moved before establishment (TCP Fast Open) */
-	MC_C_SOCK_SKIP_DISABLED,  /* shortcut switched off for this pod or node */
-	MC_C_SOCK_ADD_FAILED,     /* sockhash full or key clash: normal path */
-	MC_C_SOCK_NO_STORAGE,     /* socket storage could not be created */
+	MC_C_SOCK_NOT_ENROLLED,	   /* netns not enrolled (host process, unmeshed pod) */
+	MC_C_SOCK_SKIP_REMOTE,	   /* peer not on this node: a passive socket from no pod, an
+				    * active one whose SYN reached no enrolled listener */
+	MC_C_SOCK_SKIP_FAMILY,	   /* IPv6 (not v4-mapped) */
+	MC_C_SOCK_SKIP_EARLY_DATA, /* bytes moved before establishment (TCP Fast Open) */
+	MC_C_SOCK_SKIP_DISABLED,   /* shortcut switched off for this pod or node */
+	MC_C_SOCK_ADD_FAILED,	   /* sockhash full or key clash: normal path */
+	MC_C_SOCK_NO_STORAGE,	   /* socket storage could not be created */
 	/* sk_msg: what happened to a message (a chunk of a send) */
 	MC_C_MSG_REDIRECT_INTRA,
 	MC_C_BYTES_REDIRECT_INTRA,
 	MC_C_MSG_REDIRECT_NODE,
 	MC_C_BYTES_REDIRECT_NODE,
-	MC_C_MSG_PASS_NO_PEER,    /* first send found no peer: this direction stays normal */
+	MC_C_MSG_PASS_NO_PEER, /* first send found no peer: this direction stays normal */
 	MC_C_BYTES_PASS_NO_PEER,
-	MC_C_MSG_PASS_STICKY,     /* later sends of a direction that is normal */
+	MC_C_MSG_PASS_STICKY, /* later sends of a direction that is normal */
 	MC_C_BYTES_PASS_STICKY,
-	MC_C_MSG_PASS_PEER_GONE,  /* redirected direction whose peer left the map */
-	MC_C_MSG_PASS_DISABLED,   /* meshcut detached or disabled */
-	MC_C_MSG_NO_STATE,        /* socket in the map without state */
-	MC_C_PAIRS_REDIRECTED,    /* directions that took the redirect */
-	MC_C_SOCK_RTO_FAILED,     /* couldn't shorten the minimum RTO of a local socket */
+	MC_C_MSG_PASS_PEER_GONE, /* redirected direction whose peer left the map */
+	MC_C_MSG_PASS_DISABLED,	 /* meshcut detached or disabled */
+	MC_C_MSG_NO_STATE,	 /* socket in the map without state */
+	MC_C_PAIRS_REDIRECTED,	 /* directions that took the redirect */
+	MC_C_SOCK_RTO_FAILED,	 /* couldn't shorten the minimum RTO of a local socket */
 	/* tc: pod host veth (leaving a pod) and overlay device (arriving for one) */
 	MC_C_TC_REDIRECT_OVERLAY, /* pod -> overlay device (bpf_redirect, FIB neighbour known) */
-	MC_C_TC_REDIRECT_NEIGH,   /* pod -> overlay device (bpf_redirect_neigh) */
-	MC_C_TC_REDIRECT_PEER,    /* overlay -> into the pod (bpf_redirect_peer) */
-	MC_C_TC_REDIRECT_LOCAL,   /* pod -> pod on this node (bpf_redirect_peer) */
-	MC_C_TC_PASS_NOT_IP,      /* ARP, IPv6, short frame */
+	MC_C_TC_REDIRECT_NEIGH,	  /* pod -> overlay device (bpf_redirect_neigh) */
+	MC_C_TC_REDIRECT_PEER,	  /* overlay -> into the pod (bpf_redirect_peer) */
+	MC_C_TC_REDIRECT_LOCAL,	  /* pod -> pod on this node (bpf_redirect_peer) */
+	MC_C_TC_PASS_NOT_IP,	  /* ARP, IPv6, short frame */
 	MC_C_TC_PASS_FRAGMENT,
-	MC_C_TC_PASS_NOT_TCP,     /* UDP (DNS), ICMP: may need NAT, never shortcut */
-	MC_C_TC_PASS_NOT_POD,     /* an end outside the pod CIDR: ClusterIP, NodePort, outside */
-	MC_C_TC_PASS_NO_POD,      /* no pod record, spoofed source, or crossNode off for the pod */
-	MC_C_TC_PASS_UNKNOWN_FLOW,/* flow not seen starting between pod IPs here (maybe NATed) */
-	MC_C_TC_PASS_FIB,         /* no route via the overlay device */
-	MC_C_TC_PASS_DISABLED,    /* node switch off, or no pod CIDR configured */
-	MC_C_TC_FLOW_RST,         /* flows ended by RST (the RST itself still takes the shortcut) */
-	MC_C_TC_PASS_HANDSHAKE,   /* SYN, SYN-ACK, handshake ACK: the normal path decides the flow */
-	MC_C_TC_CT_ENDED,         /* conntrack entries of shortcut flows ended (MC_FLOW_F_CT_ENDED) */
-	MC_C_TC_CT_ABSENT,        /* shortcut flows with no conntrack entry found, or no conntrack kfuncs */
+	MC_C_TC_PASS_NOT_TCP,	   /* UDP (DNS), ICMP: may need NAT, never shortcut */
+	MC_C_TC_PASS_NOT_POD,	   /* an end outside the pod CIDR: ClusterIP, NodePort, outside */
+	MC_C_TC_PASS_NO_POD,	   /* no pod record, spoofed source, or crossNode off for the pod */
+	MC_C_TC_PASS_UNKNOWN_FLOW, /* flow not seen starting between pod IPs here (maybe NATed) */
+	MC_C_TC_PASS_FIB,	   /* no route via the overlay device */
+	MC_C_TC_PASS_DISABLED,	   /* node switch off, or no pod CIDR configured */
+	MC_C_TC_FLOW_RST,	/* flows ended by RST (the RST itself still takes the shortcut) */
+	MC_C_TC_PASS_HANDSHAKE, /* SYN, SYN-ACK, handshake ACK: the normal path decides the flow */
+	MC_C_TC_CT_ENDED,	/* conntrack entries of shortcut flows ended (MC_FLOW_F_CT_ENDED) */
+	MC_C_TC_CT_ABSENT, /* shortcut flows with no conntrack entry found, or no conntrack kfuncs
+			    */
 	MC_C__N,
 };
 /* mc_counters' size: room for counters added later without a new layout. */

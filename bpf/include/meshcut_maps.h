@@ -47,7 +47,7 @@ struct {
 /* pod IPv4 (network order) -> netns cookie, for the pods on this node. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MC_MAX_PODS * MC_POD_MAX_IPS);
+	__uint(max_entries, MC_MAX_PODS *MC_POD_MAX_IPS);
 	__type(key, __u32);
 	__type(value, __u64);
 } mc_pod_ips SEC(".maps");

@@ -26,7 +26,8 @@ struct mc_pkt {
 
 /* 0 and fills P when SKB is an unfragmented IPv4 TCP packet between two
  * addresses of the pod CIDR; otherwise the counter to charge for passing it. */
-static __always_inline int mc_parse(struct __sk_buff *skb, const struct mc_config *cfg, struct mc_pkt *p)
+static __always_inline int mc_parse(struct __sk_buff *skb, const struct mc_config *cfg,
+				    struct mc_pkt *p)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
@@ -50,7 +51,8 @@ static __always_inline int mc_parse(struct __sk_buff *skb, const struct mc_confi
 	p->ip = ip;
 	p->tcp = tcp;
 	/* P is filled from here on (the caller may look at a NOT_POD packet). */
-	if ((ip->saddr & cfg->pod_cidr_mask) != cfg->pod_cidr || (ip->daddr & cfg->pod_cidr_mask) != cfg->pod_cidr)
+	if ((ip->saddr & cfg->pod_cidr_mask) != cfg->pod_cidr ||
+	    (ip->daddr & cfg->pod_cidr_mask) != cfg->pod_cidr)
 		return MC_C_TC_PASS_NOT_POD;
 	return 0;
 }
@@ -116,8 +118,9 @@ struct bpf_ct_opts___mc {
 	__u8 dir;
 	__u8 reserved[2];
 };
-extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *skb, struct bpf_sock_tuple *tuple, __u32 tuple__sz,
-					 struct bpf_ct_opts___mc *opts, __u32 opts__sz) __ksym;
+extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *skb, struct bpf_sock_tuple *tuple,
+					 __u32 tuple__sz, struct bpf_ct_opts___mc *opts,
+					 __u32 opts__sz) __ksym;
 extern void bpf_ct_release(struct nf_conn *ct) __ksym;
 extern int bpf_ct_change_timeout(struct nf_conn *ct, __u32 timeout) __ksym;
 #endif
@@ -128,7 +131,8 @@ extern int bpf_ct_change_timeout(struct nf_conn *ct, __u32 timeout) __ksym;
 static __always_inline int mc_ct_end(struct __sk_buff *skb, const struct mc_pkt *p)
 {
 #ifndef MC_NO_CT
-	struct bpf_ct_opts___mc o = {.netns_id = -1 /* BPF_F_CURRENT_NETNS */, .l4proto = IPPROTO_TCP};
+	struct bpf_ct_opts___mc o = {.netns_id = -1 /* BPF_F_CURRENT_NETNS */,
+				     .l4proto = IPPROTO_TCP};
 	struct bpf_sock_tuple t = {};
 	struct nf_conn *ct;
 
@@ -172,7 +176,8 @@ static __always_inline int mc_flow_allows(struct __sk_buff *skb, const struct mc
 		return MC_C_TC_PASS_HANDSHAKE;
 	}
 	f = bpf_map_lookup_elem(&mc_flows, &k);
-	if (!f || now - f->last_ns > ((f->flags & MC_FLOW_F_FIN) ? MC_FLOW_CLOSING_IDLE_NS : MC_FLOW_IDLE_NS))
+	if (!f || now - f->last_ns >
+			  ((f->flags & MC_FLOW_F_FIN) ? MC_FLOW_CLOSING_IDLE_NS : MC_FLOW_IDLE_NS))
 		return MC_C_TC_PASS_UNKNOWN_FLOW;
 	if (f->flags & (MC_FLOW_F_SYN_SENT | MC_FLOW_F_SYN_ACKED)) {
 		if (p->tcp->rst) {
@@ -223,8 +228,8 @@ static __always_inline void mc_flow_new_syn(const struct mc_pkt *p, int pod_to_p
 		/* Only a closing old flow: Linux shares a source port among live
 		 * connections to different destinations, and a live one must keep
 		 * its path (and its owner entry). (field by field: no memcmp in BPF) */
-		if (!pod_to_pod || ok.ip_lo != k.ip_lo || ok.ip_hi != k.ip_hi || ok.port_lo != k.port_lo ||
-		    ok.port_hi != k.port_hi) {
+		if (!pod_to_pod || ok.ip_lo != k.ip_lo || ok.ip_hi != k.ip_hi ||
+		    ok.port_lo != k.port_lo || ok.port_hi != k.port_hi) {
 			of = bpf_map_lookup_elem(&mc_flows, &ok);
 			if (of && (of->flags & MC_FLOW_F_FIN))
 				bpf_map_delete_elem(&mc_flows, &ok);

@@ -20,19 +20,19 @@
  * socket whose network namespace is traced. Example: {ts 1234, tgid 77,
  * comm "python3", uid 1337, RECV, 64 B, 10.0.0.2:15006 <- 10.0.0.1:41234}. */
 struct mc_trace_event {
-	__u64 ts_ns;        /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
-	__u64 sock_cookie;  /* socket cookie (0 when the fallback hook cannot read it) */
-	__u64 sock_id;      /* the kernel's socket, as an opaque id (never printed) */
+	__u64 ts_ns;	   /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
+	__u64 sock_cookie; /* socket cookie (0 when the fallback hook cannot read it) */
+	__u64 sock_id;	   /* the kernel's socket, as an opaque id (never printed) */
 	__u64 netns_cookie;
 	__u32 tgid;
-	__u32 pid;          /* thread id */
+	__u32 pid; /* thread id */
 	__u32 uid;
 	__u32 bytes;
-	__u32 local_ip;     /* network order */
-	__u32 remote_ip;    /* network order */
-	__u16 local_port;   /* host order */
-	__u16 remote_port;  /* host order */
-	__u8 dir;           /* MC_TRACE_DIR_* */
+	__u32 local_ip;	   /* network order */
+	__u32 remote_ip;   /* network order */
+	__u16 local_port;  /* host order */
+	__u16 remote_port; /* host order */
+	__u8 dir;	   /* MC_TRACE_DIR_* */
 	__u8 pad[3];
 	char comm[16];
 };
@@ -40,8 +40,8 @@ struct mc_trace_event {
 /* Index of the counters in the per-CPU array mc_trace_stats. */
 enum mc_trace_stat {
 	MC_TS_EVENTS = 0, /* events written to the ring buffer */
-	MC_TS_LOST = 1,   /* ring buffer full: event dropped */
-	MC_TS_SEEN = 2,   /* hook runs (all sockets, before filtering) */
+	MC_TS_LOST = 1,	  /* ring buffer full: event dropped */
+	MC_TS_SEEN = 2,	  /* hook runs (all sockets, before filtering) */
 	MC_TS__N = 3,
 };
 

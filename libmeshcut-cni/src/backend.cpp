@@ -118,8 +118,10 @@ std::optional<std::string> owner_of(const NetConf& conf, const std::string& cid,
 void write_owner(const NetConf& conf, const std::string& cid, const std::string& ifname) {
   if (conf.name.empty()) return;
   if (auto st = mkdir_p(conf.state_dir); !st) {
-    log::warn("couldn't record which network the pod belongs to: GC of this network will leave its record to "
-              "meshcutd", {{"error", st.error().format()}});
+    log::warn(
+        "couldn't record which network the pod belongs to: GC of this network will leave its record to "
+        "meshcutd",
+        {{"error", st.error().format()}});
     return;
   }
   std::string path = owner_path(conf, cid, ifname);
@@ -127,9 +129,10 @@ void write_owner(const NetConf& conf, const std::string& cid, const std::string&
   struct stat st {};
   if (!fd.valid() || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) ||
       ::write(fd.get(), conf.name.data(), conf.name.size()) != static_cast<ssize_t>(conf.name.size()))
-    log::warn("couldn't record which network the pod belongs to: GC of this network will leave its record to "
-              "meshcutd",
-              {{"error", make_error("couldn't write '" + path + "'", errno, "check stateDir").format()}});
+    log::warn(
+        "couldn't record which network the pod belongs to: GC of this network will leave its record to "
+        "meshcutd",
+        {{"error", make_error("couldn't write '" + path + "'", errno, "check stateDir").format()}});
 }
 
 void drop_owner(const NetConf& conf, const std::string& cid, const std::string& ifname) {
@@ -198,8 +201,8 @@ Status enroll(const NetConf& conf, const Plan& plan, Pins& pins) {
   steps["maps_ms"] = ms();
   if (plan.attach_tc) {
     auto prog = open_pinned(pins.layout.prog(MC_PROG_TC_VETH));
-    Result<tc::Attached> att = prog ? tc::attach_ingress(link->peer_ifindex, prog->get())
-                                    : Result<tc::Attached>(prog.error());
+    Result<tc::Attached> att =
+        prog ? tc::attach_ingress(link->peer_ifindex, prog->get()) : Result<tc::Attached>(prog.error());
     if (!att) {
       pins.maps->del_pod(*cookie);
       return att.error();
@@ -213,8 +216,11 @@ Status enroll(const NetConf& conf, const Plan& plan, Pins& pins) {
   }
   write_owner(conf, plan.container_id, plan.ifname);
   steps["total_ms"] = ms();
-  log::info("enrolled", {{"netns_cookie", *cookie}, {"host_veth", host_if}, {"ipv4", plan.ipv4},
-                         {"tc", plan.attach_tc}, {"steps", steps}});
+  log::info("enrolled", {{"netns_cookie", *cookie},
+                         {"host_veth", host_if},
+                         {"ipv4", plan.ipv4},
+                         {"tc", plan.attach_tc},
+                         {"steps", steps}});
   return ok_status();
 }
 
@@ -380,7 +386,7 @@ void cmd_gc(const NetConf& conf) {
   auto pins = open_pins(conf);
   if (!pins) {
     log::warn(lock_timed_out(pins.error()) ? "GC: skipped, the pin lock is held; the next GC retries"
-                                            : "GC: meshcut's pins are unusable",
+                                           : "GC: meshcut's pins are unusable",
               {{"error", pins.error().format()}});
     return;
   }
@@ -428,8 +434,10 @@ void cmd_gc(const NetConf& conf) {
     for (const auto& [cid, ifn] : stale) drop_owner(conf, cid, ifn);
   }
   pins->maps->add_cni_stat(MC_S_GC_REMOVED, removed);
-  log::info("GC done", {{"network", conf.name}, {"removed", removed},
-                        {"kept", recs->size() - removed}, {"kept_other_networks", others}});
+  log::info("GC done", {{"network", conf.name},
+                        {"removed", removed},
+                        {"kept", recs->size() - removed},
+                        {"kept_other_networks", others}});
 }
 
 }  // namespace meshcut::cni

@@ -62,8 +62,7 @@ json parse_json(const std::string& text) {
   // recursive copies and dumps (found by fuzzing). No CNI config nests deeper.
   constexpr int kMaxDepth = 64;
   auto limit = [](int depth, json::parse_event_t, json&) {
-    if (depth > kMaxDepth)
-      throw CniError{kDecodeFailure, "network configuration nests deeper than 64 levels", ""};
+    if (depth > kMaxDepth) throw CniError{kDecodeFailure, "network configuration nests deeper than 64 levels", ""};
     return true;
   };
   try {

@@ -9,8 +9,13 @@ using json = nlohmann::json;
 
 json Plan::to_json() const {
   json j = {{"enroll", enroll},
-            {"pod", {{"namespace", pod_namespace}, {"name", pod_name}, {"uid", pod_uid},
-                     {"containerID", container_id}, {"ifname", ifname}, {"netns", netns}}},
+            {"pod",
+             {{"namespace", pod_namespace},
+              {"name", pod_name},
+              {"uid", pod_uid},
+              {"containerID", container_id},
+              {"ifname", ifname},
+              {"netns", netns}}},
             {"ipv4", ipv4},
             {"ipv6", ipv6},
             {"podMac", pod_mac},

@@ -68,7 +68,8 @@ int rescan_cache(const std::string& cache_dir, const std::string& pin_root) {
       const json* entry = nullptr;  // points into netconf: iterate it, not a copy
       if (netconf.contains("plugins") && netconf["plugins"].is_array())
         for (const auto& p : netconf["plugins"])
-          if (p.is_object() && p.value("type", "") == "meshcut" && p.value("pinRoot", "/sys/fs/bpf/meshcut") == pin_root)
+          if (p.is_object() && p.value("type", "") == "meshcut" &&
+              p.value("pinRoot", "/sys/fs/bpf/meshcut") == pin_root)
             entry = &p;
       if (!entry) continue;
       std::string cid = c.value("containerId", ""), ifname = c.value("ifName", "");
@@ -90,9 +91,13 @@ int rescan_cache(const std::string& cache_dir, const std::string& pin_root) {
       }
       std::string args;
       for (const auto& kv : c.value("cniArgs", json::array()))
-        if (kv.is_array() && kv.size() == 2) args += (args.empty() ? "" : ";") + kv[0].get<std::string>() + "=" + kv[1].get<std::string>();
-      std::map<std::string, std::string> envm = {{"CNI_COMMAND", "ADD"}, {"CNI_CONTAINERID", cid},
-                                                 {"CNI_NETNS", netns}, {"CNI_IFNAME", ifname}, {"CNI_ARGS", args}};
+        if (kv.is_array() && kv.size() == 2)
+          args += (args.empty() ? "" : ";") + kv[0].get<std::string>() + "=" + kv[1].get<std::string>();
+      std::map<std::string, std::string> envm = {{"CNI_COMMAND", "ADD"},
+                                                 {"CNI_CONTAINERID", cid},
+                                                 {"CNI_NETNS", netns},
+                                                 {"CNI_IFNAME", ifname},
+                                                 {"CNI_ARGS", args}};
       Env env = read_env([&](const char* k) -> const char* {
         auto it = envm.find(k);
         return it == envm.end() ? nullptr : it->second.c_str();

@@ -19,8 +19,7 @@ std::string id_like(const std::string& s, size_t max) {
   if (s.size() > max) return too_long(s.size(), max);
   if (!is_alnum(static_cast<unsigned char>(s[0]))) return "must start with a letter or digit";
   for (unsigned char c : s)
-    if (!is_alnum(c) && c != '_' && c != '.' && c != '-')
-      return "may hold only letters, digits, '_', '.' and '-'";
+    if (!is_alnum(c) && c != '_' && c != '.' && c != '-') return "may hold only letters, digits, '_', '.' and '-'";
   return "";
 }
 
@@ -31,7 +30,8 @@ std::string ifname(const std::string& s) {
   if (s.size() > kMaxIfname) return too_long(s.size(), kMaxIfname);
   if (s == "." || s == "..") return "must not be '.' or '..'";
   for (unsigned char c : s)
-    if (c == '/' || c == ':' || c == ' ' || is_ctl(c) || c == 0) return "must not hold '/', ':', whitespace or control characters";
+    if (c == '/' || c == ':' || c == ' ' || is_ctl(c) || c == 0)
+      return "must not hold '/', ':', whitespace or control characters";
   return "";
 }
 
@@ -87,18 +87,17 @@ std::string veth_pair(const VethFacts& f) {
                 ? "; a " + f.pod.kind + "'s link is its parent device, which meshcut must not touch"
                 : "");
   if (f.pod.link <= 0) return pod + " is a veth without a peer (no IFLA_LINK)";
-  if (f.pod.link_netnsid < 0)
-    return pod + "'s veth peer is in the pod's own network namespace, not the node's";
+  if (f.pod.link_netnsid < 0) return pod + "'s veth peer is in the pod's own network namespace, not the node's";
   if (f.host_nsid_in_pod < 0 || f.pod.link_netnsid != f.host_nsid_in_pod)
     return pod + "'s veth peer is in another network namespace (netns id " + std::to_string(f.pod.link_netnsid) +
-           "), not the node's (" + (f.host_nsid_in_pod < 0 ? std::string("no id") : std::to_string(f.host_nsid_in_pod)) +
+           "), not the node's (" +
+           (f.host_nsid_in_pod < 0 ? std::string("no id") : std::to_string(f.host_nsid_in_pod)) +
            "): run the plugin in the node's network namespace";
   if (!f.host_found)
     return "no interface with ifindex " + std::to_string(f.pod.link) + " (the peer of " + pod +
            ") in the node's network namespace";
   const std::string host = "node interface '" + f.host_ifname + "' (ifindex " + std::to_string(f.pod.link) + ")";
-  if (f.host.ifindex != f.pod.link)
-    return host + " answered with ifindex " + std::to_string(f.host.ifindex);
+  if (f.host.ifindex != f.pod.link) return host + " answered with ifindex " + std::to_string(f.host.ifindex);
   if (f.host.kind != "veth")
     return host + " is " + (f.host.kind.empty() ? std::string("a device without a link kind") : "a " + f.host.kind) +
            ", not the veth peer of " + pod;

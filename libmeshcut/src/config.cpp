@@ -31,9 +31,12 @@ Result<std::pair<uint32_t, uint32_t>> parse_ipv4_cidr(const std::string& s) {
 
 const char* to_string(SkbVerdict v) {
   switch (v) {
-    case SkbVerdict::automatic: return "auto";
-    case SkbVerdict::on: return "on";
-    case SkbVerdict::off: return "off";
+    case SkbVerdict::automatic:
+      return "auto";
+    case SkbVerdict::on:
+      return "on";
+    case SkbVerdict::off:
+      return "off";
   }
   return "auto";
 }
@@ -82,7 +85,8 @@ Result<DaemonConfig> parse_daemon_config(const std::string& text, DaemonConfig c
                 "an integer from 0 (off) to 86400");
       if (st) c.gc_interval_s = v.get<uint32_t>();
     } else if (key == "podCIDR") {
-      st = want("podCIDR", v.is_string() && parse_ipv4_cidr(v.get<std::string>()).ok(), "an IPv4 CIDR like 10.244.0.0/16");
+      st = want("podCIDR", v.is_string() && parse_ipv4_cidr(v.get<std::string>()).ok(),
+                "an IPv4 CIDR like 10.244.0.0/16");
       if (st) c.pod_cidr = v.get<std::string>();
     } else if (key == "overlayDevice") {
       st = want("overlayDevice", v.is_string(), "a device name like flannel.1");
@@ -118,7 +122,8 @@ Status validate_daemon_config(const DaemonConfig& c) {
   // their flow's other direction is shortcut: conntrack never sees the SYN go
   // out, calls the SYN-ACK INVALID and kube-proxy drops it.
   if (!c.pod_cidr.empty() && c.overlay_dev.empty())
-    return make_error("a pod CIDR (" + c.pod_cidr + ") is set but no overlay device: the cross-node tc shortcut "
+    return make_error("a pod CIDR (" + c.pod_cidr +
+                          ") is set but no overlay device: the cross-node tc shortcut "
                           "would run without tc_overlay and the other node's replies would be dropped as INVALID",
                       EINVAL,
                       "pass --overlay-dev with the overlay's name (e.g. --overlay-dev flannel.1; config key "

@@ -95,8 +95,7 @@ Result<mc_meta> PinnedMaps::meta() const {
 
 Status PinnedMaps::set_meta(const mc_meta& m) const {
   uint32_t k = 0;
-  if (bpf_map_update_elem(fd(MC_MAP_META), &k, &m, BPF_ANY) != 0)
-    return make_error("couldn't write mc_meta", errno);
+  if (bpf_map_update_elem(fd(MC_MAP_META), &k, &m, BPF_ANY) != 0) return make_error("couldn't write mc_meta", errno);
   return ok_status();
 }
 
@@ -109,8 +108,7 @@ Status PinnedMaps::put_pod(uint64_t cookie, const mc_pod& pod) const {
                         errno == E2BIG ? "the pod IP map is full" : "");
   }
   if (bpf_map_update_elem(fd(MC_MAP_PODS), &cookie, &pod, BPF_ANY) != 0)
-    return make_error("couldn't register pod in mc_pods", errno,
-                      errno == E2BIG ? "the pod map is full" : "");
+    return make_error("couldn't register pod in mc_pods", errno, errno == E2BIG ? "the pod map is full" : "");
   return ok_status();
 }
 
@@ -149,12 +147,12 @@ std::vector<std::pair<K, V>> walk(int map_fd) {
     bool first = true, done = false;
     while (!done) {
       uint32_t n = kBatch;
-      int rc = bpf_map_lookup_batch(map_fd, first ? nullptr : &token_in, &token_out, keys.data(), vals.data(), &n,
-                                    nullptr);
+      int rc =
+          bpf_map_lookup_batch(map_fd, first ? nullptr : &token_in, &token_out, keys.data(), vals.data(), &n, nullptr);
       int err = rc ? errno : 0;
       if (rc && err != ENOENT) {
         if (first) break;  // not supported here: walk key by key below
-        out.clear();        // refused midway: start over key by key
+        out.clear();       // refused midway: start over key by key
         break;
       }
       for (uint32_t i = 0; i < n; ++i) out.emplace_back(keys[i], vals[i]);
@@ -285,7 +283,8 @@ Status PinnedMaps::add_cni_stat(uint32_t idx, uint64_t n) const {
 Result<std::array<uint64_t, MC_S__N>> PinnedMaps::cni_stats() const {
   std::array<uint64_t, MC_S__N> out{};
   for (uint32_t i = 0; i < MC_S__N; ++i)
-    if (bpf_map_lookup_elem(fd(MC_MAP_CNI_STATS), &i, &out[i]) != 0) return make_error("couldn't read mc_cni_stats", errno);
+    if (bpf_map_lookup_elem(fd(MC_MAP_CNI_STATS), &i, &out[i]) != 0)
+      return make_error("couldn't read mc_cni_stats", errno);
   return out;
 }
 
@@ -297,8 +296,7 @@ Result<std::vector<MapUsage>> PinnedMaps::usage() const {
     if (bpf_obj_get_info_by_fd(f.get(), &info, &len) != 0)
       return make_error("couldn't read map info of " + name, errno);
     MapUsage u{name, info.type, 0, info.max_entries, info.key_size, info.value_size, fdinfo_memlock(f.get())};
-    if (info.type == BPF_MAP_TYPE_HASH || info.type == BPF_MAP_TYPE_LRU_HASH ||
-        info.type == BPF_MAP_TYPE_SOCKHASH) {
+    if (info.type == BPF_MAP_TYPE_HASH || info.type == BPF_MAP_TYPE_LRU_HASH || info.type == BPF_MAP_TYPE_SOCKHASH) {
       auto n = count_keys(f.get(), info.key_size);
       if (!n) return n.error();
       u.entries = *n;

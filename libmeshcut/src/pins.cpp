@@ -14,9 +14,10 @@
 namespace meshcut {
 
 const std::vector<std::string>& PinLayout::map_names() {
-  static const std::vector<std::string> names = {MC_MAP_SOCKHASH, MC_MAP_SK_STATE, MC_MAP_CONNS, MC_MAP_PODS,
-                                                 MC_MAP_POD_IPS,  MC_MAP_PAIR_KIND, MC_MAP_SYN_SEEN, MC_MAP_CNI_PODS, MC_MAP_FLOWS, MC_MAP_FLOW_OWNER, MC_MAP_CNI_STATS, MC_MAP_COUNTERS, MC_MAP_CONFIG,
-                                                 MC_MAP_META};
+  static const std::vector<std::string> names = {MC_MAP_SOCKHASH, MC_MAP_SK_STATE,   MC_MAP_CONNS,     MC_MAP_PODS,
+                                                 MC_MAP_POD_IPS,  MC_MAP_PAIR_KIND,  MC_MAP_SYN_SEEN,  MC_MAP_CNI_PODS,
+                                                 MC_MAP_FLOWS,    MC_MAP_FLOW_OWNER, MC_MAP_CNI_STATS, MC_MAP_COUNTERS,
+                                                 MC_MAP_CONFIG,   MC_MAP_META};
   return names;
 }
 
@@ -55,11 +56,11 @@ Result<PinLock> PinLock::acquire(const std::string& root, std::chrono::milliseco
     std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(pause, deadline - now));
     pause = std::min(pause * 2, std::chrono::milliseconds(20));
   }
-  return make_error("gave up after " + std::to_string(timeout.count()) + " ms waiting for the lock on pin root '" +
-                        root + "'",
-                    ETIMEDOUT,
-                    "another process holds it (a stuck meshcutd or `meshcutd enroll`?): find it with `fuser -v " +
-                        root + "` or `lsof " + root + "`, or the lock's holder in /proc/locks");
+  return make_error(
+      "gave up after " + std::to_string(timeout.count()) + " ms waiting for the lock on pin root '" + root + "'",
+      ETIMEDOUT,
+      "another process holds it (a stuck meshcutd or `meshcutd enroll`?): find it with `fuser -v " + root +
+          "` or `lsof " + root + "`, or the lock's holder in /proc/locks");
 }
 
 Status mkdir_p(const std::string& path) {
@@ -85,8 +86,7 @@ Result<Fd> open_pinned(const std::string& path) {
   if (fd < 0) {
     int e = errno;
     return make_error("couldn't open pinned object '" + path + "'", e,
-                      e == ENOENT ? "is meshcutd running with this --pin-root? start it with: meshcutd run"
-                                  : "");
+                      e == ENOENT ? "is meshcutd running with this --pin-root? start it with: meshcutd run" : "");
   }
   return Fd(fd);
 }

@@ -72,8 +72,7 @@ Status in_netns(const std::string& path, Fn&& fn) {
   try {
     std::thread t([&] {
       if (::setns(nsfd.get(), CLONE_NEWNET) != 0) {
-        st = make_error("couldn't enter network namespace '" + path + "'", errno,
-                        "run as root (CAP_SYS_ADMIN)");
+        st = make_error("couldn't enter network namespace '" + path + "'", errno, "run as root (CAP_SYS_ADMIN)");
         return;
       }
       st = fn();
@@ -139,12 +138,14 @@ Status check_bpffs(const std::string& pin_root) {
   struct stat stt {};
   while (!p.empty() && ::stat(p.c_str(), &stt) != 0) {
     auto pos = p.find_last_of('/');
-    if (pos == std::string::npos || pos == 0) { p = "/"; break; }
+    if (pos == std::string::npos || pos == 0) {
+      p = "/";
+      break;
+    }
     p = p.substr(0, pos);
   }
   struct statfs sfs {};
-  if (::statfs(p.c_str(), &sfs) != 0)
-    return make_error("couldn't stat '" + p + "'", errno);
+  if (::statfs(p.c_str(), &sfs) != 0) return make_error("couldn't stat '" + p + "'", errno);
   if (sfs.f_type != kBpfFsMagic) {
     std::string mnt = p == "/" ? "/sys/fs/bpf" : p;
     return make_error("bpffs not mounted at " + mnt + " (pin root '" + pin_root + "')", ENOENT,
@@ -166,8 +167,7 @@ Result<uint64_t> netns_cookie(const std::string& netns_path) {
     if (!s.valid()) return make_error("couldn't create a socket in '" + netns_path + "'", errno);
     socklen_t len = sizeof(cookie);
     if (::getsockopt(s.get(), SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) != 0)
-      return make_error("couldn't read the netns cookie (SO_NETNS_COOKIE)", errno,
-                        "meshcut needs Linux 5.15 or newer");
+      return make_error("couldn't read the netns cookie (SO_NETNS_COOKIE)", errno, "meshcut needs Linux 5.15 or newer");
     return ok_status();
   });
   if (!st) return st.error();
@@ -243,7 +243,8 @@ Result<LinkInfo> getlink(const std::string& ifname, int ifindex = 0) {
     std::memcpy(RTA_DATA(rta), ifname.c_str(), ifname.size() + 1);
     req.nh.nlmsg_len += RTA_ALIGN(rta->rta_len);
   }
-  std::string what = ifindex > 0 ? "no interface with ifindex " + std::to_string(ifindex) : "no interface '" + ifname + "'";
+  std::string what =
+      ifindex > 0 ? "no interface with ifindex " + std::to_string(ifindex) : "no interface '" + ifname + "'";
   auto ans = rtnl_call(&req, req.nh.nlmsg_len, what);
   if (!ans) return ans.error();
   auto* nh = reinterpret_cast<nlmsghdr*>(ans->data());
@@ -264,9 +265,15 @@ Result<LinkInfo> getlink(const std::string& ifname, int ifindex = 0) {
   };
   for (auto* a = IFLA_RTA(ifi); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
     switch (a->rta_type) {
-      case IFLA_LINK: li.peer_ifindex = s32(a); break;
-      case IFLA_LINK_NETNSID: li.link_netnsid = s32(a); break;
-      case IFLA_IFNAME: li.name = str(a); break;
+      case IFLA_LINK:
+        li.peer_ifindex = s32(a);
+        break;
+      case IFLA_LINK_NETNSID:
+        li.link_netnsid = s32(a);
+        break;
+      case IFLA_IFNAME:
+        li.name = str(a);
+        break;
       case IFLA_ADDRESS:
         if (RTA_PAYLOAD(a) == 6) li.mac = fmt_mac(reinterpret_cast<unsigned char*>(RTA_DATA(a)));
         break;
@@ -276,7 +283,8 @@ Result<LinkInfo> getlink(const std::string& ifname, int ifindex = 0) {
           if (b->rta_type == IFLA_INFO_KIND) li.kind = str(b);
         break;
       }
-      default: break;
+      default:
+        break;
     }
   }
   return li;
@@ -306,8 +314,7 @@ Result<int> netnsid_of(int nsfd) {
   if (!ans) return ans.error();
   auto* nh = reinterpret_cast<nlmsghdr*>(ans->data());
   size_t hdr = NLMSG_ALIGN(NLMSG_LENGTH(sizeof(rtgenmsg)));
-  if (nh->nlmsg_type != RTM_NEWNSID || nh->nlmsg_len < hdr)
-    return make_error("unexpected RTM_GETNSID answer", EIO);
+  if (nh->nlmsg_type != RTM_NEWNSID || nh->nlmsg_len < hdr) return make_error("unexpected RTM_GETNSID answer", EIO);
   int len = static_cast<int>(nh->nlmsg_len - hdr);
   for (auto* a = reinterpret_cast<rtattr*>(ans->data() + hdr); RTA_OK(a, len); a = RTA_NEXT(a, len))
     if (a->rta_type == NETNSA_NSID && RTA_PAYLOAD(a) >= sizeof(int32_t)) {

@@ -62,7 +62,7 @@ const Mac kPod5Mac = {0x02, 0x42, 0x0a, 0xf4, 0x01, 0x05};
 const Mac kHost5Mac = {0x02, 0xee, 0x00, 0x00, 0x01, 0x05};
 const Mac kPod6Mac = {0x02, 0x42, 0x0a, 0xf4, 0x01, 0x06};
 const Mac kHost6Mac = {0x02, 0xee, 0x00, 0x00, 0x01, 0x06};
-const Mac kCni0Mac = {0x02, 0xc0, 0x00, 0x00, 0x00, 0x01};  // the bridge (gateway) MAC
+const Mac kCni0Mac = {0x02, 0xc0, 0x00, 0x00, 0x00, 0x01};   // the bridge (gateway) MAC
 const Mac kNeighMac = {0x02, 0x00, 0x00, 0x00, 0x02, 0x00};  // 10.244.2.0 on ovl0
 const Mac kRemoteOvlMac = {0x02, 0x00, 0x00, 0x00, 0x09, 0x09};
 
@@ -273,8 +273,7 @@ struct Env {
     add_pod(1002, "10.244.1.6", h6, kPod6Mac, kHost6Mac);
   }
 
-  void set_config(uint32_t enabled, uint32_t flags, const char* cidr = "10.244.0.0",
-                  const char* mask = "255.255.0.0") {
+  void set_config(uint32_t enabled, uint32_t flags, const char* cidr = "10.244.0.0", const char* mask = "255.255.0.0") {
     mc_config c{};
     c.enabled = enabled;
     c.flags = flags;
@@ -348,9 +347,7 @@ struct Env {
   Result veth_run(const Bytes& in, int ifindex = -1) const {
     return run(bpf_program__fd(veth->progs.mc_tc_veth), in, ifindex < 0 ? h5 : ifindex);
   }
-  Result ovl_run(const Bytes& in) const {
-    return run(bpf_program__fd(ovl->progs.mc_tc_overlay), in, ovl_ifindex);
-  }
+  Result ovl_run(const Bytes& in) const { return run(bpf_program__fd(ovl->progs.mc_tc_overlay), in, ovl_ifindex); }
 };
 
 // Byte differences as "off: in->out" (hex), for readable failures.
@@ -388,8 +385,8 @@ void expect_pass(const Result& r, const Bytes& in, int want, int extra = -1) {
 // A forwarded frame: new MACs, TTL - 1, IP checksum valid, nothing else changed.
 // The first shortcut packet of a flow also counts tc_ct_absent (EXTRA): it
 // tries to end conntrack's entry, and BPF_PROG_TEST_RUN has none.
-void expect_forwarded(const Result& r, const Bytes& in, const Mac& dst, const Mac& src, int want,
-                      bool ttl_dec = true, int extra = -1) {
+void expect_forwarded(const Result& r, const Bytes& in, const Mac& dst, const Mac& src, int want, bool ttl_dec = true,
+                      int extra = -1) {
   expect(r, kTcActRedirect, want, extra);
   REQUIRE(r.out.size() == in.size());
   CHECK("dst " + mac_str(&r.out[0]) == "dst " + mac_str(dst));
@@ -720,7 +717,7 @@ TEST_CASE("19 pods without the crossNode flag are not shortcut (no_pod)", "[tc]"
   expect_pass(e.veth_run(in), in, MC_C_TC_PASS_NO_POD);  // as source
   Bytes rin = build(flow8_reply(SYN));
   expect_pass(e.ovl_run(rin), rin, MC_C_TC_PASS_NO_POD);  // as destination from the overlay
-  Pkt p = flow8(SYN);  // as local destination: its SYN-ACK is not let in, so the flow never
+  Pkt p = flow8(SYN);      // as local destination: its SYN-ACK is not let in, so the flow never
   p.saddr = "10.244.1.6";  // completes its handshake here
   p.daddr = "10.244.1.5";
   Bytes lin = build(p);

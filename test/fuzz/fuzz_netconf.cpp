@@ -134,7 +134,8 @@ void plan_once(const char* stage, const NetConf& conf, const Env& env) {
 void backend_copies(const char* stage, const Env& e) {
   char ifname[16] = {}, cid[72] = {}, netns[128] = {};
   if (e.ifname.size() > validate::kMaxIfname) finding(stage, "invariant", "accepted CNI_IFNAME over 15 characters");
-  if (e.container_id.size() > validate::kMaxContainerId) finding(stage, "invariant", "accepted a CNI_CONTAINERID over 71");
+  if (e.container_id.size() > validate::kMaxContainerId)
+    finding(stage, "invariant", "accepted a CNI_CONTAINERID over 71");
   if (e.ifname.find_first_of("/: \t\n") != std::string::npos) finding(stage, "invariant", "accepted '/', ':' or space");
   if (!e.netns.empty() && e.netns[0] != '/') finding(stage, "invariant", "accepted a relative CNI_NETNS");
   std::memcpy(ifname, e.ifname.data(), e.ifname.size());

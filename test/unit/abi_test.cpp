@@ -40,11 +40,11 @@ TEST_CASE("abi fingerprint: a field offset change changes it, at compile time", 
   constexpr uint32_t a = fp3<FpA>(), b = fp3<FpB>(), c = fp3<FpC>();
   static_assert(a != b, "two fields swapped must change the fingerprint");
   CHECK(a != b);
-  CHECK(a != c);  // y's size differs
+  CHECK(a != c);           // y's size differs
   CHECK(fp3<FpA>() == a);  // deterministic
   // One more field in the list (a pad that became a field) changes it too.
-  constexpr uint32_t c4 = MC_ABI_STRUCT(kAbiSeed, FpC, MC_ABI_F(FpC, x), MC_ABI_F(FpC, y), MC_ABI_F(FpC, w),
-                                        MC_ABI_F(FpC, z));
+  constexpr uint32_t c4 =
+      MC_ABI_STRUCT(kAbiSeed, FpC, MC_ABI_F(FpC, x), MC_ABI_F(FpC, y), MC_ABI_F(FpC, w), MC_ABI_F(FpC, z));
   CHECK(c4 != c);
 }
 

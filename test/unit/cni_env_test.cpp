@@ -27,7 +27,7 @@ namespace {
 
 std::map<std::string, std::string> add_env() {
   return {{"CNI_COMMAND", "ADD"}, {"CNI_CONTAINERID", "c0ffee"}, {"CNI_NETNS", "/var/run/netns/cni-1"},
-          {"CNI_IFNAME", "eth0"}, {"CNI_PATH", "/opt/cni/bin"}, {"CNI_ARGS", "K8S_POD_NAME=x"}};
+          {"CNI_IFNAME", "eth0"}, {"CNI_PATH", "/opt/cni/bin"},  {"CNI_ARGS", "K8S_POD_NAME=x"}};
 }
 
 // CniError code from read_env, or 0 if it accepted the environment.

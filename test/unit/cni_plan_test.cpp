@@ -71,8 +71,7 @@ TEST_CASE("plan golden files", "[plan]") {
 }
 
 TEST_CASE("result conversion between spec versions", "[cni]") {
-  json v04 = {{"cniVersion", "0.4.0"},
-              {"ips", {{{"version", "4"}, {"address", "10.0.0.2/24"}, {"interface", 0}}}}};
+  json v04 = {{"cniVersion", "0.4.0"}, {"ips", {{{"version", "4"}, {"address", "10.0.0.2/24"}, {"interface", 0}}}}};
   json v1 = convert_result(v04, "1.0.0");
   CHECK(v1["cniVersion"] == "1.0.0");
   CHECK_FALSE(v1["ips"][0].contains("version"));

@@ -77,8 +77,8 @@ struct Node {
     opt.cni_bin_dir = bin.string();
     opt.cni_conf_dir = conf.string();
     opt.plugin_src = (src / "meshcut").string();
-    opt.plugin_entry = {{"type", "meshcut"}, {"pinRoot", "/sys/fs/bpf/meshcut"},
-                        {"logFile", "/var/log/meshcut-cni.log"}};
+    opt.plugin_entry = {
+        {"type", "meshcut"}, {"pinRoot", "/sys/fs/bpf/meshcut"}, {"logFile", "/var/log/meshcut-cni.log"}};
   }
   ~Node() {
     std::error_code ec;
@@ -89,8 +89,7 @@ struct Node {
 
 ojson without_meshcut(ojson doc) {
   auto& pl = doc["plugins"];
-  for (auto it = pl.begin(); it != pl.end();)
-    it = (it->value("type", "") == "meshcut") ? pl.erase(it) : it + 1;
+  for (auto it = pl.begin(); it != pl.end();) it = (it->value("type", "") == "meshcut") ? pl.erase(it) : it + 1;
   return doc;
 }
 
@@ -356,8 +355,7 @@ TEST_CASE("install: needs_reinstall after the main CNI rewrites its config", "[i
     auto u = uninstall(n.opt);  // both files lose their entry
     REQUIRE(u.ok());
     CHECK(slurp(n.conf / "10-flannel.conflist") == fixture);
-    CHECK(slurp(n.conf / "05-other.conflist") ==
-          R"({"cniVersion":"1.0.0","name":"o","plugins":[{"type":"ptp"}]})");
+    CHECK(slurp(n.conf / "05-other.conflist") == R"({"cniVersion":"1.0.0","name":"o","plugins":[{"type":"ptp"}]})");
   }
 }
 

@@ -25,8 +25,8 @@ struct Sock {
 // As sockops sees an established socket: side, local, remote, snd_nxt, rcv_nxt, netns.
 // The ports document the tuples of Table 2; the key leaves them out (NAT may
 // rewrite the initiator's).
-Sock sock(uint8_t side, const char* lip, uint16_t /*lport*/, const char* rip, uint16_t /*rport*/,
-          uint32_t snd_nxt, uint32_t rcv_nxt, uint64_t netns) {
+Sock sock(uint8_t side, const char* lip, uint16_t /*lport*/, const char* rip, uint16_t /*rport*/, uint32_t snd_nxt,
+          uint32_t rcv_nxt, uint64_t netns) {
   Sock s;
   mc_sock_keys(&s.own, &s.peer, side, ip(lip), ip(rip), snd_nxt, rcv_nxt, netns);
   return s;
@@ -91,11 +91,13 @@ TEST_CASE("no socket of one pair matches a socket of another", "[keys]") {
 
 TEST_CASE("a swapped-tuple lookup would catch only the mirror pair (5)<->(6)", "[keys]") {
   struct Tuple {
-    const char *lip; uint16_t lport; const char *rip; uint16_t rport;
+    const char* lip;
+    uint16_t lport;
+    const char* rip;
+    uint16_t rport;
   };
   auto swapped_match = [](Tuple a, Tuple b) {
-    return std::strcmp(a.lip, b.rip) == 0 && a.lport == b.rport && std::strcmp(a.rip, b.lip) == 0 &&
-           a.rport == b.lport;
+    return std::strcmp(a.lip, b.rip) == 0 && a.lport == b.rport && std::strcmp(a.rip, b.lip) == 0 && a.rport == b.lport;
   };
   CHECK_FALSE(swapped_match({"10.244.1.5", 36938, "10.96.0.20", 80}, {"127.0.0.1", 15001, "10.244.1.5", 36938}));
   CHECK_FALSE(swapped_match({"10.244.1.5", 36954, "10.244.1.9", 8080}, {"10.244.1.9", 15006, "10.244.1.5", 36954}));

@@ -29,7 +29,9 @@ std::vector<int> per_window(const std::vector<double>& t, double width, int n) {
   return c;
 }
 
-double mean(const std::vector<double>& v) { return std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size()); }
+double mean(const std::vector<double>& v) {
+  return std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
+}
 
 double var(const std::vector<double>& v) {
   double m = mean(v), s = 0;
@@ -79,12 +81,16 @@ TEST_CASE("steps: each step's count is its rate x length; the last rate holds", 
   CHECK(p->rate_at(100) == 50);  // the last rate holds
   CHECK(p->expected(7.5) == Approx(100 * 5 + 300 * 2 + 50 * 0.5));
   auto t = all(Schedule(*p, Arrival::Constant, 1, 9.5));
-  auto count = [&](double a, double b) { return std::count_if(t.begin(), t.end(), [&](double x) { return x >= a && x < b; }); };
+  auto count = [&](double a, double b) {
+    return std::count_if(t.begin(), t.end(), [&](double x) { return x >= a && x < b; });
+  };
   CHECK(count(0, 5) == 500);
   CHECK(count(5, 7) == 600);
   CHECK(count(7, 9.5) == 125);
   auto tp = all(Schedule(*p, Arrival::Poisson, 3, 7.0));
-  auto cp = [&](double a, double b) { return std::count_if(tp.begin(), tp.end(), [&](double x) { return x >= a && x < b; }); };
+  auto cp = [&](double a, double b) {
+    return std::count_if(tp.begin(), tp.end(), [&](double x) { return x >= a && x < b; });
+  };
   CHECK(std::abs(cp(0, 5) - 500) < 5 * std::sqrt(500));
   CHECK(std::abs(cp(5, 7) - 600) < 5 * std::sqrt(600));
 }
@@ -95,7 +101,7 @@ TEST_CASE("sinusoid: rate follows mean + amp sin(2 pi t / period), counts follow
   REQUIRE(p);
   CHECK(p->rate_at(1.0) == Approx(1800));
   CHECK(p->rate_at(3.0) == Approx(200));
-  CHECK(p->expected(4.0) == Approx(4000).epsilon(1e-3));        // a whole period: mean x period
+  CHECK(p->expected(4.0) == Approx(4000).epsilon(1e-3));                   // a whole period: mean x period
   CHECK(p->expected(2.0) == Approx(2000 + 800 * 4 / M_PI).epsilon(2e-3));  // first half: mean x 2 s + amp x P / pi
   auto t = all(Schedule(*p, Arrival::Constant, 1, 8.0));
   CHECK(std::abs(static_cast<double>(t.size()) - 8000) <= 2);

@@ -19,9 +19,7 @@ namespace {
 
 constexpr uint64_t kPodA = 3445, kPodB = 3452;
 
-std::string fixture(const std::string& name) {
-  return std::string(MESHCUT_FIXTURES_DIR) + "/trace/" + name;
-}
+std::string fixture(const std::string& name) { return std::string(MESHCUT_FIXTURES_DIR) + "/trace/" + name; }
 
 std::vector<std::string> lines(const std::string& path) {
   std::ifstream f(path);
@@ -113,8 +111,13 @@ TEST_CASE("recorded events: the latency split", "[trace]") {
   }
   CHECK(totals == std::vector<double>{24.347, 20.868, 20.888, 21.328, 21.39});
   CHECK(starts == std::vector<double>{0.0, 29.557, 55.632, 81.711, 108.199});
-  CHECK(r["request_list"][0] == json{{"t_ms", 0.0}, {"sockets", 6}, {"total_ms", 24.347}, {"proxy_ms", 2.093},
-                                     {"kernel_ms", 1.947}, {"app_ms", 20.308}, {"request_bytes", 112},
+  CHECK(r["request_list"][0] == json{{"t_ms", 0.0},
+                                     {"sockets", 6},
+                                     {"total_ms", 24.347},
+                                     {"proxy_ms", 2.093},
+                                     {"kernel_ms", 1.947},
+                                     {"app_ms", 20.308},
+                                     {"request_bytes", 112},
                                      {"response_bytes", 108}});
   std::vector<std::string> hops;
   for (const auto& h : r["hops"]) hops.push_back(h["hop"].get<std::string>() + " " + h["kind"].get<std::string>());
@@ -122,10 +125,24 @@ TEST_CASE("recorded events: the latency split", "[trace]") {
                                          "app 6 app", "6->5 kernel", "5->4 proxy", "4->3 kernel", "3->2 proxy",
                                          "2->1 kernel"});
   for (const auto& h : r["hops"]) CHECK(h["n"] == 5);
-  CHECK(r["hops"][1] == json{{"hop", "2->3"}, {"kind", "proxy"}, {"dir", "request"}, {"who", "python3"},
-                             {"avg_ms", 0.331}, {"p50_ms", 0.086}, {"p90_ms", 1.38}, {"n", 5}, {"share", 0.015}});
-  CHECK(r["hops"][5] == json{{"hop", "app 6"}, {"kind", "app"}, {"dir", "request->response"}, {"who", "python3"},
-                             {"avg_ms", 20.278}, {"p50_ms", 20.29}, {"p90_ms", 20.462}, {"n", 5}, {"share", 0.932}});
+  CHECK(r["hops"][1] == json{{"hop", "2->3"},
+                             {"kind", "proxy"},
+                             {"dir", "request"},
+                             {"who", "python3"},
+                             {"avg_ms", 0.331},
+                             {"p50_ms", 0.086},
+                             {"p90_ms", 1.38},
+                             {"n", 5},
+                             {"share", 0.015}});
+  CHECK(r["hops"][5] == json{{"hop", "app 6"},
+                             {"kind", "app"},
+                             {"dir", "request->response"},
+                             {"who", "python3"},
+                             {"avg_ms", 20.278},
+                             {"p50_ms", 20.29},
+                             {"p90_ms", 20.462},
+                             {"n", 5},
+                             {"share", 0.932}});
   // The parts add up to the client's latency, request by request.
   REQUIRE(r["request_list"].size() == 5);
   for (const auto& q : r["request_list"]) {

@@ -31,8 +31,7 @@ static_assert(sizeof(mc_meta) == 32);
 static_assert(sizeof(mc_cni_key) == 88 && std::has_unique_object_representations_v<mc_cni_key>);
 static_assert(sizeof(mc_cni_pod) == 432);
 // Keys of the plain maps.
-static_assert(std::has_unique_object_representations_v<__u64> &&
-              std::has_unique_object_representations_v<__u32>);
+static_assert(std::has_unique_object_representations_v<__u64> && std::has_unique_object_representations_v<__u32>);
 
 // The ABI fingerprint: a 32-bit hash over the size of every struct of the
 // pinned contract and the offset and size of each of its fields, plus the
@@ -79,20 +78,19 @@ constexpr uint32_t abi_fingerprint_of_contract() {
   h = MC_ABI_STRUCT(h, mc_sock_key, MC_ABI_F(mc_sock_key, scope), MC_ABI_F(mc_sock_key, init_ip),
                     MC_ABI_F(mc_sock_key, isn_init), MC_ABI_F(mc_sock_key, isn_resp), MC_ABI_F(mc_sock_key, pad16),
                     MC_ABI_F(mc_sock_key, side), MC_ABI_F(mc_sock_key, pad));
-  h = MC_ABI_STRUCT(h, mc_sock_state, MC_ABI_F(mc_sock_state, peer), MC_ABI_F(mc_sock_state, decision),
-                    MC_ABI_F(mc_sock_state, kind), MC_ABI_F(mc_sock_state, side), MC_ABI_F(mc_sock_state, pod_flags),
-                    MC_ABI_F(mc_sock_state, pad), MC_ABI_F(mc_sock_state, netns_cookie),
-                    MC_ABI_F(mc_sock_state, local_ip), MC_ABI_F(mc_sock_state, remote_ip),
-                    MC_ABI_F(mc_sock_state, local_port), MC_ABI_F(mc_sock_state, remote_port),
-                    MC_ABI_F(mc_sock_state, pad2), MC_ABI_F(mc_sock_state, bytes_redirected),
-                    MC_ABI_F(mc_sock_state, bytes_passed));
+  h = MC_ABI_STRUCT(
+      h, mc_sock_state, MC_ABI_F(mc_sock_state, peer), MC_ABI_F(mc_sock_state, decision), MC_ABI_F(mc_sock_state, kind),
+      MC_ABI_F(mc_sock_state, side), MC_ABI_F(mc_sock_state, pod_flags), MC_ABI_F(mc_sock_state, pad),
+      MC_ABI_F(mc_sock_state, netns_cookie), MC_ABI_F(mc_sock_state, local_ip), MC_ABI_F(mc_sock_state, remote_ip),
+      MC_ABI_F(mc_sock_state, local_port), MC_ABI_F(mc_sock_state, remote_port), MC_ABI_F(mc_sock_state, pad2),
+      MC_ABI_F(mc_sock_state, bytes_redirected), MC_ABI_F(mc_sock_state, bytes_passed));
   h = MC_ABI_STRUCT(h, mc_pod, MC_ABI_F(mc_pod, ip4), MC_ABI_F(mc_pod, flags), MC_ABI_F(mc_pod, host_ifindex),
                     MC_ABI_F(mc_pod, pod_mac), MC_ABI_F(mc_pod, host_mac));
   h = MC_ABI_STRUCT(h, mc_cni_key, MC_ABI_F(mc_cni_key, container_id), MC_ABI_F(mc_cni_key, ifname));
   h = MC_ABI_STRUCT(h, mc_cni_pod, MC_ABI_F(mc_cni_pod, netns_cookie), MC_ABI_F(mc_cni_pod, added_ns),
                     MC_ABI_F(mc_cni_pod, pod), MC_ABI_F(mc_cni_pod, cni_flags), MC_ABI_F(mc_cni_pod, host_ifname),
-                    MC_ABI_F(mc_cni_pod, pod_namespace), MC_ABI_F(mc_cni_pod, pod_name),
-                    MC_ABI_F(mc_cni_pod, pod_uid), MC_ABI_F(mc_cni_pod, netns_path));
+                    MC_ABI_F(mc_cni_pod, pod_namespace), MC_ABI_F(mc_cni_pod, pod_name), MC_ABI_F(mc_cni_pod, pod_uid),
+                    MC_ABI_F(mc_cni_pod, netns_path));
   h = MC_ABI_STRUCT(h, mc_config, MC_ABI_F(mc_config, enabled), MC_ABI_F(mc_config, flags),
                     MC_ABI_F(mc_config, pod_cidr), MC_ABI_F(mc_config, pod_cidr_mask),
                     MC_ABI_F(mc_config, overlay_ifindex), MC_ABI_F(mc_config, pad));
@@ -107,9 +105,9 @@ constexpr uint32_t abi_fingerprint_of_contract() {
   // The named sizes of the pinned maps (and of the arrays in the records).
   // mc_sockhash/mc_conns take --max-sockets at load; libbpf's own reuse check
   // compares max_entries of every map as well.
-  for (uint32_t v : {uint32_t{MC_C_MAX}, uint32_t{MC_MAX_PODS}, uint32_t{MC_POD_MAX_IPS}, uint32_t{MC_S__N},
-                     uint32_t{MC_CNI_ID_LEN}, uint32_t{MC_CNI_IFNAME_LEN}, uint32_t{MC_MAX_PAIR_KINDS},
-                     uint32_t{MC_MAX_FLOWS}})
+  for (uint32_t v :
+       {uint32_t{MC_C_MAX}, uint32_t{MC_MAX_PODS}, uint32_t{MC_POD_MAX_IPS}, uint32_t{MC_S__N}, uint32_t{MC_CNI_ID_LEN},
+        uint32_t{MC_CNI_IFNAME_LEN}, uint32_t{MC_MAX_PAIR_KINDS}, uint32_t{MC_MAX_FLOWS}})
     h = abi_mix(h, v);
   return h ? h : 1u;  // 0 means "no fingerprint" in mc_meta
 }
@@ -119,19 +117,14 @@ static_assert(kAbiFingerprint != 0);
 
 // Names of enum mc_counter, in order; exported as-is in status --json.
 inline constexpr std::array<std::string_view, MC_C__N> kCounterNames = {
-    "sock_added_active",   "sock_added_passive",   "sock_not_enrolled",
-    "sock_skip_remote",    "sock_skip_family",     "sock_skip_early_data",
-    "sock_skip_disabled",  "sock_add_failed",      "sock_no_storage",
-    "msg_redirect_intra",  "bytes_redirect_intra", "msg_redirect_node",
-    "bytes_redirect_node", "msg_pass_no_peer",     "bytes_pass_no_peer",
-    "msg_pass_sticky",     "bytes_pass_sticky",    "msg_pass_peer_gone",
-    "msg_pass_disabled",   "msg_no_state",         "pairs_redirected",
-    "sock_rto_failed",     "tc_redirect_overlay",  "tc_redirect_neigh",
-    "tc_redirect_peer",    "tc_redirect_local",    "tc_pass_not_ip",
-    "tc_pass_fragment",    "tc_pass_not_tcp",      "tc_pass_not_pod",
-    "tc_pass_no_pod",      "tc_pass_unknown_flow", "tc_pass_fib",
-    "tc_pass_disabled",    "tc_flow_rst",          "tc_pass_handshake",
-    "tc_ct_ended",         "tc_ct_absent",
+    "sock_added_active",    "sock_added_passive",   "sock_not_enrolled",   "sock_skip_remote",  "sock_skip_family",
+    "sock_skip_early_data", "sock_skip_disabled",   "sock_add_failed",     "sock_no_storage",   "msg_redirect_intra",
+    "bytes_redirect_intra", "msg_redirect_node",    "bytes_redirect_node", "msg_pass_no_peer",  "bytes_pass_no_peer",
+    "msg_pass_sticky",      "bytes_pass_sticky",    "msg_pass_peer_gone",  "msg_pass_disabled", "msg_no_state",
+    "pairs_redirected",     "sock_rto_failed",      "tc_redirect_overlay", "tc_redirect_neigh", "tc_redirect_peer",
+    "tc_redirect_local",    "tc_pass_not_ip",       "tc_pass_fragment",    "tc_pass_not_tcp",   "tc_pass_not_pod",
+    "tc_pass_no_pod",       "tc_pass_unknown_flow", "tc_pass_fib",         "tc_pass_disabled",  "tc_flow_rst",
+    "tc_pass_handshake",    "tc_ct_ended",          "tc_ct_absent",
 };
 static_assert(kCounterNames.size() == MC_C__N);
 static_assert(MC_C__N <= MC_C_MAX);

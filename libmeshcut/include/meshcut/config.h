@@ -28,7 +28,7 @@ struct DaemonConfig {
   // overlay device (flannel.1). Without a pod CIDR the tc shortcut stays off.
   std::string pod_cidr;
   std::string overlay_dev;
-  bool cross_node = true;            // the node's switch
+  bool cross_node = true;  // the node's switch
   // Load no tracing program (BPF iterators, tp_btf, raw_tp), as on kernels
   // that refuse them: conns/pods read the conns table, trace is off.
   bool no_tracing = false;

@@ -37,10 +37,10 @@ int load_skel(const Skel<T>& s) {
 
 }  // namespace meshcut
 
-#define MESHCUT_SKEL(NAME)                                      \
-  template <>                                                   \
-  struct meshcut::SkelOps<NAME> {                               \
-    static NAME* open() { return NAME##__open(); }              \
-    static int load(NAME* s) { return NAME##__load(s); }        \
-    static void destroy(NAME* s) { NAME##__destroy(s); }        \
+#define MESHCUT_SKEL(NAME)                               \
+  template <>                                            \
+  struct meshcut::SkelOps<NAME> {                        \
+    static NAME* open() { return NAME##__open(); }       \
+    static int load(NAME* s) { return NAME##__load(s); } \
+    static void destroy(NAME* s) { NAME##__destroy(s); } \
   }

@@ -50,9 +50,9 @@ Result<LinkInfo> link_in_netns(const std::string& netns_path, const std::string&
 // Facts only: deciding is the caller's (meshcut/cni/validate.h).
 struct PodNetns {
   uint64_t cookie = 0;
-  LinkInfo link;               // IFNAME in the pod netns
-  int host_nsid_in_pod = -1;   // the caller's netns as the pod netns numbers it
-  int pod_nsid_in_host = -1;   // the pod netns as the caller's netns numbers it
+  LinkInfo link;                 // IFNAME in the pod netns
+  int host_nsid_in_pod = -1;     // the caller's netns as the pod netns numbers it
+  int pod_nsid_in_host = -1;     // the pod netns as the caller's netns numbers it
   std::optional<LinkInfo> host;  // the caller-netns interface at link.peer_ifindex, if any
 };
 Result<PodNetns> pod_netns(const std::string& netns_path, const std::string& ifname);

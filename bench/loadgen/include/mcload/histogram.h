@@ -20,10 +20,10 @@ namespace mcload {
 
 class Histogram {
  public:
-  static constexpr int kSubBits = 8;                         // 256 exact values, then 128 per octave
-  static constexpr int kMaxBits = 37;                        // 2^37 ns = 137 s
+  static constexpr int kSubBits = 8;   // 256 exact values, then 128 per octave
+  static constexpr int kMaxBits = 37;  // 2^37 ns = 137 s
   static constexpr uint64_t kMaxValue = (uint64_t{1} << kMaxBits) - 1;
-  static constexpr int kHalf = 1 << (kSubBits - 1);          // 128
+  static constexpr int kHalf = 1 << (kSubBits - 1);  // 128
   static constexpr int kBuckets = (1 << kSubBits) + (kMaxBits - kSubBits) * kHalf;
 
   void record(uint64_t ns, uint64_t n = 1);

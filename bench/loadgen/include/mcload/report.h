@@ -28,12 +28,12 @@ struct Counts {
   uint64_t completed = 0;  // responses read in full (any status)
   uint64_t ok = 0;         // ... with a 2xx status
   uint64_t non2xx = 0;
-  uint64_t errors = 0;     // connect, reset, timeout, parse, unsent
+  uint64_t errors = 0;  // connect, reset, timeout, parse, unsent
   std::map<std::string, uint64_t> by_error;
-  uint64_t bytes = 0;      // response body bytes
-  uint64_t max_lag_ns = 0;        // how late the sender noticed an intended time
-  uint64_t max_queue_ns = 0;      // longest wait for a free connection
-  uint64_t queued = 0;            // requests that had to wait for a connection
+  uint64_t bytes = 0;         // response body bytes
+  uint64_t max_lag_ns = 0;    // how late the sender noticed an intended time
+  uint64_t max_queue_ns = 0;  // longest wait for a free connection
+  uint64_t queued = 0;        // requests that had to wait for a connection
   void add(const Counts& o);
 };
 
@@ -44,7 +44,7 @@ struct Window {
 };
 
 struct Limits {
-  double min_rate_fraction = 0.95;  // achieved sends / target below this: cannot keep up
+  double min_rate_fraction = 0.95;   // achieved sends / target below this: cannot keep up
   uint64_t max_lag_ns = 10'000'000;  // sender lag beyond this: cannot keep up
 };
 
@@ -81,8 +81,7 @@ struct Verdict {
 };
 
 // TARGET: requests the schedule intended in the measured run; DURATION in s.
-Verdict judge(const Counts& run, uint64_t target, double duration_s, const Limits& lim, bool pool_mode,
-              unsigned conns);
+Verdict judge(const Counts& run, uint64_t target, double duration_s, const Limits& lim, bool pool_mode, unsigned conns);
 
 nlohmann::json histogram_json(const Histogram& h);  // in µs: p50 p90 p99 p99_9 max mean min count
 void write_csv(std::ostream& o, const std::vector<Recorder::Row>& rows, const std::vector<double>& target_rate);

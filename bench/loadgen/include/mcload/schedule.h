@@ -26,8 +26,8 @@
 namespace mcload {
 
 struct Step {
-  double rate;       // requests/s
-  double seconds;    // how long it holds
+  double rate;     // requests/s
+  double seconds;  // how long it holds
 };
 
 class Pattern {

@@ -27,8 +27,8 @@ enum Code : int {
   kInvalidConfig = 7,
   kTryAgainLater = 11,
   kPluginNotAvailable = 50,
-  kEnrollFailed = 100,     // failPolicy closed: the pod could not be enrolled
-  kCheckMismatch = 101,    // CHECK: record or attachment missing
+  kEnrollFailed = 100,   // failPolicy closed: the pod could not be enrolled
+  kCheckMismatch = 101,  // CHECK: record or attachment missing
 };
 
 struct CniError {
@@ -47,8 +47,8 @@ int compare_versions(const std::string& a, const std::string& b);
 
 struct Env {
   std::string command, container_id, netns, ifname, path;
-  std::string args;                         // raw CNI_ARGS
-  std::map<std::string, std::string> kv;    // CNI_ARGS parsed: K8S_POD_NAMESPACE=...
+  std::string args;                       // raw CNI_ARGS
+  std::map<std::string, std::string> kv;  // CNI_ARGS parsed: K8S_POD_NAMESPACE=...
 };
 // Reads CNI_* through GETENV (std::getenv in main, a map in tests). Throws
 // CniError(kInvalidEnv) for what the command needs but lacks, and for any
@@ -60,20 +60,20 @@ std::map<std::string, std::string> parse_cni_args(const std::string& s);
 struct NetConf {
   std::string cni_version, name, type;
   std::string pin_root = "/sys/fs/bpf/meshcut";
-  std::string log_file;         // empty: stderr
+  std::string log_file;  // empty: stderr
   // Which network each attachment record belongs to (GC of one network keeps
   // the others' records): <stateDir>/<containerID>:<ifname> holds the name.
   std::string state_dir = "/var/lib/cni/meshcut";
-  int lock_timeout_ms = 2000;   // "lockTimeoutMs": wait for the pin lock, then fail open
-  bool fail_closed = false;     // "failPolicy": "closed"
-  std::vector<std::string> ns_include;                 // empty: all namespaces
+  int lock_timeout_ms = 2000;           // "lockTimeoutMs": wait for the pin lock, then fail open
+  bool fail_closed = false;             // "failPolicy": "closed"
+  std::vector<std::string> ns_include;  // empty: all namespaces
   std::vector<std::string> ns_exclude = {"kube-system"};
   bool skip_without_sidecar = false;
   std::string sidecar_annotation = "sidecar.istio.io/status";
-  std::string opt_out_annotation = "meshcut.io/enabled";   // "false" opts a pod out
+  std::string opt_out_annotation = "meshcut.io/enabled";  // "false" opts a pod out
   bool intra_pod = true, same_node = true, cross_node = true;
   std::map<std::string, std::string> annotations;  // runtimeConfig io.kubernetes.cri.pod-annotations
-  nlohmann::json prev_result;   // null if absent
+  nlohmann::json prev_result;                      // null if absent
   nlohmann::json raw;
 };
 // Parses stdin. Throws CniError: kDecodeFailure (not JSON), kIncompatibleVersion,

@@ -16,9 +16,9 @@ struct Plan {
   bool enroll = false;
   std::string skip_reason;  // why not, when !enroll
   std::string pod_namespace, pod_name, pod_uid, container_id, ifname, netns;
-  std::vector<std::string> ipv4;    // pod addresses, no prefix length
-  std::vector<std::string> ipv6;    // recorded, not shortcut yet
-  std::string pod_mac;              // the container interface's MAC
+  std::vector<std::string> ipv4;             // pod addresses, no prefix length
+  std::vector<std::string> ipv6;             // recorded, not shortcut yet
+  std::string pod_mac;                       // the container interface's MAC
   std::vector<std::string> host_candidates;  // prevResult interfaces outside the sandbox
   bool intra_pod = false, same_node = false, cross_node = false;
   bool attach_tc = false;

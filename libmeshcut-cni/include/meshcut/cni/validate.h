@@ -17,12 +17,12 @@ namespace meshcut::cni::validate {
 
 // Bounds. Record fields they must fit are static_asserted in backend.cpp
 // against the ABI header (mc_cni_key, mc_cni_pod).
-inline constexpr size_t kMaxIfname = 15;          // IFNAMSIZ - 1
-inline constexpr size_t kMaxContainerId = 71;     // MC_CNI_ID_LEN - 1
+inline constexpr size_t kMaxIfname = 15;       // IFNAMSIZ - 1
+inline constexpr size_t kMaxContainerId = 71;  // MC_CNI_ID_LEN - 1
 inline constexpr size_t kMaxNetworkName = 128;
-inline constexpr size_t kMaxPath = 4095;          // PATH_MAX - 1
-inline constexpr size_t kMaxPinRoot = 3967;       // room for "/maps/<15-char name>" and more
-inline constexpr size_t kMaxCniPath = 16384;      // CNI_PATH, a ':'-separated list
+inline constexpr size_t kMaxPath = 4095;      // PATH_MAX - 1
+inline constexpr size_t kMaxPinRoot = 3967;   // room for "/maps/<15-char name>" and more
+inline constexpr size_t kMaxCniPath = 16384;  // CNI_PATH, a ':'-separated list
 inline constexpr size_t kMaxCniArgs = 65536;
 
 // CNI spec (1.1, "Parameters"): 1-15 characters, not "." or "..", no '/',
@@ -51,7 +51,7 @@ struct LinkFacts {
 };
 struct VethFacts {
   std::string pod_ifname;
-  LinkFacts pod;          // CNI_IFNAME, read inside the pod netns
+  LinkFacts pod;              // CNI_IFNAME, read inside the pod netns
   int host_nsid_in_pod = -1;  // the id the pod netns gives the node's netns
   bool host_found = false;    // an interface with index pod.link exists in the node netns
   std::string host_ifname;
