@@ -82,8 +82,10 @@ static __always_inline int mc_syn_count_take(struct mc_syn_key *ip_key)
 }
 
 /*
- * A SYN reached a listener in this cgroup (called for its request socket,
- * SYN cookies included): if the listener's netns is an enrolled pod, its
+ * A SYN reached a listener in this cgroup (called for its request socket;
+ * not under SYN cookies, whose request has no listener, so no program runs
+ * for it and the initiator is enrolled only if its destination is local by
+ * address): if the listener's netns is an enrolled pod, its
  * socket will join the map at establishment, so the initiator may too. The
  * SYN is processed before the SYN-ACK leaves, so the mark is there before the
  * initiator's establishment, whatever REDIRECT or a ClusterIP did to the
@@ -257,9 +259,9 @@ int mc_sockops(struct bpf_sock_ops *skops)
 		mc_established(skops, MC_SIDE_PASSIVE);
 		break;
 	case BPF_SOCK_OPS_RWND_INIT:
-		/* Called for every SYN a listener answers (TIMEOUT_INIT is not, with
-		 * SYN cookies) and for a connecting socket (a full one): only the
-		 * listener's request socket marks a SYN. */
+		/* Called for the request socket of a SYN a listener answers and
+		 * for a connecting socket (a full one): only the listener's
+		 * request socket marks a SYN. */
 		if (!skops->is_fullsock)
 			mc_syn_seen_mark(skops);
 		break;
