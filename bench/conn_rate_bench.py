@@ -158,7 +158,7 @@ class ConnRateBench(socket_bench.Bench):
         if not self.meshcut_ok:
             return {}
         # mc_conns entries of closed sockets go at meshcutd's next sweep
-        # (--gc-interval 1 below): one interval and a margin.
+        # (MESHCUTD_ARGS: --gc-interval 1): one interval and a margin.
         time.sleep(2.5)
         st = self.meshcut_status() or {}
         maps = st.get("maps") or {}
