@@ -261,12 +261,9 @@ std::string listen_hint(int err) {
       return "another process listens there (another meshcutd?): pick another --metrics-addr, or \"off\"";
     case EADDRNOTAVAIL:
       return "no interface of this network namespace has that address: use 127.0.0.1, [::1], 0.0.0.0 or [::]";
-    case EAFNOSUPPORT:
-      return "IPv6 is off on this node: use an IPv4 --metrics-addr such as 127.0.0.1:9464";
-    case EACCES:
-      return "ports below 1024 need CAP_NET_BIND_SERVICE: pick a port above 1023";
-    default:
-      return "pick another --metrics-addr, or \"off\"";
+    case EAFNOSUPPORT: return "IPv6 is off on this node: use an IPv4 --metrics-addr such as 127.0.0.1:9464";
+    case EACCES: return "ports below 1024 need CAP_NET_BIND_SERVICE: pick a port above 1023";
+    default: return "pick another --metrics-addr, or \"off\"";
   }
 }
 

@@ -186,9 +186,7 @@ size_t ResponseParser::feed(const char* data, size_t n) {
         body_bytes_ += static_cast<uint64_t>(end - p);
         p = end;
         break;
-      case Phase::Done:
-        state_ = State::Done;
-        break;
+      case Phase::Done: state_ = State::Done; break;
     }
   }
   return static_cast<size_t>(p - data);

@@ -9,16 +9,11 @@ namespace mcload {
 
 const char* err_name(Err e) {
   switch (e) {
-    case Err::Connect:
-      return "connect";
-    case Err::Reset:
-      return "reset";
-    case Err::Timeout:
-      return "timeout";
-    case Err::Parse:
-      return "parse";
-    case Err::Unsent:
-      return "unsent";
+    case Err::Connect: return "connect";
+    case Err::Reset: return "reset";
+    case Err::Timeout: return "timeout";
+    case Err::Parse: return "parse";
+    case Err::Unsent: return "unsent";
   }
   return "?";
 }

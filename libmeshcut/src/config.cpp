@@ -31,12 +31,9 @@ Result<std::pair<uint32_t, uint32_t>> parse_ipv4_cidr(const std::string& s) {
 
 const char* to_string(SkbVerdict v) {
   switch (v) {
-    case SkbVerdict::automatic:
-      return "auto";
-    case SkbVerdict::on:
-      return "on";
-    case SkbVerdict::off:
-      return "off";
+    case SkbVerdict::automatic: return "auto";
+    case SkbVerdict::on: return "on";
+    case SkbVerdict::off: return "off";
   }
   return "auto";
 }

@@ -14,14 +14,10 @@ std::atomic<int> g_fd{STDERR_FILENO};
 nlohmann::json g_context = nlohmann::json::object();
 const char* name(Level l) {
   switch (l) {
-    case Level::debug:
-      return "debug";
-    case Level::info:
-      return "info";
-    case Level::warn:
-      return "warn";
-    case Level::error:
-      return "error";
+    case Level::debug: return "debug";
+    case Level::info: return "info";
+    case Level::warn: return "warn";
+    case Level::error: return "error";
   }
   return "info";
 }

@@ -265,15 +265,9 @@ Result<LinkInfo> getlink(const std::string& ifname, int ifindex = 0) {
   };
   for (auto* a = IFLA_RTA(ifi); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
     switch (a->rta_type) {
-      case IFLA_LINK:
-        li.peer_ifindex = s32(a);
-        break;
-      case IFLA_LINK_NETNSID:
-        li.link_netnsid = s32(a);
-        break;
-      case IFLA_IFNAME:
-        li.name = str(a);
-        break;
+      case IFLA_LINK: li.peer_ifindex = s32(a); break;
+      case IFLA_LINK_NETNSID: li.link_netnsid = s32(a); break;
+      case IFLA_IFNAME: li.name = str(a); break;
       case IFLA_ADDRESS:
         if (RTA_PAYLOAD(a) == 6) li.mac = fmt_mac(reinterpret_cast<unsigned char*>(RTA_DATA(a)));
         break;
@@ -283,8 +277,7 @@ Result<LinkInfo> getlink(const std::string& ifname, int ifindex = 0) {
           if (b->rta_type == IFLA_INFO_KIND) li.kind = str(b);
         break;
       }
-      default:
-        break;
+      default: break;
     }
   }
   return li;
