@@ -11,6 +11,7 @@
  * receiver drains the redirect queue first. PASS never turns REDIRECT.
  */
 #include "meshcut_kern.h"
+#include "meshcut_obj_maps.h"
 
 /* Decides where one message goes and updates ST; always returns SK_PASS (a
  * redirected message is SK_PASS too: the helper already queued it). */
@@ -81,6 +82,29 @@ static __always_inline int mc_decide(struct sk_msg_md *msg, struct mc_sock_state
 	return SK_PASS;
 }
 
+/* Request accounting (meshcut_obj.h): a measured (active) socket's send is a
+ * request; its peer's send into it is the response. Both find the state in
+ * mc_obj_req under the active socket's key, whatever the decision. */
+static __always_inline void mc_obj_msg(struct bpf_sock *sk, const struct mc_sock_state *st)
+{
+	struct mc_sock_key own;
+	struct mc_obj_sock *o, *r;
+
+	if (st->side == MC_SIDE_ACTIVE) {
+		o = bpf_sk_storage_get(&mc_obj_sk, sk, 0, 0);
+		if (!o || !(o->flags & MC_OBJ_SK_F_IN_REQ))
+			return;
+		own = mc_own_key(st);
+		r = bpf_map_lookup_elem(&mc_obj_req, &own);
+		if (r)
+			mc_obj_on_send(r);
+		return;
+	}
+	r = bpf_map_lookup_elem(&mc_obj_req, &st->peer);
+	if (r)
+		mc_obj_on_recv(r);
+}
+
 SEC("sk_msg")
 int mc_sk_msg(struct sk_msg_md *msg)
 {
@@ -95,6 +119,8 @@ int mc_sk_msg(struct sk_msg_md *msg)
 		mc_count(MC_C_MSG_NO_STATE, 1);
 		return SK_PASS;
 	}
+	if (mc_objectives_on())
+		mc_obj_msg(sk, st);
 	verdict = mc_decide(msg, st);
 	mc_conns_sync(st);
 	return verdict;

@@ -9,6 +9,8 @@
  */
 #include "meshcut_kern.h"
 #include "meshcut_net.h"
+#include "meshcut_obj_maps.h"
+#include <linux/tcp.h>
 
 /* Minimum RTO (µs) for sockets whose peer is on this node (the kernel's is
  * 200 ms); 0 keeps the kernel's. Set by meshcutd before load (--local-rto-min-us). */
@@ -128,7 +130,9 @@ static __always_inline int mc_syn_take(__u32 local_ip, __u16 local_port, __u64 n
 	return mc_syn_count_take(&ip_key);
 }
 
-static __always_inline void mc_established(struct bpf_sock_ops *skops, __u8 side)
+/* Enrols an established socket; 1 if it entered the sockhash (OWN: its key). */
+static __always_inline int mc_established(struct bpf_sock_ops *skops, __u8 side,
+					  struct mc_sock_key *own_out)
 {
 	struct mc_sock_key own = {}, peer = {};
 	struct mc_sock_state *st;
@@ -143,7 +147,7 @@ static __always_inline void mc_established(struct bpf_sock_ops *skops, __u8 side
 	pod = bpf_map_lookup_elem(&mc_pods, &netns);
 	if (!pod) {
 		mc_count(MC_C_SOCK_NOT_ENROLLED, 1);
-		return;
+		return 0;
 	}
 	/* An active socket towards an address that is not local (loopback, a
 	 * pod of this node) has a peer here only if Istio's REDIRECT or a
@@ -158,14 +162,14 @@ static __always_inline void mc_established(struct bpf_sock_ops *skops, __u8 side
 		syn_seen = mc_syn_take(skops->local_ip4, (__u16)skops->local_port, netns);
 	if (skops->family != MC_AF_INET && !(skops->family == MC_AF_INET6 && mc_v4mapped(skops))) {
 		mc_count(MC_C_SOCK_SKIP_FAMILY, 1);
-		return;
+		return 0;
 	}
 	/* Bytes that crossed before establishment (TCP Fast Open) took the normal
 	 * path; redirecting what follows could reorder them. The SYN itself counts
 	 * one in bytes_acked. */
 	if (skops->bytes_received || skops->bytes_acked > 1) {
 		mc_count(MC_C_SOCK_SKIP_EARLY_DATA, 1);
-		return;
+		return 0;
 	}
 	kind = mc_kind_of(side, skops->remote_ip4, pod, &local_peer);
 	if (side == MC_SIDE_ACTIVE && !local_peer) {
@@ -176,7 +180,7 @@ static __always_inline void mc_established(struct bpf_sock_ops *skops, __u8 side
 	}
 	if (kind < 0) {
 		mc_count(MC_C_SOCK_SKIP_REMOTE, 1);
-		return;
+		return 0;
 	}
 	/* A passive socket knows its kind; an active one only guesses it (a
 	 * connect() to another pod's IP may be REDIRECTed to its own sidecar), so
@@ -186,16 +190,16 @@ static __always_inline void mc_established(struct bpf_sock_ops *skops, __u8 side
 			    : kind == MC_KIND_INTRA ? MC_POD_F_INTRA
 						    : MC_POD_F_NODE))) {
 		mc_count(MC_C_SOCK_SKIP_DISABLED, 1);
-		return;
+		return 0;
 	}
 
 	sk = skops->sk;
 	if (!sk)
-		return;
+		return 0;
 	st = bpf_sk_storage_get(&mc_sk_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st) {
 		mc_count(MC_C_SOCK_NO_STORAGE, 1);
-		return;
+		return 0;
 	}
 	mc_sock_keys(&own, &peer, side, skops->local_ip4, skops->remote_ip4, skops->snd_nxt,
 		     skops->rcv_nxt, netns);
@@ -217,8 +221,9 @@ static __always_inline void mc_established(struct bpf_sock_ops *skops, __u8 side
 	if (bpf_sock_hash_update(skops, &mc_sockhash, &own, BPF_NOEXIST)) {
 		st->decision = MC_DECISION_PASS;
 		mc_count(MC_C_SOCK_ADD_FAILED, 1);
-		return;
+		return 0;
 	}
+	*own_out = own;
 	mc_conns_add(&own, st);
 	mc_count(side == MC_SIDE_ACTIVE ? MC_C_SOCK_ADDED_ACTIVE : MC_C_SOCK_ADDED_PASSIVE, 1);
 
@@ -246,17 +251,129 @@ static __always_inline void mc_established(struct bpf_sock_ops *skops, __u8 side
 
 		bpf_map_update_elem(&mc_pair_kind, &peer, &k, BPF_ANY);
 	}
+	return 1;
+}
+
+/*
+ * Request accounting of the sockets connect4 tagged (meshcut_obj.h). A socket
+ * in the sockhash is measured by sk_msg (its sends, and its peer's sends into
+ * it), through its mc_obj_req entry; any other is measured here, from its
+ * segments: a data segment leaving it is a send, one arriving a receive. The
+ * callbacks are switched on for tagged sockets only.
+ */
+static __always_inline void mc_obj_established(struct bpf_sock_ops *skops, int in_map,
+					       struct mc_sock_key *own)
+{
+	struct mc_obj_sock *o;
+	__u32 flags = BPF_SOCK_OPS_STATE_CB_FLAG;
+	struct bpf_sock *sk = skops->sk;
+
+	if (!sk)
+		return;
+	o = bpf_sk_storage_get(&mc_obj_sk, sk, 0, 0);
+	if (!o)
+		return;
+	mc_obj_add(o->row, MC_OF_CONNS);
+	mc_obj_add(o->row2, MC_OF_CONNS);
+	if (in_map) {
+		if (bpf_map_update_elem(&mc_obj_req, own, o, BPF_ANY) == 0)
+			o->flags |= MC_OBJ_SK_F_IN_REQ;
+		else
+			mc_obj_count(MC_OC_REQ_FULL);
+	}
+	if (!(o->flags & MC_OBJ_SK_F_IN_REQ)) {
+		o->flags |= MC_OBJ_SK_F_PKT_CB;
+		flags |=
+			BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG | BPF_SOCK_OPS_WRITE_HDR_OPT_CB_FLAG;
+	}
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | flags);
+}
+
+/* A segment of a tagged normal-path socket: OUT = leaving it. */
+static __always_inline void mc_obj_segment(struct bpf_sock_ops *skops, int out)
+{
+	struct mc_obj_sock *o;
+	__u32 len = skops->skb_len;
+	struct bpf_sock *sk = skops->sk;
+
+	if (!sk)
+		return;
+	o = bpf_sk_storage_get(&mc_obj_sk, sk, 0, 0);
+	if (!o || !(o->flags & MC_OBJ_SK_F_PKT_CB))
+		return;
+	if (out) {
+		/* Before the TCP header is pushed: skb_len is the payload. */
+		if (len)
+			mc_obj_on_send(o);
+		return;
+	}
+	{
+		struct tcphdr *th = (void *)(long)skops->skb_data;
+
+		if ((void *)(th + 1) > (void *)(long)skops->skb_data_end)
+			return;
+		if (len > th->doff * 4u)
+			mc_obj_on_recv(o);
+	}
+}
+
+/* A tagged socket's state changed: its duration when it leaves ESTABLISHED,
+ * and at close an outstanding request counts as unanswered. */
+static __always_inline void mc_obj_state(struct bpf_sock_ops *skops)
+{
+	__u32 old = skops->args[0], new = skops->args[1];
+	struct mc_obj_sock *o, *r = 0;
+	struct mc_sock_state *st;
+	struct mc_sock_key own;
+	struct bpf_sock *sk = skops->sk;
+
+	if (!sk)
+		return;
+	o = bpf_sk_storage_get(&mc_obj_sk, sk, 0, 0);
+	if (!o)
+		return;
+	if (old == BPF_TCP_ESTABLISHED)
+		mc_obj_on_end(o);
+	if (new != BPF_TCP_CLOSE)
+		return;
+	if (o->flags & MC_OBJ_SK_F_IN_REQ) {
+		st = bpf_sk_storage_get(&mc_sk_state, sk, 0, 0);
+		if (st) {
+			own = mc_own_key(st);
+			r = bpf_map_lookup_elem(&mc_obj_req, &own);
+		}
+	}
+	if ((r ? r->state : o->state) == MC_OBJ_ST_WAITING) {
+		mc_obj_add(o->row, MC_OF_UNANSWERED);
+		mc_obj_add(o->row2, MC_OF_UNANSWERED);
+	}
+	if (r)
+		bpf_map_delete_elem(&mc_obj_req, &own);
 }
 
 SEC("sockops")
 int mc_sockops(struct bpf_sock_ops *skops)
 {
+	struct mc_sock_key own = {};
+	int in_map;
+
 	switch (skops->op) {
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
-		mc_established(skops, MC_SIDE_ACTIVE);
+		in_map = mc_established(skops, MC_SIDE_ACTIVE, &own);
+		if (mc_objectives_on())
+			mc_obj_established(skops, in_map, &own);
 		break;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
-		mc_established(skops, MC_SIDE_PASSIVE);
+		mc_established(skops, MC_SIDE_PASSIVE, &own);
+		break;
+	case BPF_SOCK_OPS_HDR_OPT_LEN_CB:
+		mc_obj_segment(skops, 1);
+		break;
+	case BPF_SOCK_OPS_PARSE_HDR_OPT_CB:
+		mc_obj_segment(skops, 0);
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		mc_obj_state(skops);
 		break;
 	case BPF_SOCK_OPS_RWND_INIT:
 		/* Called for the request socket of a SYN a listener answers and

@@ -15,6 +15,7 @@
 #include <memory>
 #include <vector>
 
+#include "mc_connect4.skel.h"
 #include "mc_sk_msg.skel.h"
 #include "mc_sk_skb.skel.h"
 #include "mc_sockops.skel.h"
@@ -32,6 +33,7 @@
 #include "meshcut/tc.h"
 
 MESHCUT_SKEL(mc_sockops);
+MESHCUT_SKEL(mc_connect4);
 MESHCUT_SKEL(mc_sk_msg);
 MESHCUT_SKEL(mc_sk_skb);
 MESHCUT_SKEL(mc_tc_veth);
@@ -175,14 +177,16 @@ Status check_layout_version(const PinLayout& layout) {
   return ok_status();
 }
 
-// sockops -> cgroup through a pinned bpf_link. An existing link on the same
-// cgroup gets the new program atomically (bpf_link_update): no moment without it.
-Result<bool> attach_sockops(int prog_fd, const std::string& cgroup, const PinLayout& layout) {
+// A cgroup program (sockops, connect4) -> cgroup through a pinned bpf_link. An
+// existing link on the same cgroup gets the new program atomically
+// (bpf_link_update): no moment without it.
+Result<bool> attach_cgroup(int prog_fd, const std::string& cgroup, const PinLayout& layout, bpf_attach_type type,
+                           const char* link_name, const char* what) {
   Fd cg(::open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!cg.valid()) return make_error("couldn't open cgroup '" + cgroup + "'", errno, "check --cgroup");
   auto want_id = sys::cgroup_id(cgroup);
   if (!want_id) return want_id.error();
-  std::string pin = layout.link(MC_LINK_SOCKOPS);
+  std::string pin = layout.link(link_name);
   int old = bpf_obj_get(pin.c_str());
   if (old >= 0) {
     Fd oldfd(old);
@@ -191,23 +195,27 @@ Result<bool> attach_sockops(int prog_fd, const std::string& cgroup, const PinLay
     if (bpf_obj_get_info_by_fd(old, &info, &len) == 0 && info.type == BPF_LINK_TYPE_CGROUP &&
         info.cgroup.cgroup_id == *want_id) {
       if (bpf_link_update(old, prog_fd, nullptr) != 0)
-        return make_error("couldn't update the sockops link on cgroup '" + cgroup + "'", errno);
+        return make_error(std::string("couldn't update the ") + what + " link on cgroup '" + cgroup + "'", errno);
       return true;
     }
     // Other cgroup (config changed) or a defunct link: replace it after the new one is in.
-    Fd nl(bpf_link_create(prog_fd, cg.get(), BPF_CGROUP_SOCK_OPS, nullptr));
-    if (!nl.valid()) return make_error("couldn't attach sockops to cgroup '" + cgroup + "'", errno);
+    Fd nl(bpf_link_create(prog_fd, cg.get(), type, nullptr));
+    if (!nl.valid()) return make_error(std::string("couldn't attach ") + what + " to cgroup '" + cgroup + "'", errno);
     bpf_link_detach(old);
     ::unlink(pin.c_str());
     if (bpf_obj_pin(nl.get(), pin.c_str()) != 0) return make_error("couldn't pin link at '" + pin + "'", errno);
     return false;
   }
-  Fd nl(bpf_link_create(prog_fd, cg.get(), BPF_CGROUP_SOCK_OPS, nullptr));
+  Fd nl(bpf_link_create(prog_fd, cg.get(), type, nullptr));
   if (!nl.valid())
-    return make_error("couldn't attach sockops to cgroup '" + cgroup + "'", errno,
+    return make_error(std::string("couldn't attach ") + what + " to cgroup '" + cgroup + "'", errno,
                       "run as root; the path must be a cgroup v2 directory");
   if (bpf_obj_pin(nl.get(), pin.c_str()) != 0) return make_error("couldn't pin link at '" + pin + "'", errno);
   return false;
+}
+
+Result<bool> attach_sockops(int prog_fd, const std::string& cgroup, const PinLayout& layout) {
+  return attach_cgroup(prog_fd, cgroup, layout, BPF_CGROUP_SOCK_OPS, MC_LINK_SOCKOPS, "sockops");
 }
 
 std::vector<uint32_t> query_progs(int map_fd, bpf_attach_type type) {
@@ -255,19 +263,22 @@ Result<AttachResult> attach_all(const DaemonConfig& cfg, const std::string& cgro
   auto so = open_skel<mc_sockops>();
   auto sm = open_skel<mc_sk_msg>();
   auto sb = open_skel<mc_sk_skb>();
-  if (!so || !sm || !sb) return make_error("couldn't open the BPF skeletons", errno);
+  auto c4 = open_skel<mc_connect4>();
+  if (!so || !sm || !sb || !c4) return make_error("couldn't open the BPF skeletons", errno);
   so->rodata->mc_local_rto_min_us = static_cast<int>(cfg.local_rto_min_us);
-  for (bpf_object* o : {so->obj, sm->obj, sb->obj})
+  for (bpf_object* o : {so->obj, sm->obj, sb->obj, c4->obj})
     if (auto st = set_pin_paths(o, layout, res.max_sockets); !st) return st.error();
   if (int err = mc_sockops__load(so.get())) return load_error("sockops", -err, layout);
   if (int err = mc_sk_msg__load(sm.get())) return load_error("sk_msg", -err, layout);
   if (int err = mc_sk_skb__load(sb.get())) return load_error("sk_skb", -err, layout);
+  if (int err = mc_connect4__load(c4.get())) return load_error("connect4", -err, layout);
   auto tc = load_tc(layout, res.max_sockets);
   if (!tc) return tc.error();
   res.ct_kfuncs = tc->ct;
 
   if (auto st = pin_prog(so->progs.mc_sockops, layout.prog(MC_PROG_SOCKOPS)); !st) return st.error();
   if (auto st = pin_prog(sm->progs.mc_sk_msg, layout.prog(MC_PROG_SK_MSG)); !st) return st.error();
+  if (auto st = pin_prog(c4->progs.mc_connect4, layout.prog(MC_PROG_CONNECT4)); !st) return st.error();
   // The CNI plugin attaches this one to each pod's host veth (it loads no BPF).
   if (auto st = pin_prog(tc->veth, layout.prog(MC_PROG_TC_VETH)); !st) return st.error();
   if (auto st = pin_prog(tc->overlay, layout.prog(MC_PROG_TC_OVERLAY)); !st) return st.error();
@@ -292,6 +303,12 @@ Result<AttachResult> attach_all(const DaemonConfig& cfg, const std::string& cgro
   auto updated = attach_sockops(bpf_program__fd(so->progs.mc_sockops), cgroup, layout);
   if (!updated) return updated.error();
   res.link_updated = *updated;
+  // The objectives actuators: they act only on managed services (none until
+  // a service file names some, MC_CFG_F_OBJECTIVES), so always attached.
+  if (auto c = attach_cgroup(bpf_program__fd(c4->progs.mc_connect4), cgroup, layout, BPF_CGROUP_INET4_CONNECT,
+                             MC_LINK_CONNECT4, "connect4");
+      !c)
+    return c.error();
 
   auto maps = PinnedMaps::open(layout);
   if (!maps) return maps.error();
@@ -366,6 +383,13 @@ Status detach_all(const PinLayout& layout) {
     }
     ::close(lfd);
   }
+  // connect4 (the objectives actuators): connects go unchanged from here on.
+  if (int lfd = bpf_obj_get(layout.link(MC_LINK_CONNECT4).c_str()); lfd >= 0) {
+    if (bpf_link_detach(lfd) != 0 && errno != ENOLINK)
+      log::warn("couldn't detach the connect4 cgroup link", {{"errno", errno}});
+    ::close(lfd);
+  }
+  ::unlink(layout.link(MC_LINK_CONNECT4).c_str());
   // 3. The map's programs. Sockets already in it keep theirs (and their
   //    queued bytes) until they close; deleting them would drop queued data.
   if (int mfd = bpf_obj_get(layout.map(MC_MAP_SOCKHASH).c_str()); mfd >= 0) {
@@ -375,7 +399,8 @@ Status detach_all(const PinLayout& layout) {
   }
   // 4. Every pin, then the directories.
   for (const auto& n : PinLayout::map_names()) ::unlink(layout.map(n).c_str());
-  for (const char* n : {MC_PROG_SOCKOPS, MC_PROG_SK_MSG, MC_PROG_SK_SKB, MC_PROG_TC_VETH, MC_PROG_TC_OVERLAY})
+  for (const char* n :
+       {MC_PROG_SOCKOPS, MC_PROG_SK_MSG, MC_PROG_SK_SKB, MC_PROG_TC_VETH, MC_PROG_TC_OVERLAY, MC_PROG_CONNECT4})
     ::unlink(layout.prog(n).c_str());
   ::unlink(link.c_str());
   for (const auto& d : {layout.maps_dir(), layout.progs_dir(), layout.links_dir(), layout.root})

@@ -15,7 +15,7 @@
 #define MESHCUT_KERN_USER_H
 
 /* Bump on any change to a struct, a map definition or a pin name below. */
-#define MC_LAYOUT_VERSION 2
+#define MC_LAYOUT_VERSION 3	  /* 3: the objectives maps (meshcut_obj.h) */
 #define MC_META_MAGIC 0x4d435554u /* "MCUT" */
 
 /* Pin layout under the pin root (default /sys/fs/bpf/meshcut). Names <= 15 chars. */
@@ -199,6 +199,9 @@ struct mc_cni_pod {
  * hardened builds). Off otherwise: it costs a hash update per connection and
  * a lookup per send. */
 #define MC_CFG_F_CONNS_TABLE 0x2u
+/* Managed services exist (meshcut_obj.h): sockops and sk_msg measure the
+ * sockets connect4 tagged. Off: they skip that work entirely. */
+#define MC_CFG_F_OBJECTIVES 0x4u
 struct mc_config {
 	__u32 enabled;	       /* 0: every new decision is PASS and REDIRECT turns PASS */
 	__u32 flags;	       /* MC_CFG_F_* */

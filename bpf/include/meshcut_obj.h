@@ -19,9 +19,9 @@
  *   sockops / sk_msg: per-request telemetry of the sockets connect4 tagged.
  *
  * Actions are double-buffered: mc_obj_actions holds two halves; user space
- * writes a whole action into the half that is not active, then writes
- * mc_obj_ctl (one word, `active`, names the half; `generation` the action's
- * number). A connect reads ctl, reads its slot, then reads ctl again and uses
+ * writes a whole action (every slot of the half) into the half that is not
+ * active, then flips mc_obj_ctl's one word (the action's generation and its
+ * half). A connect reads ctl, reads its slot, then reads ctl again and uses
  * the slot only if its generation equals both reads (a seqlock: user space
  * never writes the active half, so a slot being written has another
  * generation). Anything missing or stale: the connect proceeds unchanged
@@ -46,9 +46,9 @@
 #define MC_OBJ_MAX_SERVICES 64
 #define MC_OBJ_MAX_BACKENDS 8 /* per service */
 #define MC_OBJ_MAX_CLASSES 4
-#define MC_OBJ_MAX_VIPS 256   /* ClusterIP:port entries (mc_obj_vips) */
-#define MC_OBJ_MAX_EPS 1024   /* endpoint entries (mc_obj_eps) */
-#define MC_OBJ_MAX_REQ 65536  /* shortcut sockets being measured (mc_obj_req) */
+#define MC_OBJ_MAX_VIPS 256  /* ClusterIP:port entries (mc_obj_vips) */
+#define MC_OBJ_MAX_EPS 1024  /* endpoint entries (mc_obj_eps) */
+#define MC_OBJ_MAX_REQ 65536 /* shortcut sockets being measured (mc_obj_req) */
 #define MC_OBJ_SIDECAR_UID 1337u
 /* Weights are parts per million; a slot's cumulative weights end at this. */
 #define MC_OBJ_WEIGHT_SCALE 1000000u
@@ -74,19 +74,24 @@ struct mc_obj_ep {
 
 /* mc_obj_pod: netns cookie -> the caller pod's class and flags (meshcutd
  * writes it from the service file's class rules and the CNI records). */
-#define MC_OBJ_POD_F_SIDECAR 0x1u /* the pod runs a sidecar (uid 1337 owns its upstream connects) */
+#define MC_OBJ_POD_F_SIDECAR                                                 \
+	0x1u /* the pod runs a sidecar (uid 1337 owns its upstream connects) \
+	      */
 struct mc_obj_pod {
 	__u32 cls;
 	__u32 flags;
 };
 
-/* mc_obj_ctl: array, one entry. */
+/* mc_obj_ctl: array, one entry, mmapable: user space flips `word` with one
+ * atomic 8-byte store. word = generation << 1 | half; 0: no action (no control). */
 struct mc_obj_ctl {
-	__u32 active;	  /* 0 or 1: the half of mc_obj_actions in force; ignored while generation is 0 */
-	__u32 pad;
-	__u64 generation; /* of the action in the active half; 0: no action (no control) */
-	__u64 expires_ns; /* bpf_ktime_get_ns after which the action is void (TTL) */
+	__u64 word;
+	__u64 pad;
 };
+static inline __u64 mc_obj_ctl_word(__u64 generation, __u32 half)
+{
+	return generation << 1 | (half & 1);
+}
 
 /* One (service, class) slot of an action. mc_obj_actions is an array indexed
  * by mc_obj_action_index(half, svc, cls). */
@@ -94,6 +99,7 @@ struct mc_obj_ctl {
 #define MC_OBJ_ACT_F_ADMIT 0x2u /* token bucket at rate_milli/burst */
 struct mc_obj_action {
 	__u64 generation; /* the action this slot belongs to */
+	__u64 expires_ns; /* bpf_ktime_get_ns after which the action is void (its TTL) */
 	__u32 flags;	  /* MC_OBJ_ACT_F_* */
 	__u32 n_backends; /* be[0..n) with cum[] ascending, cum[n-1] == MC_OBJ_WEIGHT_SCALE */
 	struct mc_obj_addr be[MC_OBJ_MAX_BACKENDS];
@@ -129,12 +135,28 @@ static inline __u32 mc_obj_log2(__u64 v) /* floor(log2(v)), v > 0; no clz in BPF
 {
 	__u32 r = 0;
 
-	if (v >> 32) { v >>= 32; r += 32; }
-	if (v >> 16) { v >>= 16; r += 16; }
-	if (v >> 8) { v >>= 8; r += 8; }
-	if (v >> 4) { v >>= 4; r += 4; }
-	if (v >> 2) { v >>= 2; r += 2; }
-	if (v >> 1) r += 1;
+	if (v >> 32) {
+		v >>= 32;
+		r += 32;
+	}
+	if (v >> 16) {
+		v >>= 16;
+		r += 16;
+	}
+	if (v >> 8) {
+		v >>= 8;
+		r += 8;
+	}
+	if (v >> 4) {
+		v >>= 4;
+		r += 4;
+	}
+	if (v >> 2) {
+		v >>= 2;
+		r += 2;
+	}
+	if (v >> 1)
+		r += 1;
 	return r;
 }
 
@@ -169,14 +191,14 @@ static inline __u64 mc_obj_hist_lower_ns(__u32 b)
  * only grow (user space takes differences per window); updated with atomic
  * adds (one array shared by all CPUs). */
 struct mc_obj_stat {
-	__u64 offered;	 /* connects to the ClusterIP (ALL row) / routed to the backend */
-	__u64 admitted;	 /* connects the token bucket let through (ALL row) */
-	__u64 blocked;	 /* connects refused (ECONNREFUSED) */
-	__u64 conns;	 /* connections established and measured */
-	__u64 requests;	 /* requests sent (a send on an idle connection) */
-	__u64 completed; /* requests answered (first response byte) */
-	__u64 unanswered; /* connections closed while a request was outstanding */
-	__u64 req_sum_ns; /* sum of request latencies */
+	__u64 offered;	   /* connects to the ClusterIP (ALL row) / routed to the backend */
+	__u64 admitted;	   /* connects the token bucket let through (ALL row) */
+	__u64 blocked;	   /* connects refused (ECONNREFUSED) */
+	__u64 conns;	   /* connections established and measured */
+	__u64 requests;	   /* requests sent (a send on an idle connection) */
+	__u64 completed;   /* requests answered (first response byte) */
+	__u64 unanswered;  /* connections closed while a request was outstanding */
+	__u64 req_sum_ns;  /* sum of request latencies */
 	__u64 conn_sum_ns; /* sum of connection durations (connect -> end) */
 	__u64 conn_done;   /* connections whose duration was measured */
 	__u32 req_hist[MC_OBJ_HIST_BUCKETS];  /* first request byte sent -> first response byte */
@@ -205,29 +227,34 @@ static inline __u32 mc_obj_action_index(__u32 half, __u32 svc, __u32 cls)
 #define MC_OBJ_ST_IDLE 0u
 #define MC_OBJ_ST_WAITING 1u /* a request sent, no response byte yet */
 struct mc_obj_sock {
-	__u32 row;	/* mc_obj_stat_index of the socket's (service, backend, class) */
-	__u32 row_all;	/* the ALL row too when role is E2E and the backend is known, else == row */
-	__u32 role;	/* MC_OBJ_ROLE_* */
-	__u32 state;	/* MC_OBJ_ST_* */
+	__u32 row;   /* mc_obj_stat_index of the socket's (service, backend, class) */
+	__u32 row2;  /* a second row (the backend's, for a routed E2E socket), or MC_OBJ_STAT_ROWS:
+			none */
+	__u32 role;  /* MC_OBJ_ROLE_* */
+	__u32 state; /* MC_OBJ_ST_* */
 	__u64 connect_ns; /* bpf_ktime_get_ns at connect() */
 	__u64 req_ns;	  /* start of the outstanding request */
-	__u32 ended;	  /* connection duration recorded */
+	__u32 flags;	  /* MC_OBJ_SK_F_* */
 	__u32 pad;
 };
+#define MC_OBJ_SK_F_ENDED 0x1u	/* connection duration recorded */
+#define MC_OBJ_SK_F_IN_REQ 0x2u /* a shortcut socket: its request state is its mc_obj_req entry */
+#define MC_OBJ_SK_F_PKT_CB 0x4u /* normal path: sockops sees its segments */
 
 /* mc_obj_counters: array of __u64 (atomic adds) indexed by enum mc_obj_counter. */
 enum mc_obj_counter {
-	MC_OC_CONNECT_SEEN = 0,	 /* connects to a managed address */
-	MC_OC_ROUTED,		 /* destinations rewritten */
-	MC_OC_ROUTE_SAME,	 /* drawn backend was the one asked for */
+	MC_OC_CONNECT_SEEN = 0, /* connects to a managed address */
+	MC_OC_ROUTED,		/* destinations rewritten */
+	MC_OC_ROUTE_SAME,	/* drawn backend was the one asked for */
 	MC_OC_ADMITTED,
 	MC_OC_BLOCKED,
-	MC_OC_NO_ACTION,	 /* managed connect, no action in force: fail-open */
-	MC_OC_TTL_EXPIRED,	 /* action older than its TTL: fail-open */
-	MC_OC_SLOT_EMPTY,	 /* action without a slot for (service, class) */
-	MC_OC_TORN,		 /* action changed while read: fail-open */
+	MC_OC_NO_ACTION,   /* managed connect, no action in force: fail-open */
+	MC_OC_TTL_EXPIRED, /* action older than its TTL: fail-open */
+	MC_OC_SLOT_EMPTY,  /* action without a slot for (service, class) */
+	MC_OC_TORN,	   /* action changed while read: fail-open */
 	MC_OC_NO_BUCKET,
-	MC_OC_APP_IN_MESHED_POD, /* an app's connect to an endpoint in a sidecar pod: never routed */
+	MC_OC_APP_IN_MESHED_POD, /* an app's connect to an endpoint in a sidecar pod: never routed
+				  */
 	MC_OC_TAG_FAILED,	 /* socket storage for telemetry could not be made */
 	MC_OC_REQ_FULL,		 /* mc_obj_req full: a shortcut socket not measured */
 	MC_OC__N,

@@ -14,10 +14,12 @@
 namespace meshcut {
 
 const std::vector<std::string>& PinLayout::map_names() {
-  static const std::vector<std::string> names = {MC_MAP_SOCKHASH, MC_MAP_SK_STATE,   MC_MAP_CONNS,     MC_MAP_PODS,
-                                                 MC_MAP_POD_IPS,  MC_MAP_PAIR_KIND,  MC_MAP_SYN_SEEN,  MC_MAP_CNI_PODS,
-                                                 MC_MAP_FLOWS,    MC_MAP_FLOW_OWNER, MC_MAP_CNI_STATS, MC_MAP_COUNTERS,
-                                                 MC_MAP_CONFIG,   MC_MAP_META};
+  static const std::vector<std::string> names = {
+      MC_MAP_SOCKHASH, MC_MAP_SK_STATE, MC_MAP_CONNS, MC_MAP_PODS, MC_MAP_POD_IPS, MC_MAP_PAIR_KIND, MC_MAP_SYN_SEEN,
+      MC_MAP_CNI_PODS, MC_MAP_FLOWS, MC_MAP_FLOW_OWNER, MC_MAP_CNI_STATS, MC_MAP_COUNTERS, MC_MAP_CONFIG, MC_MAP_META,
+      // objectives (meshcut_obj.h)
+      MC_MAP_OBJ_VIPS, MC_MAP_OBJ_EPS, MC_MAP_OBJ_POD, MC_MAP_OBJ_CTL, MC_MAP_OBJ_ACTIONS, MC_MAP_OBJ_BUCKETS,
+      MC_MAP_OBJ_STATS, MC_MAP_OBJ_SK, MC_MAP_OBJ_REQ, MC_MAP_OBJ_COUNTERS};
   return names;
 }
 

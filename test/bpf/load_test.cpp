@@ -22,6 +22,7 @@
 #include "mc_tc_veth.skel.h"
 #include "mc_tc_veth_noct.skel.h"
 #include "mc_tc_overlay_noct.skel.h"
+#include "mc_connect4.skel.h"
 #include "mc_conns_iter.skel.h"
 #include "mc_latency.skel.h"
 #include "meshcut/skel.h"
@@ -37,6 +38,7 @@ MESHCUT_SKEL(mc_tc_veth_noct);
 MESHCUT_SKEL(mc_tc_overlay_noct);
 MESHCUT_SKEL(mc_conns_iter);
 MESHCUT_SKEL(mc_latency);
+MESHCUT_SKEL(mc_connect4);
 
 namespace {
 
@@ -87,6 +89,7 @@ TEST_CASE("tc builds without conntrack kfuncs load and verify", "[bpf]") {
   load_ok<mc_tc_veth_noct>("tc_veth_noct");
   load_ok<mc_tc_overlay_noct>("tc_overlay_noct");
 }
+TEST_CASE("objectives connect4 (routing, admission) loads and verifies", "[bpf]") { load_ok<mc_connect4>("connect4"); }
 TEST_CASE("feature probe loads and verifies", "[bpf]") { load_ok<mc_probe>("probe"); }
 TEST_CASE("conns iterator verifies where the kernel takes iterators", "[bpf]") {
   load_ok_or_refused<mc_conns_iter>("conns_iter");

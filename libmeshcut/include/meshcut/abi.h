@@ -14,7 +14,10 @@
 #include <type_traits>
 
 extern "C" {
+#include <linux/bpf.h>  // struct bpf_spin_lock (mc_obj_bucket)
+
 #include "meshcut_kern_user.h"
+#include "meshcut_obj.h"
 }
 
 namespace meshcut {
@@ -30,6 +33,12 @@ static_assert(sizeof(mc_flow_key) == 12 && std::has_unique_object_representation
 static_assert(sizeof(mc_meta) == 32);
 static_assert(sizeof(mc_cni_key) == 88 && std::has_unique_object_representations_v<mc_cni_key>);
 static_assert(sizeof(mc_cni_pod) == 432);
+static_assert(sizeof(mc_obj_addr) == 8 && std::has_unique_object_representations_v<mc_obj_addr>);
+static_assert(sizeof(mc_obj_ctl) == 16);
+static_assert(sizeof(mc_obj_action) == 168);
+static_assert(sizeof(mc_obj_bucket) == 32);
+static_assert(sizeof(mc_obj_stat) == 80 + 2 * 4 * MC_OBJ_HIST_BUCKETS);
+static_assert(sizeof(mc_obj_sock) == 40);
 // Keys of the plain maps.
 static_assert(std::has_unique_object_representations_v<__u64> && std::has_unique_object_representations_v<__u32>);
 
@@ -102,12 +111,34 @@ constexpr uint32_t abi_fingerprint_of_contract() {
   h = MC_ABI_STRUCT(h, mc_meta, MC_ABI_F(mc_meta, magic), MC_ABI_F(mc_meta, layout_version),
                     MC_ABI_F(mc_meta, features), MC_ABI_F(mc_meta, daemon_pid), MC_ABI_F(mc_meta, started_ns),
                     MC_ABI_F(mc_meta, max_sockets), MC_ABI_F(mc_meta, abi_fingerprint));
+  h = MC_ABI_STRUCT(h, mc_obj_addr, MC_ABI_F(mc_obj_addr, ip), MC_ABI_F(mc_obj_addr, port), MC_ABI_F(mc_obj_addr, pad));
+  h = MC_ABI_STRUCT(h, mc_obj_vip, MC_ABI_F(mc_obj_vip, svc), MC_ABI_F(mc_obj_vip, pad));
+  h = MC_ABI_STRUCT(h, mc_obj_ep, MC_ABI_F(mc_obj_ep, svc), MC_ABI_F(mc_obj_ep, backend));
+  h = MC_ABI_STRUCT(h, mc_obj_pod, MC_ABI_F(mc_obj_pod, cls), MC_ABI_F(mc_obj_pod, flags));
+  h = MC_ABI_STRUCT(h, mc_obj_ctl, MC_ABI_F(mc_obj_ctl, word), MC_ABI_F(mc_obj_ctl, pad));
+  h = MC_ABI_STRUCT(h, mc_obj_action, MC_ABI_F(mc_obj_action, generation), MC_ABI_F(mc_obj_action, expires_ns),
+                    MC_ABI_F(mc_obj_action, flags), MC_ABI_F(mc_obj_action, n_backends), MC_ABI_F(mc_obj_action, be),
+                    MC_ABI_F(mc_obj_action, be_index), MC_ABI_F(mc_obj_action, cum),
+                    MC_ABI_F(mc_obj_action, rate_milli), MC_ABI_F(mc_obj_action, burst));
+  h = MC_ABI_STRUCT(h, mc_obj_bucket, MC_ABI_F(mc_obj_bucket, lock), MC_ABI_F(mc_obj_bucket, pad),
+                    MC_ABI_F(mc_obj_bucket, tokens_nano), MC_ABI_F(mc_obj_bucket, last_ns),
+                    MC_ABI_F(mc_obj_bucket, generation));
+  h = MC_ABI_STRUCT(
+      h, mc_obj_stat, MC_ABI_F(mc_obj_stat, offered), MC_ABI_F(mc_obj_stat, admitted), MC_ABI_F(mc_obj_stat, blocked),
+      MC_ABI_F(mc_obj_stat, conns), MC_ABI_F(mc_obj_stat, requests), MC_ABI_F(mc_obj_stat, completed),
+      MC_ABI_F(mc_obj_stat, unanswered), MC_ABI_F(mc_obj_stat, req_sum_ns), MC_ABI_F(mc_obj_stat, conn_sum_ns),
+      MC_ABI_F(mc_obj_stat, conn_done), MC_ABI_F(mc_obj_stat, req_hist), MC_ABI_F(mc_obj_stat, conn_hist));
+  h = MC_ABI_STRUCT(h, mc_obj_sock, MC_ABI_F(mc_obj_sock, row), MC_ABI_F(mc_obj_sock, row2),
+                    MC_ABI_F(mc_obj_sock, role), MC_ABI_F(mc_obj_sock, state), MC_ABI_F(mc_obj_sock, connect_ns),
+                    MC_ABI_F(mc_obj_sock, req_ns), MC_ABI_F(mc_obj_sock, flags), MC_ABI_F(mc_obj_sock, pad));
   // The named sizes of the pinned maps (and of the arrays in the records).
   // mc_sockhash/mc_conns take --max-sockets at load; libbpf's own reuse check
   // compares max_entries of every map as well.
   for (uint32_t v :
        {uint32_t{MC_C_MAX}, uint32_t{MC_MAX_PODS}, uint32_t{MC_POD_MAX_IPS}, uint32_t{MC_S__N}, uint32_t{MC_CNI_ID_LEN},
-        uint32_t{MC_CNI_IFNAME_LEN}, uint32_t{MC_MAX_PAIR_KINDS}, uint32_t{MC_MAX_FLOWS}})
+        uint32_t{MC_CNI_IFNAME_LEN}, uint32_t{MC_MAX_PAIR_KINDS}, uint32_t{MC_MAX_FLOWS}, uint32_t{MC_OBJ_MAX_SERVICES},
+        uint32_t{MC_OBJ_MAX_BACKENDS}, uint32_t{MC_OBJ_MAX_CLASSES}, uint32_t{MC_OBJ_MAX_VIPS},
+        uint32_t{MC_OBJ_MAX_EPS}, uint32_t{MC_OBJ_MAX_REQ}, uint32_t{MC_OBJ_HIST_BUCKETS}, uint32_t{MC_OC_MAX}})
     h = abi_mix(h, v);
   return h ? h : 1u;  // 0 means "no fingerprint" in mc_meta
 }
