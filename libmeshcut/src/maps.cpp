@@ -130,53 +130,8 @@ Result<bool> PinnedMaps::del_pod(uint64_t cookie) const {
   return true;
 }
 
-namespace {
-
-// Every (key, value) of a hash map; an entry deleted during the walk is skipped.
-template <typename K, typename V>
-std::vector<std::pair<K, V>> walk(int map_fd) {
-  std::vector<std::pair<K, V>> out;
-  // Hash maps read in batches (BPF_MAP_LOOKUP_BATCH, 5.6+): two syscalls per
-  // 4096 entries instead of two per entry, which at 200,000 sockets is most of
-  // what `conns` and `pods` take. Other maps, or a refusal: key by key.
-  {
-    constexpr uint32_t kBatch = 4096;
-    std::vector<K> keys(kBatch);
-    std::vector<V> vals(kBatch);
-    uint64_t token_in = 0, token_out = 0;  // the kernel's batch cursor (a bucket index)
-    bool first = true, done = false;
-    while (!done) {
-      uint32_t n = kBatch;
-      int rc =
-          bpf_map_lookup_batch(map_fd, first ? nullptr : &token_in, &token_out, keys.data(), vals.data(), &n, nullptr);
-      int err = rc ? errno : 0;
-      if (rc && err != ENOENT) {
-        if (first) break;  // not supported here: walk key by key below
-        out.clear();       // refused midway: start over key by key
-        break;
-      }
-      for (uint32_t i = 0; i < n; ++i) out.emplace_back(keys[i], vals[i]);
-      done = err == ENOENT;
-      first = false;
-      token_in = token_out;
-    }
-    if (done) return out;
-  }
-  K key{}, next{};
-  const void* prev = nullptr;
-  while (bpf_map_get_next_key(map_fd, prev, &next) == 0) {
-    V v{};
-    if (bpf_map_lookup_elem(map_fd, &next, &v) == 0) out.emplace_back(next, v);
-    key = next;
-    prev = &key;
-  }
-  return out;
-}
-
-}  // namespace
-
 Result<std::vector<std::pair<uint64_t, mc_pod>>> PinnedMaps::pods() const {
-  return walk<uint64_t, mc_pod>(fd(MC_MAP_PODS));
+  return walk_hash<uint64_t, mc_pod>(fd(MC_MAP_PODS));
 }
 
 // A closed socket leaves the sockhash at once (the kernel unlinks it), its
@@ -188,7 +143,7 @@ bool PinnedMaps::in_sockhash(const mc_sock_key& k) const {
 
 Result<std::vector<mc_sock_state>> PinnedMaps::conns() const {
   std::vector<mc_sock_state> out;
-  for (const auto& [k, st] : walk<mc_sock_key, mc_sock_state>(fd(MC_MAP_CONNS)))
+  for (const auto& [k, st] : walk_hash<mc_sock_key, mc_sock_state>(fd(MC_MAP_CONNS)))
     if (in_sockhash(k)) out.push_back(st);
   return out;
 }
@@ -196,7 +151,7 @@ Result<std::vector<mc_sock_state>> PinnedMaps::conns() const {
 Result<uint64_t> PinnedMaps::sweep_conns() const {
   int f = fd(MC_MAP_CONNS);
   uint64_t removed = 0;
-  for (const auto& [k, st] : walk<mc_sock_key, mc_sock_state>(f)) {
+  for (const auto& [k, st] : walk_hash<mc_sock_key, mc_sock_state>(f)) {
     if (in_sockhash(k)) continue;
     if (bpf_map_delete_elem(f, &k) == 0)
       ++removed;
