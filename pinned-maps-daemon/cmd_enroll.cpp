@@ -13,6 +13,7 @@
 #include "meshcut/maps.h"
 #include "meshcut/pins.h"
 #include "meshcut/sys.h"
+#include "obj_maps.h"
 
 namespace meshcut::daemon {
 
@@ -28,7 +29,7 @@ Result<uint32_t> parse_ipv4(const std::string& s) {
 }  // namespace
 
 int cmd_enroll(const std::string& pin_root, const std::string& netns, const std::vector<std::string>& ips, bool intra,
-               bool node) {
+               bool node, const EnrollObj& obj) {
   auto cookie = sys::netns_cookie(netns);
   if (!cookie) return fail(cookie.error());
   mc_pod pod{};
@@ -51,6 +52,10 @@ int cmd_enroll(const std::string& pin_root, const std::string& netns, const std:
   if (!locked) return fail(locked.error());
   const PinnedMaps& maps = locked->maps;
   if (auto st = maps.put_pod(*cookie, pod); !st) return fail(st.error());
+  mc_obj_pod op{};
+  op.cls = obj.class_id;
+  op.flags = obj.sidecar.value_or(intra) ? MC_OBJ_POD_F_SIDECAR : 0;
+  if (auto st = obj::ObjMaps(maps).put_pod(*cookie, op); !st) return fail(st.error());
   std::printf("enrolled netns %s (cookie %llu) with %zu IPv4 address(es)\n", netns.c_str(),
               static_cast<unsigned long long>(*cookie), addrs.size());
   return 0;
@@ -70,6 +75,7 @@ int cmd_unenroll(const std::string& pin_root, const std::optional<std::string>& 
   const PinnedMaps& maps = locked->maps;
   auto r = maps.del_pod(cookie);
   if (!r) return fail(r.error());
+  if (auto st = obj::ObjMaps(maps).del_pod(cookie); !st) return fail(st.error());
   std::printf("%s netns cookie %llu\n", *r ? "unenrolled" : "not enrolled:", static_cast<unsigned long long>(cookie));
   return 0;
 }

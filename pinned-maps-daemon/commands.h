@@ -25,8 +25,13 @@ int cmd_detach(const std::string& pin_root);
 
 // `enroll` / `unenroll` (cmd_enroll.cpp). IPS: the pod's IPv4 addresses, empty
 // for those configured in NETNS.
+// EnrollObj: the pod's objectives record (mc_obj_pod) as enroll writes it.
+struct EnrollObj {
+  uint32_t class_id = 0;
+  std::optional<bool> sidecar;  // unset: the pod has one if it takes the app<->sidecar shortcut
+};
 int cmd_enroll(const std::string& pin_root, const std::string& netns, const std::vector<std::string>& ips, bool intra,
-               bool node);
+               bool node, const EnrollObj& obj = {});
 // By NETNS path or, when the netns is gone, by COOKIE; one of them is needed.
 int cmd_unenroll(const std::string& pin_root, const std::optional<std::string>& netns, std::optional<uint64_t> cookie);
 

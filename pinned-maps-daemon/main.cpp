@@ -82,6 +82,12 @@ int main(int argc, char** argv) {
   enroll->add_option("--pod-ip", pod_ips, "pod IPv4 address(es); default: those configured in the netns");
   enroll->add_flag("--no-intra-pod", no_intra, "no app<->sidecar shortcut for this pod");
   enroll->add_flag("--no-same-node", no_node, "no pod<->pod shortcut for this pod");
+  EnrollObj eobj;
+  enroll->add_option("--class-id", eobj.class_id, "objectives: the pod's caller class (0-3; 0: default)")
+      ->check(CLI::Range(0, MC_OBJ_MAX_CLASSES - 1));
+  enroll->add_flag("--sidecar,!--no-sidecar", eobj.sidecar,
+                   "objectives: the pod runs a sidecar (uid 1337 owns its upstream connects; default: unless "
+                   "--no-intra-pod)");
 
   auto* unenroll = app.add_subcommand("unenroll", "forget a pod registered with enroll");
   uint64_t cookie = 0;
@@ -172,7 +178,7 @@ int main(int argc, char** argv) {
   }
   if (*detach) return cmd_detach(pin_root);
   if (*status) return cmd_status(pin_root, json, require_running);
-  if (*enroll) return cmd_enroll(pin_root, netns, pod_ips, !no_intra, !no_node);
+  if (*enroll) return cmd_enroll(pin_root, netns, pod_ips, !no_intra, !no_node, eobj);
   if (*unenroll)
     return cmd_unenroll(pin_root, o_ns->count() ? std::optional<std::string>(netns) : std::nullopt,
                         o_cookie->count() ? std::optional<uint64_t>(cookie) : std::nullopt);

@@ -1,0 +1,482 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+"""Objectives, part 1 (issue 15): the connect4 actuators and the request
+accounting, real programs in the real kernel, real sockets in throw-away
+namespaces.
+
+Node n1 (a bridge) holds: `caller` (a pod without a sidecar, class premium),
+`sc` (a pod with a "sidecar": uid 1337 owns its upstream connects, class
+freemium), backends b1..b3 of service s1 (10.96.0.10:80 -> :8080), backend c1
+of service s2 (10.96.0.20:80 -> :8080), and `vipd`, which holds both
+ClusterIPs itself: a connect that meshcut leaves unchanged lands there (no
+kube-proxy here), so "unchanged" is observable.
+
+Every check reads what happened back: the address each connection was
+accepted on, the errno a refused connect got, and meshcut's own counters and
+stats rows (`meshcutd objectives status --json`).
+"""
+import argparse
+import errno
+import json
+import os
+import socket
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mcnet  # noqa: E402
+from mcnet import log  # noqa: E402
+
+SUB = "10.252.1"
+VIP1, VIP2 = "10.96.0.10", "10.96.0.20"
+PREMIUM, FREEMIUM = 1, 2
+
+
+class Backend:
+    """An HTTP/1.1-ish server in NETNS on IP:PORT: per request it waits
+    delay(i) seconds, then answers; keeps the connection until EOF. Counts
+    accepted connections and requests."""
+
+    def __init__(self, netns, ip, port, delay=None):
+        self.addr = (ip, port)
+        self.accepts = 0
+        self.requests = 0
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.lst = mcnet.in_netns(netns, self._listen)
+        threading.Thread(target=self._accept_loop, daemon=True).start()
+
+    def _listen(self):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(self.addr)
+        s.listen(4096)
+        return s
+
+    def _accept_loop(self):
+        while True:
+            try:
+                c, _ = self.lst.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.accepts += 1
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        buf = b""
+        try:
+            while True:
+                d = c.recv(65536)
+                if not d:
+                    break
+                buf += d
+                while b"\r\n\r\n" in buf:
+                    _, buf = buf.split(b"\r\n\r\n", 1)
+                    with self.lock:
+                        self.requests += 1
+                        i = self.requests
+                    if self.delay:
+                        time.sleep(self.delay(i))
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+
+def request(sock):
+    """One request on SOCK; returns when the whole response is in."""
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: s\r\n\r\n")
+    got = b""
+    while not got.endswith(b"ok"):
+        d = sock.recv(4096)
+        if not d:
+            raise OSError("connection closed mid-response")
+        got += d
+
+
+def connect_once(dst, do_request=True, timeout=3):
+    """connect(); one request; close. Returns the errno of a refused connect, or 0."""
+    s = socket.socket()
+    s.settimeout(timeout)
+    try:
+        s.connect(dst)
+    except OSError as e:
+        s.close()
+        return e.errno or -1
+    try:
+        if do_request:
+            request(s)
+    finally:
+        s.close()
+    return 0
+
+
+SERVICES = None  # filled in main: the services file's text
+
+
+def services_doc():
+    def ep(ip, pod):
+        return {"addresses": [ip], "targetRef": {"name": pod}, "nodeName": "n1", "conditions": {"ready": True}}
+
+    return {"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s1", "namespace": "default"},
+         "spec": {"clusterIP": VIP1, "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}]}},
+        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+         "metadata": {"name": "s1-a", "namespace": "default", "labels": {"kubernetes.io/service-name": "s1"}},
+         "addressType": "IPv4", "ports": [{"port": 8080}],
+         "endpoints": [ep(SUB + ".4", "b1"), ep(SUB + ".5", "b2"), ep(SUB + ".6", "b3")]},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s2", "namespace": "default"},
+         "spec": {"clusterIP": VIP2, "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}]}},
+        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+         "metadata": {"name": "s2-a", "namespace": "default", "labels": {"kubernetes.io/service-name": "s2"}},
+         "addressType": "IPv4", "ports": [{"port": 8080}], "endpoints": [ep(SUB + ".8", "c1")]},
+        {"apiVersion": "meshcut.io/v1alpha1", "kind": "CallerClasses",
+         "spec": {"classes": [{"name": "premium", "pods": ["premium-*"]},
+                              {"name": "freemium", "pods": ["free-*"]}]}},
+    ]}
+
+
+class Bed:
+    def __init__(self, ck):
+        self.ck = ck
+        self.cg = mcnet.Cgroup("obj")
+        self.cg.join()
+        self.node = mcnet.Node("n1", subnet=SUB)
+        self.caller = self.node.add_pod("caller", 2)
+        self.sc = self.node.add_pod("sc", 3)
+        self.b = [self.node.add_pod("b%d" % i, 4 + i) for i in range(3)]
+        self.vipd = self.node.add_pod("vipd", 7)
+        self.c1 = self.node.add_pod("c1", 8)
+        for vip in (VIP1, VIP2):
+            self.vipd.ip("addr", "add", vip + "/32", "dev", "lo")
+            for p in (self.caller, self.sc):
+                p.ip("route", "add", vip + "/32", "via", SUB + ".7")
+        self.tmp = tempfile.mkdtemp(prefix="mc-obj-")
+        self.svc_file = os.path.join(self.tmp, "services.json")
+        with open(self.svc_file, "w") as f:
+            json.dump(services_doc(), f)
+        self.port = free_port()
+        self.d = mcnet.Daemon(self.cg, "obj", extra=["--services", self.svc_file,
+                                                     "--objectives-api", "127.0.0.1:%d" % self.port])
+        self.d.start()
+        self.wait_services()
+        # caller: no sidecar, no socket shortcut (its sockets take the normal
+        # path: measured from their segments); sc: a sidecar pod.
+        self.d.enroll(self.caller, self.caller.pod_ip,
+                      extra=["--no-intra-pod", "--no-same-node", "--no-sidecar", "--class-id", str(PREMIUM)])
+        self.d.enroll(self.sc, self.sc.pod_ip, extra=["--sidecar", "--class-id", str(FREEMIUM)])
+        self.backends = [Backend(p, p.pod_ip, 8080) for p in self.b]
+        self.vip_be = [Backend(self.vipd, v, 80) for v in (VIP1, VIP2)]
+        self.c1_be = Backend(self.c1, self.c1.pod_ip, 8080)
+        self.gen = 0
+
+    def wait_services(self, timeout=10):
+        end = time.time() + timeout
+        while time.time() < end:
+            st = self.status(check=False)
+            if st and len(st.get("services", [])) == 2:
+                return st
+            time.sleep(0.1)
+        raise RuntimeError("meshcutd did not load the service file: %s" % self.status(check=False))
+
+    def obj(self, *args, check=True):
+        return self.d.cli("objectives", *args, "--api", "127.0.0.1:%d" % self.port, check=check)
+
+    def status(self, check=True):
+        r = self.obj("status", "--json", check=check)
+        if r.returncode != 0:
+            return None
+        return json.loads(r.stdout)
+
+    def counters(self):
+        return self.status()["counters"]
+
+    def apply(self, services, ttl_ms=5000, check=True):
+        self.gen += 1
+        doc = {"generation": self.gen, "ttl_ms": ttl_ms, "services": services}
+        path = os.path.join(self.tmp, "action-%d.json" % self.gen)
+        with open(path, "w") as f:
+            json.dump(doc, f)
+        r = self.obj("apply", path, check=check)
+        return r
+
+    def counts(self):
+        return [b.accepts for b in self.backends], [b.accepts for b in self.vip_be]
+
+    def totals(self, service, backend, cls):
+        for row in self.status()["totals"]:
+            if row["service"] == service and row["backend"] == backend and row["class"] == cls:
+                return row
+        return {}
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def w_s1(weights):
+    return {"b%d" % (i + 1): w for i, w in enumerate(weights)}
+
+
+def in_caller(bed, fn, *a, **kw):
+    return mcnet.in_netns(bed.caller, fn, *a, **kw)
+
+
+def test_fail_open_without_action(bed):
+    ck = bed.ck
+    before = bed.counters()
+    _, vb = bed.counts()
+    errs = in_caller(bed, lambda: [connect_once((VIP1, 80)) for _ in range(50)])
+    _, va = bed.counts()
+    after = bed.counters()
+    ck(errs.count(0) == 50, "no action: 50 connects to the ClusterIP succeed", errs)
+    ck(va[0] - vb[0] == 50, "no action: all 50 land on the ClusterIP unchanged", va[0] - vb[0])
+    ck(after["no_action"] - before["no_action"] == 50, "no action: counted (no_action +50)",
+       after["no_action"] - before["no_action"])
+
+
+def test_weights(bed, n):
+    ck = bed.ck
+    r = bed.apply({"default/s1": {"classes": {"premium": {"weights": w_s1([0.6, 0.3, 0.1])}}}})
+    ck(r.returncode == 0, "apply 60/30/10 for s1/premium", r.stderr)
+    b0, v0 = bed.counts()
+    t0 = bed.totals("default/s1", "all", "premium")
+    errs = in_caller(bed, lambda: [connect_once((VIP1, 80)) for _ in range(n)])
+    time.sleep(0.3)
+    b1, v1 = bed.counts()
+    got = [b1[i] - b0[i] for i in range(3)]
+    ck(errs.count(0) == n, "weights: %d connects answered" % n, [e for e in errs if e][:5])
+    ck(v1[0] == v0[0], "weights: none left unchanged (all routed)", v1[0] - v0[0])
+    for i, w in enumerate((0.6, 0.3, 0.1)):
+        share = got[i] / float(n)
+        ck(abs(share - w) <= 0.02, "weights: b%d got %.3f of %d connections (want %.2f +- 0.02)" % (i + 1, share, n, w))
+    t1 = bed.totals("default/s1", "all", "premium")
+    for k in ("offered", "admitted", "conns", "requests", "completed"):
+        ck(t1.get(k, 0) - t0.get(k, 0) == n, "telemetry: s1/all/premium %s +%d exactly" % (k, n),
+           t1.get(k, 0) - t0.get(k, 0))
+    for i in range(3):
+        row = bed.totals("default/s1", "%s.%d:8080" % (SUB, 4 + i), "premium")
+        ck(row.get("offered", 0) >= got[i], "telemetry: backend b%d row counts its connections" % (i + 1), row)
+
+
+def test_bucket(bed, rate=20.0, burst=5, attempt_rate=50.0, seconds=3.0):
+    ck = bed.ck
+    r = bed.apply({"default/s1": {"classes": {"premium": {"weights": w_s1([1, 0, 0]), "rate": rate,
+                                                         "burst": burst}}}})
+    ck(r.returncode == 0, "apply a token bucket %.0f/s burst %d" % (rate, burst), r.stderr)
+    t0 = bed.totals("default/s1", "all", "premium")
+    c0 = bed.counters()
+
+    def paced():
+        out = []
+        start = time.monotonic()
+        k = 0
+        while True:
+            t = start + k / attempt_rate
+            if t - start > seconds:
+                break
+            now = time.monotonic()
+            if t > now:
+                time.sleep(t - now)
+            out.append((time.monotonic(), connect_once((VIP1, 80))))
+            k += 1
+        return out
+
+    res = in_caller(bed, paced)
+    ok = [t for t, e in res if e == 0]
+    refused = [e for t, e in res if e != 0]
+    span = res[-1][0] - res[0][0]
+    want = rate * span + burst
+    ck(abs(len(ok) - want) <= 1.5, "bucket: admitted %d of %d paced over %.2f s; want R*t+B = %.1f +- 1"
+       % (len(ok), len(res), span, want))
+    ck(all(e == errno.ECONNREFUSED for e in refused) and refused,
+       "bucket: the %d refused connects failed with ECONNREFUSED" % len(refused), set(refused))
+    t1 = bed.totals("default/s1", "all", "premium")
+    c1 = bed.counters()
+    ck(t1.get("blocked", 0) - t0.get("blocked", 0) == len(refused), "bucket: blocked counted exactly",
+       (t1.get("blocked", 0) - t0.get("blocked", 0), len(refused)))
+    ck(c1["blocked"] - c0["blocked"] == len(refused), "bucket: counter blocked exact")
+
+
+def test_generation_switch(bed, flips=30):
+    """Two actions alternate (all to b1 / all to b2) while connects run: each
+    connect sees one table whole (b1 or b2; never b3), or, read mid-flip, none
+    (unchanged to the ClusterIP, counted as torn)."""
+    ck = bed.ck
+    a = {"default/s1": {"classes": {"premium": {"weights": w_s1([1, 0, 0])}}}}
+    b = {"default/s1": {"classes": {"premium": {"weights": w_s1([0, 1, 0])}}}}
+    bed.apply(a)
+    b0, v0 = bed.counts()
+    c0 = bed.counters()
+    stop = [False]
+    made = [0]
+
+    def load():
+        while not stop[0]:
+            connect_once((VIP1, 80), do_request=False)
+            made[0] += 1
+
+    th = threading.Thread(target=lambda: in_caller(bed, load))
+    th.start()
+    for i in range(flips):
+        r = bed.apply(b if i % 2 == 0 else a)
+        if r.returncode != 0:
+            ck(False, "switch: apply", r.stderr)
+            break
+    stop[0] = True
+    th.join()
+    time.sleep(0.3)
+    b1, v1 = bed.counts()
+    c1 = bed.counters()
+    torn = c1["torn"] - c0["torn"]
+    ck(b1[2] == b0[2], "switch: no connect mixed the tables (b3 got none)", b1[2] - b0[2])
+    ck(b1[0] > b0[0] and b1[1] > b0[1], "switch: both tables were in force (b1 +%d, b2 +%d, %d connects, %d flips)"
+       % (b1[0] - b0[0], b1[1] - b0[1], made[0], flips))
+    ck(v1[0] - v0[0] == torn, "switch: every connect left unchanged was counted torn (%d)" % torn,
+       (v1[0] - v0[0], torn))
+
+
+def test_ttl(bed):
+    ck = bed.ck
+    r = bed.apply({"default/s1": {"classes": {"premium": {"weights": w_s1([0, 0, 1])}}}}, ttl_ms=300)
+    ck(r.returncode == 0, "apply with ttl 300 ms", r.stderr)
+    b0, v0 = bed.counts()
+    errs = in_caller(bed, lambda: [connect_once((VIP1, 80)) for _ in range(5)])
+    b1, v1 = bed.counts()
+    ck(b1[2] - b0[2] == 5 and not any(errs), "ttl: within the TTL the action routes (b3 +5)", b1[2] - b0[2])
+    time.sleep(0.6)
+    c0 = bed.counters()
+    errs = in_caller(bed, lambda: [connect_once((VIP1, 80)) for _ in range(5)])
+    b2, v2 = bed.counts()
+    c1 = bed.counters()
+    ck(v2[0] - v1[0] == 5 and b2[2] == b1[2], "ttl: after it the connects go unchanged", (v2[0] - v1[0]))
+    ck(c1["ttl_expired"] - c0["ttl_expired"] == 5, "ttl: counted ttl_expired +5", c1["ttl_expired"] - c0["ttl_expired"])
+    st = bed.status()
+    ck(st["action"].get("expired") is True, "ttl: status says the action expired", st["action"])
+
+
+def test_sidecar(bed):
+    ck = bed.ck
+    r = bed.apply({"default/s1": {"classes": {"freemium": {"weights": w_s1([0, 1, 0])}}}})
+    ck(r.returncode == 0, "apply s1/freemium all to b2", r.stderr)
+    script = ("import socket,sys\n"
+              "s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=3)\n"
+              "s.sendall(b'GET / HTTP/1.1\\r\\n\\r\\n'); d=b''\n"
+              "while not d.endswith(b'ok'): d+=s.recv(100)\n"
+              "print(s.getpeername()[0])\n")
+    c0 = bed.counters()
+    b0, _ = bed.counts()
+
+    def run_as(uid, dst):
+        p = mcnet.spawn([sys.executable, "-c", script, dst[0], str(dst[1])], netns=bed.sc, cgroup=bed.cg,
+                        uid=uid, gid=uid, stdout=mcnet.subprocess.PIPE, stderr=mcnet.subprocess.PIPE)
+        out, err = p.communicate(timeout=10)
+        return p.returncode, out.decode().strip(), err.decode()[-300:]
+
+    rc, peer, err = run_as(1337, (SUB + ".4", 8080))
+    b1, _ = bed.counts()
+    ck(rc == 0 and b1[1] - b0[1] == 1 and b1[0] == b0[0],
+       "sidecar (uid 1337) upstream connect to b1 routed to b2 by the table", (rc, peer, err, b1, b0))
+    rc, peer, err = run_as(0, (SUB + ".4", 8080))
+    b2, _ = bed.counts()
+    c1 = bed.counters()
+    ck(rc == 0 and b2[0] - b1[0] == 1, "the app's own connect to a pod IP in a sidecar pod is never rewritten",
+       (rc, err, b2, b1))
+    ck(c1["app_in_meshed_pod"] - c0["app_in_meshed_pod"] == 1, "counted app_in_meshed_pod")
+    # Another service's endpoint keeps its service: s2's pod is never drawn from s1's table.
+    rc, peer, err = run_as(1337, (SUB + ".8", 8080))
+    ck(rc == 0 and peer == SUB + ".8", "sidecar's connect to s2's endpoint stays s2's (%s)" % peer, err)
+    # A sidecar pod's app connect to the ClusterIP is not rewritten (Envoy
+    # routes it); admission still applies there.
+    r = bed.apply({"default/s1": {"classes": {"freemium": {"weights": w_s1([0, 1, 0]), "rate": 0}}}})
+    rc, peer, err = run_as(0, (VIP1, 80))
+    ck(rc != 0 and "Connection refused" in err, "sidecar pod's app connect over the rate: ECONNREFUSED", err)
+
+
+def test_bad_input(bed):
+    ck = bed.ck
+    st0 = bed.status()
+    gen0 = st0["action"].get("generation")
+    cases = [
+        ("unknown service", {"default/nope": {"classes": {"premium": {"rate": 1}}}}, "default/nope"),
+        ("weights that do not sum", {"default/s1": {"classes": {"premium": {"weights": w_s1([0.5, 0.2, 0.1])}}}}, "sum"),
+        ("negative rate", {"default/s1": {"classes": {"premium": {"rate": -1}}}}, "rate"),
+        ("another service's endpoint", {"default/s1": {"classes": {"premium": {"weights": {"c1": 1.0}}}}}, "c1"),
+        ("unknown class", {"default/s1": {"classes": {"gold": {"rate": 1}}}}, "gold"),
+    ]
+    for what, doc, needle in cases:
+        r = bed.apply(doc, check=False)
+        ck(r.returncode != 0 and needle in r.stderr, "bad input (%s): refused, naming %r" % (what, needle),
+           r.stderr.strip()[-300:])
+    # a stale generation
+    path = os.path.join(bed.tmp, "stale.json")
+    with open(path, "w") as f:
+        json.dump({"generation": 1, "services": {}}, f)
+    r = bed.obj("apply", path, check=False)
+    ck(r.returncode != 0 and "not newer" in r.stderr, "bad input (stale generation): refused", r.stderr.strip())
+    with open(path, "w") as f:
+        f.write("{not json")
+    r = bed.obj("apply", path, check=False)
+    ck(r.returncode != 0, "bad input (malformed document): refused", r.stderr.strip())
+    st1 = bed.status()
+    ck(st1["action"].get("generation") == gen0, "bad input changed nothing (generation %s)" % gen0,
+       st1["action"].get("generation"))
+
+
+def test_clear_and_daemon_gone(bed):
+    ck = bed.ck
+    r = bed.obj("clear")
+    b0, v0 = bed.counts()
+    in_caller(bed, lambda: [connect_once((VIP1, 80)) for _ in range(3)])
+    b1, v1 = bed.counts()
+    ck(r.returncode == 0 and v1[0] - v0[0] == 3, "clear: connects go unchanged", v1[0] - v0[0])
+    bed.apply({"default/s1": {"classes": {"premium": {"weights": w_s1([0, 0, 1])}}}}, ttl_ms=800)
+    bed.d.stop(mcnet.signal.SIGKILL)
+    in_caller(bed, lambda: [connect_once((VIP1, 80)) for _ in range(3)])
+    b2, v2 = bed.counts()
+    ck(b2[2] - b1[2] == 3, "daemon gone: the action holds until its TTL", b2[2] - b1[2])
+    time.sleep(1.0)
+    in_caller(bed, lambda: [connect_once((VIP1, 80)) for _ in range(3)])
+    b3, v3 = bed.counts()
+    ck(v3[0] - v2[0] == 3, "daemon gone: after the TTL, connects go unchanged (fail-open)", v3[0] - v2[0])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--connections", type=int, default=10000)
+    ap.add_argument("--only", default="")
+    args = ap.parse_args()
+    mcnet.require_root()
+    ck = mcnet.Checks()
+    try:
+        bed = Bed(ck)
+        tests = [("fail_open", lambda: test_fail_open_without_action(bed)),
+                 ("weights", lambda: test_weights(bed, args.connections)),
+                 ("bucket", lambda: test_bucket(bed)),
+                 ("switch", lambda: test_generation_switch(bed)),
+                 ("ttl", lambda: test_ttl(bed)),
+                 ("sidecar", lambda: test_sidecar(bed)),
+                 ("bad_input", lambda: test_bad_input(bed)),
+                 ("daemon_gone", lambda: test_clear_and_daemon_gone(bed))]
+        for name, fn in tests:
+            if args.only and args.only not in name:
+                continue
+            log("--- %s" % name)
+            fn()
+    except Exception as e:  # a broken bed is a failure, with its cause
+        import traceback
+        traceback.print_exc()
+        ck(False, "bed ran", repr(e))
+    ck.done()
+
+
+if __name__ == "__main__":
+    main()
