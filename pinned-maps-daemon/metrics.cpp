@@ -2,31 +2,21 @@
 #include "metrics.h"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <httplib.h>
 #include <linux/bpf.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <pthread.h>
-#include <signal.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <cerrno>
-#include <chrono>
-#include <condition_variable>
 #include <cstring>
 #include <memory>
-#include <mutex>
-#include <semaphore>
 #include <sstream>
 #include <string_view>
-#include <thread>
 
+#include "http_server.h"
 #include "loader.h"
 #include "meshcut/abi.h"
-#include "meshcut/fd.h"
 #include "meshcut/log.h"
 #include "meshcut/maps.h"
 
@@ -186,32 +176,14 @@ std::string not_ready_reason(const PinLayout& layout) {
 
 namespace {
 
-// The endpoint's limits. A scrape is one small GET answered in milliseconds,
-// so every wait is short: a client that is idle, slow or gone costs one worker
-// for a bounded time, and a few of them cannot hold the scrapes off.
-constexpr size_t kWorkers = 8;        // requests served at once
-constexpr ptrdiff_t kMaxConns = 32;   // accepted, not yet done; beyond it accept pauses
-constexpr int kBacklog = 64;          // ...and the kernel holds (or refuses) the rest
-constexpr time_t kIoTimeoutS = 2;     // each read or write of one request/response
-constexpr time_t kKeepAliveS = 2;     // wait for a connection's first and next request
-constexpr size_t kKeepAliveMax = 16;  // requests per connection
-constexpr size_t kMaxPayload = 4096;  // request body (the endpoints take none): 413 beyond
-constexpr int kDeferAcceptS = 30;     // TCP_DEFER_ACCEPT: silent connections stay in the kernel
-constexpr auto kStopWait = std::chrono::seconds(5);
-
 constexpr const char* kAddrHint =
     "use HOST:PORT with a numeric address: 127.0.0.1:9464 (the default), [::1]:9464, or 0.0.0.0:9464 / "
     "[::]:9464 for every interface; \"off\" turns the endpoint off";
 
-struct ListenAddr {
-  sockaddr_storage ss{};
-  socklen_t len = 0;
-};
-
 // "HOST:PORT" with a numeric IPv4 host, or "[V6ADDR]:PORT" (a zone as in
 // [fe80::1%eth0]:9464 is allowed). Names are refused: the endpoint must not
 // depend on DNS at start.
-Result<ListenAddr> parse_addr(const std::string& addr) {
+Result<http::Listen> parse_addr(const std::string& addr) {
   auto bad = [&](const std::string& why) {
     return make_error("invalid --metrics-addr '" + addr + "': " + why, EINVAL, kAddrHint);
   };
@@ -233,7 +205,7 @@ Result<ListenAddr> parse_addr(const std::string& addr) {
   if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
       std::stoi(port) < 1 || std::stoi(port) > 65535)
     return bad("the port must be a number from 1 to 65535");
-  ListenAddr la;
+  http::Listen la{.addr = addr, .flag = "--metrics-addr", .what = "/metrics"};
   if (v6) {
     addrinfo hints{};
     hints.ai_family = AF_INET6;
@@ -255,198 +227,26 @@ Result<ListenAddr> parse_addr(const std::string& addr) {
   return la;
 }
 
-std::string listen_hint(int err) {
-  switch (err) {
-    case EADDRINUSE:
-      return "another process listens there (another meshcutd?): pick another --metrics-addr, or \"off\"";
-    case EADDRNOTAVAIL:
-      return "no interface of this network namespace has that address: use 127.0.0.1, [::1], 0.0.0.0 or [::]";
-    case EAFNOSUPPORT: return "IPv6 is off on this node: use an IPv4 --metrics-addr such as 127.0.0.1:9464";
-    case EACCES: return "ports below 1024 need CAP_NET_BIND_SERVICE: pick a port above 1023";
-    default: return "pick another --metrics-addr, or \"off\"";
-  }
+void route(httplib::Server& s, const PinLayout& layout) {
+  const char* text = "text/plain; charset=utf-8";
+  s.Get("/metrics", [layout](const httplib::Request&, httplib::Response& res) {
+    res.set_content(render_metrics(layout), "text/plain; version=0.0.4; charset=utf-8");
+  });
+  s.Get("/healthz", [text](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", text); });
+  s.Get("/readyz", [layout, text](const httplib::Request&, httplib::Response& res) {
+    std::string why = not_ready_reason(layout);
+    res.status = why.empty() ? 200 : 503;
+    res.set_content(why.empty() ? "ready\n" : "not ready: " + why + "\n", text);
+  });
+  s.set_error_handler([text](const httplib::Request&, httplib::Response& res) {
+    if (res.status == 404) res.set_content("not found: try /metrics, /healthz, /readyz\n", text);
+  });
+  s.set_exception_handler([text](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+    log::error("the /metrics endpoint failed a request", {{"path", req.path}, {"error", http::exception_text(ep)}});
+    res.status = 500;
+    res.set_content("internal error: see meshcutd's log\n", text);
+  });
 }
-
-// A bound, listening socket for LA.
-Result<Fd> listen_on(const ListenAddr& la, const std::string& addr) {
-  Fd s(::socket(la.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!s.valid()) return make_error("couldn't open a socket for --metrics-addr " + addr, errno, listen_hint(errno));
-  int one = 1;
-  // A restart must not wait for the last run's connections in TIME_WAIT.
-  ::setsockopt(s.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  // Answers go out in one burst; without it a small response waits for a delayed ACK.
-  ::setsockopt(s.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  // A connection that sends nothing is not accepted until it does: idle
-  // clients cost no worker. 30 s is 5 SYN-ACK retransmits, the default
-  // tcp_synack_retries, so the kernel drops one that stays silent that long
-  // instead of handing it over. Best effort (a syncookie connection skips it).
-  int defer = kDeferAcceptS;
-  ::setsockopt(s.get(), IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof(defer));
-  if (::bind(s.get(), reinterpret_cast<const sockaddr*>(&la.ss), la.len) != 0 || ::listen(s.get(), kBacklog) != 0) {
-    int e = errno;
-    return make_error("couldn't listen on " + addr + " for /metrics", e, listen_hint(e));
-  }
-  return s;
-}
-
-// httplib's pool with a bound on accepted connections: when kMaxConns are in
-// (kWorkers served, the rest queued), enqueue blocks the accept loop, so a
-// flood waits in the listen backlog instead of holding descriptors here.
-class BoundedPool : public httplib::TaskQueue {
- public:
-  BoundedPool() : pool_(kWorkers), slots_(kMaxConns) {}
-  void enqueue(std::function<void()> fn) override {
-    slots_.acquire();
-    pool_.enqueue([this, fn = std::move(fn)] {
-      fn();
-      slots_.release();
-    });
-  }
-  void shutdown() override { pool_.shutdown(); }
-
- private:
-  httplib::ThreadPool pool_;
-  std::counting_semaphore<kMaxConns> slots_;
-};
-
-// httplib on a socket we bound ourselves (for the errno, the backlog and
-// TCP_DEFER_ACCEPT, which bind_to_port does not give).
-class Endpoint : public httplib::Server {
- public:
-  // Serves on FD (httplib owns it from here) until shut; false after an accept error.
-  bool serve(int fd) {
-    svr_sock_ = fd;
-    return listen_after_bind();
-  }
-  // Ends the accept loop and the keep-alive loops of the workers; a blocked
-  // accept() is woken by shutdown() on our duplicate (Http::stop). httplib then
-  // leaves its descriptor open: stop is for the process exit, which closes it.
-  void leave() { svr_sock_ = INVALID_SOCKET; }
-};
-
-// The process's one endpoint: a thread that serves until stop(), which the
-// static's destructor calls at exit, so no worker runs while exit() tears the
-// process down.
-class Http {
- public:
-  ~Http() { stop(); }
-
-  Status start(const std::string& addr, const ListenAddr& la, Fd sock, const PinLayout& layout) {
-    if (thread_.joinable()) return make_error("the /metrics endpoint is already serving", EALREADY);
-    srv_ = std::make_unique<Endpoint>();
-    route(*srv_, layout);
-    ctl_ = Fd(::fcntl(sock.get(), F_DUPFD_CLOEXEC, 0));
-    if (!ctl_.valid()) return make_error("couldn't duplicate the /metrics socket", errno);
-    thread_ = std::thread([this, addr, la, fd = sock.release()] { run(addr, la, fd); });
-    return ok_status();
-  }
-
-  void stop() {
-    if (!thread_.joinable()) return;
-    {
-      std::lock_guard l(mu_);
-      stopping_ = true;
-      srv_->leave();
-      // On the listening socket itself: a blocked accept() returns EINVAL.
-      if (ctl_.valid()) ::shutdown(ctl_.get(), SHUT_RDWR);
-    }
-    cv_.notify_all();
-    std::unique_lock l(mu_);
-    if (cv_.wait_for(l, kStopWait, [&] { return done_; })) {
-      l.unlock();
-      thread_.join();
-      return;
-    }
-    // A worker stuck past every timeout: leave it the server rather than free
-    // what it uses.
-    log::warn("the /metrics endpoint did not stop in time; leaving it to the process exit");
-    thread_.detach();
-    (void)srv_.release();
-  }
-
- private:
-  static void route(Endpoint& s, const PinLayout& layout) {
-    s.set_read_timeout(kIoTimeoutS);
-    s.set_write_timeout(kIoTimeoutS);
-    s.set_keep_alive_timeout(kKeepAliveS);
-    s.set_keep_alive_max_count(kKeepAliveMax);
-    s.set_payload_max_length(kMaxPayload);
-    s.new_task_queue = [] { return new BoundedPool(); };
-    const char* text = "text/plain; charset=utf-8";
-    s.Get("/metrics", [layout](const httplib::Request&, httplib::Response& res) {
-      res.set_content(render_metrics(layout), "text/plain; version=0.0.4; charset=utf-8");
-    });
-    s.Get("/healthz", [text](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", text); });
-    s.Get("/readyz", [layout, text](const httplib::Request&, httplib::Response& res) {
-      std::string why = not_ready_reason(layout);
-      res.status = why.empty() ? 200 : 503;
-      res.set_content(why.empty() ? "ready\n" : "not ready: " + why + "\n", text);
-    });
-    s.set_error_handler([text](const httplib::Request&, httplib::Response& res) {
-      if (res.status == 404) res.set_content("not found: try /metrics, /healthz, /readyz\n", text);
-    });
-    s.set_exception_handler([text](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
-      std::string what = "unknown exception";
-      try {
-        if (ep) std::rethrow_exception(ep);
-      } catch (const std::exception& e) {
-        what = e.what();
-      } catch (...) {
-      }
-      log::error("the /metrics endpoint failed a request", {{"path", req.path}, {"error", what}});
-      res.status = 500;
-      res.set_content("internal error: see meshcutd's log\n", text);
-    });
-  }
-
-  void run(const std::string& addr, const ListenAddr& la, int fd) {
-    // A peer that closes before its answer is written must cost an EPIPE, not
-    // the process: httplib 0.11 sends without MSG_NOSIGNAL. The workers are
-    // started from this thread and inherit the mask (as they do the stop
-    // signals main() blocked).
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &set, nullptr);
-    for (;;) {
-      {
-        std::lock_guard l(mu_);
-        if (stopping_) break;
-      }
-      srv_->serve(fd);
-      int err = errno;
-      std::unique_lock l(mu_);
-      if (stopping_) break;
-      // httplib ends its loop (and closes the socket) on an accept error other
-      // than EMFILE, after which it sleeps 1 ms per try: listen again, once a second.
-      log::warn("the /metrics endpoint stopped accepting; listening again in 1 s",
-                {{"addr", addr}, {"error", errno_text(err)}});
-      fd = -1;
-      while (fd < 0) {
-        if (cv_.wait_for(l, std::chrono::seconds(1), [&] { return stopping_; })) break;
-        auto s = listen_on(la, addr);
-        if (!s) {
-          log::warn("couldn't listen again for /metrics; trying each second", {{"error", s.error().format()}});
-          continue;
-        }
-        ctl_ = Fd(::fcntl(s->get(), F_DUPFD_CLOEXEC, 0));
-        fd = s->release();
-      }
-      if (stopping_) break;
-    }
-    std::lock_guard l(mu_);
-    done_ = true;
-    cv_.notify_all();
-  }
-
-  std::unique_ptr<Endpoint> srv_;
-  std::thread thread_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stopping_ = false;
-  bool done_ = false;
-  Fd ctl_;  // a duplicate of the listening socket, to wake accept() at stop
-};
 
 }  // namespace
 
@@ -460,12 +260,14 @@ Status start_http(const std::string& addr, const PinLayout& layout) {
   if (addr.empty() || addr == "off") return ok_status();
   auto la = parse_addr(addr);
   if (!la) return la.error();
-  auto sock = listen_on(*la, addr);
-  if (!sock) return sock.error();
-  static Http http;  // destroyed (stopped and joined) at exit, before log's state
-  if (auto st = http.start(addr, *la, std::move(*sock), layout); !st) return st;
-  log::info("serving /metrics, /healthz, /readyz",
-            {{"addr", addr}, {"workers", kWorkers}, {"max_connections", kMaxConns}, {"timeout_s", kIoTimeoutS}});
+  // The process's one endpoint, destroyed (stopped and joined) at exit, before
+  // log's state, so no worker runs while exit() tears the process down.
+  static http::Service service;
+  if (auto st = service.start(std::move(*la), [&](httplib::Server& s) { route(s, layout); }); !st) return st;
+  log::info("serving /metrics, /healthz, /readyz", {{"addr", addr},
+                                                    {"workers", http::kWorkers},
+                                                    {"max_connections", http::kMaxConns},
+                                                    {"timeout_s", http::kIoTimeoutS}});
   return ok_status();
 }
 
