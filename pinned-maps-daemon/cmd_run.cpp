@@ -10,6 +10,7 @@
 #include "install_cni.h"
 #include "loader.h"
 #include "metrics.h"
+#include "obj_runtime.h"
 #include "meshcut/abi.h"
 #include "meshcut/cni/rescan.h"
 #include "meshcut/config.h"
@@ -120,6 +121,20 @@ int cmd_run(DaemonConfig cfg, const std::string& cni_entry, const install::Insta
   PinLayout layout(cfg.pin_root);
   if (!cfg.metrics_addr.empty() && cfg.metrics_addr != "off")
     if (auto st = start_http(cfg.metrics_addr, layout); !st) return fail(st.error());
+  // Objectives: the service file, windows, the API. A malformed service file
+  // refuses the start (the programs stay attached, as after any stop).
+  obj::RuntimeOptions ro;
+  ro.services_file = cfg.services_file;
+  // The API only where there is something to control (tests and nodes run
+  // several daemons without a service file).
+  ro.api.listen = cfg.services_file.empty() ? "off" : cfg.api_addr;
+  ro.api.token_file = cfg.api_token_file;
+  auto objrt = obj::Runtime::start(layout, ro);
+  if (!objrt) return fail(objrt.error());
+  set_extra_metrics([rt = objrt->get()] { return rt->prometheus(); });
+  struct Unhook {
+    ~Unhook() { set_extra_metrics(nullptr); }  // before the runtime goes
+  } unhook;
   timespec tick{1, 0};
   int ticks = 0;
   bool overlay_missing = false;  // logged once per disappearance

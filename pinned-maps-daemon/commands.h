@@ -55,4 +55,15 @@ int cmd_pods(const std::string& pin_root, bool json);
 // accelerated and why not.
 int cmd_conns(const std::string& pin_root, bool json, const std::string& src, const std::string& dst);
 
+// `objectives status|apply FILE|clear` (cmd_objectives.cpp): through the
+// running daemon's objectives API.
+struct ObjectivesArgs {
+  std::string verb;  // status, apply, clear
+  std::string file;  // apply
+  std::string api_addr = "127.0.0.1:9465";
+  std::string token_file;
+  bool json = false;
+};
+int cmd_objectives(const ObjectivesArgs& a);
+
 }  // namespace meshcut::daemon

@@ -59,6 +59,14 @@ int main(int argc, char** argv) {
   auto* o_notrace = run->add_flag("--no-tracing", no_tracing,
                                   "load no tracing program (as on kernels that refuse them; also "
                                   "MESHCUT_NO_TRACING=1): conns/pods read the conns table, trace is off");
+  std::string services_file, api_addr, api_token_file;
+  auto* o_svc = run->add_option("--services", services_file,
+                                "objectives: the service file to watch (Services, EndpointSlices, CallerClasses; "
+                                "JSON or YAML)");
+  auto* o_api = run->add_option("--api-addr", api_addr,
+                                "objectives API HOST:PORT (default 127.0.0.1:9465; off); off loopback it needs "
+                                "--api-token-file");
+  auto* o_tok = run->add_option("--api-token-file", api_token_file, "file holding the objectives API's bearer token");
   auto* o_log = run->add_option("--log-level", log_level, "debug|info|warn|error")
                     ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
 
@@ -143,6 +151,23 @@ int main(int argc, char** argv) {
   add_pin_root(pods);
   pods->add_flag("--json", json, "machine-readable output");
 
+  auto* objc = app.add_subcommand("objectives", "objectives: services, the action in force, windows (via the API)");
+  objc->require_subcommand(1);
+  ObjectivesArgs oargs;
+  auto add_api = [&](CLI::App* c) {
+    add_pin_root(c);
+    c->add_option("--api-addr", oargs.api_addr, "the daemon's objectives API")->capture_default_str();
+    c->add_option("--api-token-file", oargs.token_file, "bearer token file, when the API needs one");
+  };
+  auto* ostatus = objc->add_subcommand("status", "services, the action and what each actuator did");
+  add_api(ostatus);
+  ostatus->add_flag("--json", oargs.json, "machine-readable output");
+  auto* oapply = objc->add_subcommand("apply", "apply an action document (JSON or YAML)");
+  add_api(oapply);
+  oapply->add_option("file", oargs.file, "the action document")->required();
+  auto* oclear = objc->add_subcommand("clear", "no control: plain routing, no blocking");
+  add_api(oclear);
+
   TraceOptions trace_opt;
   auto* trace = add_trace_subcommand(app, trace_opt);
   add_pin_root(trace);
@@ -174,6 +199,9 @@ int main(int argc, char** argv) {
     if (o_ovl->count()) cfg.overlay_dev = overlay_dev;
     if (o_cross->count()) cfg.cross_node = cross_node == "on";
     if (o_notrace->count()) cfg.no_tracing = no_tracing;
+    if (o_svc->count()) cfg.services_file = services_file;
+    if (o_api->count()) cfg.api_addr = api_addr;
+    if (o_tok->count()) cfg.api_token_file = api_token_file;
     return cmd_run(cfg, run_entry, o_watch->count() ? &inst : nullptr, cni_cache_dir);
   }
   if (*detach) return cmd_detach(pin_root);
@@ -190,6 +218,10 @@ int main(int argc, char** argv) {
   if (*conns)
     return cmd_conns(pin_root, json, explain.size() == 2 ? explain[0] : "", explain.size() == 2 ? explain[1] : "");
   if (*setc) return cmd_set(pin_root, set_args);
+  if (*objc) {
+    oargs.verb = *ostatus ? "status" : *oapply ? "apply" : "clear";
+    return cmd_objectives(oargs);
+  }
   if (*icni || *ucni) return cmd_install_cni(inst, entry_json, static_cast<bool>(*ucni));
   return 0;
 }

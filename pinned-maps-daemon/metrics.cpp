@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <sstream>
 #include <string_view>
 
@@ -44,6 +45,16 @@ class Family {
 std::string label(const char* k, std::string_view v) { return std::string(k) + "=\"" + std::string(v) + "\""; }
 
 }  // namespace
+
+namespace {
+std::mutex extra_mu;
+std::function<std::string()> extra_metrics;
+}  // namespace
+
+void set_extra_metrics(std::function<std::string()> fn) {
+  std::lock_guard<std::mutex> g(extra_mu);
+  extra_metrics = std::move(fn);
+}
 
 std::string render_metrics(const PinLayout& layout) {
   std::ostringstream o;
@@ -230,7 +241,12 @@ Result<http::Listen> parse_addr(const std::string& addr) {
 void route(httplib::Server& s, const PinLayout& layout) {
   const char* text = "text/plain; charset=utf-8";
   s.Get("/metrics", [layout](const httplib::Request&, httplib::Response& res) {
-    res.set_content(render_metrics(layout), "text/plain; version=0.0.4; charset=utf-8");
+    std::string body = render_metrics(layout);
+    {
+      std::lock_guard<std::mutex> g(extra_mu);
+      if (extra_metrics) body += extra_metrics();
+    }
+    res.set_content(body, "text/plain; version=0.0.4; charset=utf-8");
   });
   s.Get("/healthz", [text](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", text); });
   s.Get("/readyz", [layout, text](const httplib::Request&, httplib::Response& res) {

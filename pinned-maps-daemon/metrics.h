@@ -3,6 +3,7 @@
 // (the process answers) and /readyz (programs attached, pins sane).
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "meshcut/error.h"
@@ -13,6 +14,9 @@ namespace meshcut::daemon {
 // The exposition text for the pin root (every value read from the pinned maps,
 // so counters survive daemon restarts and never go backwards).
 std::string render_metrics(const PinLayout& layout);
+// More exposition text appended to /metrics (the objectives' families); the
+// function runs on the server's threads.
+void set_extra_metrics(std::function<std::string()> fn);
 // "" when ready, else why not.
 std::string not_ready_reason(const PinLayout& layout);
 

@@ -97,6 +97,15 @@ Result<DaemonConfig> parse_daemon_config(const std::string& text, DaemonConfig c
     } else if (key == "metricsAddr") {
       st = want("metricsAddr", v.is_string(), "a string HOST:PORT");
       if (st) c.metrics_addr = v.get<std::string>();
+    } else if (key == "servicesFile") {
+      st = want("servicesFile", v.is_string(), "a path to the service file (JSON or YAML)");
+      if (st) c.services_file = v.get<std::string>();
+    } else if (key == "apiAddr") {
+      st = want("apiAddr", v.is_string(), "a string HOST:PORT, or \"off\"");
+      if (st) c.api_addr = v.get<std::string>();
+    } else if (key == "apiTokenFile") {
+      st = want("apiTokenFile", v.is_string(), "a path to the file holding the API's bearer token");
+      if (st) c.api_token_file = v.get<std::string>();
     } else {
       c.warnings.push_back("unknown config key '" + key + "' ignored");
     }

@@ -161,7 +161,7 @@ class Bed:
             json.dump(services_doc(), f)
         self.port = free_port()
         self.d = mcnet.Daemon(self.cg, "obj", extra=["--services", self.svc_file,
-                                                     "--objectives-api", "127.0.0.1:%d" % self.port])
+                                                     "--api-addr", "127.0.0.1:%d" % self.port])
         self.d.start()
         self.wait_services()
         # caller: no sidecar, no socket shortcut (its sockets take the normal
@@ -184,7 +184,7 @@ class Bed:
         raise RuntimeError("meshcutd did not load the service file: %s" % self.status(check=False))
 
     def obj(self, *args, check=True):
-        return self.d.cli("objectives", *args, "--api", "127.0.0.1:%d" % self.port, check=check)
+        return self.d.cli("objectives", *args, "--api-addr", "127.0.0.1:%d" % self.port, check=check)
 
     def status(self, check=True):
         r = self.obj("status", "--json", check=check)

@@ -32,6 +32,11 @@ struct DaemonConfig {
   // Load no tracing program (BPF iterators, tp_btf, raw_tp), as on kernels
   // that refuse them: conns/pods read the conns table, trace is off.
   bool no_tracing = false;
+  // Objectives (issue 15): the service file meshcutd watches ("" : none) and
+  // the objectives API (local-only unless a bearer token file is given).
+  std::string services_file;
+  std::string api_addr = "127.0.0.1:9465";  // "off": no API
+  std::string api_token_file;
   std::vector<std::string> warnings;  // unknown keys, reported, not fatal
 };
 
