@@ -36,13 +36,13 @@ Result<nlohmann::json> call(const ObjectivesArgs& a, const std::string& method, 
   cli.set_read_timeout(10);
   httplib::Headers h;
   if (!tok->empty()) h.emplace("Authorization", "Bearer " + *tok);
-  httplib::Result r = method == "GET"      ? cli.Get(path.c_str(), h)
-                      : method == "PUT"    ? cli.Put(path.c_str(), h, body, "application/json")
-                                           : cli.Delete(path.c_str(), h);
+  httplib::Result r = method == "GET"   ? cli.Get(path.c_str(), h)
+                      : method == "PUT" ? cli.Put(path.c_str(), h, body, "application/json")
+                                        : cli.Delete(path.c_str(), h);
   if (!r)
-    return make_error("couldn't reach meshcutd's objectives API at " + a.api_addr + " (" +
-                          httplib::to_string(r.error()) + ")",
-                      ECONNREFUSED, "is `meshcutd run` up with --api-addr " + a.api_addr + "?");
+    return make_error(
+        "couldn't reach meshcutd's objectives API at " + a.api_addr + " (" + httplib::to_string(r.error()) + ")",
+        ECONNREFUSED, "is `meshcutd run` up with --api-addr " + a.api_addr + "?");
   nlohmann::json j = nlohmann::json::parse(r->body, nullptr, false);
   if (r->status != 200) {
     std::string msg = j.is_object() && j.contains("error") ? j["error"].get<std::string>() : r->body;
@@ -92,8 +92,8 @@ int cmd_objectives(const ObjectivesArgs& a) {
     auto docs = obj::parse_documents(*text, obj::format_from_hint(a.file));
     if (!docs) return fail(docs.error());
     if (docs->size() != 1)
-      return fail(make_error("'" + a.file + "' holds " + std::to_string(docs->size()) + " documents, want one action",
-                             EINVAL));
+      return fail(
+          make_error("'" + a.file + "' holds " + std::to_string(docs->size()) + " documents, want one action", EINVAL));
     auto j = call(a, "PUT", "/v1/action", (*docs)[0].dump());
     if (!j) return fail(j.error());
     std::printf("applied generation %llu\n", static_cast<unsigned long long>(j->value("generation", 0ull)));

@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "obj_runtime.h"
 
-#include <arpa/inet.h>
 #include <sys/stat.h>
 
 #include <chrono>
@@ -35,14 +34,6 @@ uint64_t monotonic_ns() {
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
-
-std::string ip_str(uint32_t be) {
-  char b[INET_ADDRSTRLEN] = {};
-  in_addr a{};
-  a.s_addr = be;
-  inet_ntop(AF_INET, &a, b, sizeof(b));
-  return b;
 }
 
 ApiReply error_reply(int status, const std::string& msg) { return {status, {{"error", msg}}}; }
@@ -187,14 +178,16 @@ void Runtime::tick() {
     }
   }
   sync_pods(*maps, om, s.services);
-  if (auto rows = om.stats(service_ids(s.services)); rows) s.store.add_snapshot(monotonic_ns(), std::move(*rows), s.services);
+  if (auto rows = om.stats(service_ids(s.services)); rows)
+    s.store.add_snapshot(monotonic_ns(), std::move(*rows), s.services);
   // The controller's TTL: said once per action.
   if (auto c = om.ctl(); c && c->generation) {
     bool expired = c->expires_ns && monotonic_ns() > c->expires_ns;
     if (expired && !s.expiry_logged)
-      log::warn("the action's TTL passed without a new one from the controller: no control (plain routing, no "
-                "blocking) until the next action",
-                {{"generation", c->generation}});
+      log::warn(
+          "the action's TTL passed without a new one from the controller: no control (plain routing, no "
+          "blocking) until the next action",
+          {{"generation", c->generation}});
     s.expiry_logged = expired;
   }
 }
@@ -211,14 +204,14 @@ ApiReply Runtime::put_action(const nlohmann::json& doc) {
   ObjMaps om(*maps);
   auto c = om.ctl();
   if (!c) return error_reply(503, c.error().format());
-  auto act = compile_action(st_->services, doc, c->generation);
+  auto act = compile_action(doc, st_->services, c->generation);
   if (!act) return error_reply(400, act.error().what);
   std::vector<ActionSlot> slots;
   for (const auto& sl : act->slots) {
     ActionSlot a;
     a.svc = sl.svc;
     a.cls = sl.cls;
-    a.action = sl.action;
+    a.action = sl.a;
     slots.push_back(a);
   }
   if (auto st = om.apply(act->generation, act->ttl_ms * 1000000ull, slots); !st)
@@ -296,7 +289,6 @@ ApiReply Runtime::status() {
   j["windows_seq"] = st_->store.last_seq();
   auto last = st_->store.windows_since(st_->store.last_seq() ? st_->store.last_seq() - 1 : 0, 1);
   j["last_window"] = last;
-  (void)ip_str;
   return {200, j};
 }
 
