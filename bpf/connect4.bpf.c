@@ -235,4 +235,36 @@ int mc_connect4(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
+/*
+ * cgroup_skb/ingress: a data segment arriving for a tagged socket on the
+ * normal path is the response to its outstanding request. Never drops: the
+ * verdict is always 1.
+ */
+SEC("cgroup_skb/ingress")
+int mc_obj_ingress(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+	struct mc_obj_sock *o;
+	__u8 b;
+	__u32 ihl, doff;
+
+	if (!sk || skb->protocol != bpf_htons(0x0800 /* ETH_P_IP */) || !mc_objectives_on())
+		return 1;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk || sk->protocol != 6 /* IPPROTO_TCP */)
+		return 1;
+	o = bpf_sk_storage_get(&mc_obj_sk, sk, 0, 0);
+	if (!o || !(o->flags & MC_OBJ_SK_F_PKT_CB) || o->state != MC_OBJ_ST_WAITING)
+		return 1;
+	if (bpf_skb_load_bytes(skb, 0, &b, 1))
+		return 1;
+	ihl = (b & 0xf) * 4;
+	if (bpf_skb_load_bytes(skb, ihl + 12, &b, 1))
+		return 1;
+	doff = (b >> 4) * 4;
+	if (skb->len > ihl + doff)
+		mc_obj_on_recv(o);
+	return 1;
+}
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -10,7 +10,6 @@
 #include "meshcut_kern.h"
 #include "meshcut_net.h"
 #include "meshcut_obj_maps.h"
-#include <linux/tcp.h>
 
 /* Minimum RTO (µs) for sockets whose peer is on this node (the kernel's is
  * 200 ms); 0 keeps the kernel's. Set by meshcutd before load (--local-rto-min-us). */
@@ -257,9 +256,9 @@ static __always_inline int mc_established(struct bpf_sock_ops *skops, __u8 side,
 /*
  * Request accounting of the sockets connect4 tagged (meshcut_obj.h). A socket
  * in the sockhash is measured by sk_msg (its sends, and its peer's sends into
- * it), through its mc_obj_req entry; any other is measured here, from its
- * segments: a data segment leaving it is a send, one arriving a receive. The
- * callbacks are switched on for tagged sockets only.
+ * it), through its mc_obj_req entry; any other from its segments: a data
+ * segment leaving it is a send (here), one arriving a receive (mc_obj_ingress).
+ * The callbacks are switched on for tagged sockets only.
  */
 static __always_inline void mc_obj_established(struct bpf_sock_ops *skops, int in_map,
 					       struct mc_sock_key *own)
@@ -289,32 +288,20 @@ static __always_inline void mc_obj_established(struct bpf_sock_ops *skops, int i
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | flags);
 }
 
-/* A segment of a tagged normal-path socket: OUT = leaving it. */
-static __always_inline void mc_obj_segment(struct bpf_sock_ops *skops, int out)
+/* A segment leaving a tagged normal-path socket: with payload, a send. (Its
+ * receives are seen by mc_obj_ingress, connect4.bpf.c: the kernel's fast path
+ * for arriving data runs no header-option callback.) */
+static __always_inline void mc_obj_segment_out(struct bpf_sock_ops *skops)
 {
 	struct mc_obj_sock *o;
-	__u32 len = skops->skb_len;
 	struct bpf_sock *sk = skops->sk;
 
 	if (!sk)
 		return;
 	o = bpf_sk_storage_get(&mc_obj_sk, sk, 0, 0);
-	if (!o || !(o->flags & MC_OBJ_SK_F_PKT_CB))
-		return;
-	if (out) {
-		/* Before the TCP header is pushed: skb_len is the payload. */
-		if (len)
-			mc_obj_on_send(o);
-		return;
-	}
-	{
-		struct tcphdr *th = (void *)(long)skops->skb_data;
-
-		if ((void *)(th + 1) > (void *)(long)skops->skb_data_end)
-			return;
-		if (len > th->doff * 4u)
-			mc_obj_on_recv(o);
-	}
+	/* Before the TCP header is pushed: skb_len is the payload. */
+	if (o && (o->flags & MC_OBJ_SK_F_PKT_CB) && skops->skb_len)
+		mc_obj_on_send(o);
 }
 
 /* A tagged socket's state changed: its duration when it leaves ESTABLISHED,
@@ -367,10 +354,7 @@ int mc_sockops(struct bpf_sock_ops *skops)
 		mc_established(skops, MC_SIDE_PASSIVE, &own);
 		break;
 	case BPF_SOCK_OPS_HDR_OPT_LEN_CB:
-		mc_obj_segment(skops, 1);
-		break;
-	case BPF_SOCK_OPS_PARSE_HDR_OPT_CB:
-		mc_obj_segment(skops, 0);
+		mc_obj_segment_out(skops);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		mc_obj_state(skops);

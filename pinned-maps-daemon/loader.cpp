@@ -279,6 +279,7 @@ Result<AttachResult> attach_all(const DaemonConfig& cfg, const std::string& cgro
   if (auto st = pin_prog(so->progs.mc_sockops, layout.prog(MC_PROG_SOCKOPS)); !st) return st.error();
   if (auto st = pin_prog(sm->progs.mc_sk_msg, layout.prog(MC_PROG_SK_MSG)); !st) return st.error();
   if (auto st = pin_prog(c4->progs.mc_connect4, layout.prog(MC_PROG_CONNECT4)); !st) return st.error();
+  if (auto st = pin_prog(c4->progs.mc_obj_ingress, layout.prog(MC_PROG_OBJ_INGRESS)); !st) return st.error();
   // The CNI plugin attaches this one to each pod's host veth (it loads no BPF).
   if (auto st = pin_prog(tc->veth, layout.prog(MC_PROG_TC_VETH)); !st) return st.error();
   if (auto st = pin_prog(tc->overlay, layout.prog(MC_PROG_TC_OVERLAY)); !st) return st.error();
@@ -307,6 +308,10 @@ Result<AttachResult> attach_all(const DaemonConfig& cfg, const std::string& cgro
   // a service file names some, MC_CFG_F_OBJECTIVES), so always attached.
   if (auto c = attach_cgroup(bpf_program__fd(c4->progs.mc_connect4), cgroup, layout, BPF_CGROUP_INET4_CONNECT,
                              MC_LINK_CONNECT4, "connect4");
+      !c)
+    return c.error();
+  if (auto c = attach_cgroup(bpf_program__fd(c4->progs.mc_obj_ingress), cgroup, layout, BPF_CGROUP_INET_INGRESS,
+                             MC_LINK_OBJ_INGRESS, "the objectives' ingress accounting");
       !c)
     return c.error();
 
@@ -383,13 +388,15 @@ Status detach_all(const PinLayout& layout) {
     }
     ::close(lfd);
   }
-  // connect4 (the objectives actuators): connects go unchanged from here on.
-  if (int lfd = bpf_obj_get(layout.link(MC_LINK_CONNECT4).c_str()); lfd >= 0) {
-    if (bpf_link_detach(lfd) != 0 && errno != ENOLINK)
-      log::warn("couldn't detach the connect4 cgroup link", {{"errno", errno}});
-    ::close(lfd);
+  // The objectives' programs: connects go unchanged from here on.
+  for (const char* name : {MC_LINK_CONNECT4, MC_LINK_OBJ_INGRESS}) {
+    if (int lfd = bpf_obj_get(layout.link(name).c_str()); lfd >= 0) {
+      if (bpf_link_detach(lfd) != 0 && errno != ENOLINK)
+        log::warn("couldn't detach a cgroup link", {{"link", name}, {"errno", errno}});
+      ::close(lfd);
+    }
+    ::unlink(layout.link(name).c_str());
   }
-  ::unlink(layout.link(MC_LINK_CONNECT4).c_str());
   // 3. The map's programs. Sockets already in it keep theirs (and their
   //    queued bytes) until they close; deleting them would drop queued data.
   if (int mfd = bpf_obj_get(layout.map(MC_MAP_SOCKHASH).c_str()); mfd >= 0) {
@@ -399,8 +406,8 @@ Status detach_all(const PinLayout& layout) {
   }
   // 4. Every pin, then the directories.
   for (const auto& n : PinLayout::map_names()) ::unlink(layout.map(n).c_str());
-  for (const char* n :
-       {MC_PROG_SOCKOPS, MC_PROG_SK_MSG, MC_PROG_SK_SKB, MC_PROG_TC_VETH, MC_PROG_TC_OVERLAY, MC_PROG_CONNECT4})
+  for (const char* n : {MC_PROG_SOCKOPS, MC_PROG_SK_MSG, MC_PROG_SK_SKB, MC_PROG_TC_VETH, MC_PROG_TC_OVERLAY,
+                        MC_PROG_CONNECT4, MC_PROG_OBJ_INGRESS})
     ::unlink(layout.prog(n).c_str());
   ::unlink(link.c_str());
   for (const auto& d : {layout.maps_dir(), layout.progs_dir(), layout.links_dir(), layout.root})

@@ -40,6 +40,9 @@ Status sync_table(int fd, const char* name, const std::vector<std::pair<mc_obj_a
 struct CtlMap {
   void* p = MAP_FAILED;
   size_t len = 0;
+  CtlMap() = default;
+  CtlMap(const CtlMap&) = delete;
+  CtlMap(CtlMap&& o) noexcept : p(o.p), len(o.len) { o.p = MAP_FAILED; }
   ~CtlMap() {
     if (p != MAP_FAILED) ::munmap(p, len);
   }

@@ -42,6 +42,8 @@
 #define MC_MAP_OBJ_COUNTERS "mc_obj_counters"
 #define MC_PROG_CONNECT4 "connect4"
 #define MC_LINK_CONNECT4 "connect4_cgroup"
+#define MC_PROG_OBJ_INGRESS "obj_ingress"
+#define MC_LINK_OBJ_INGRESS "obj_ingress_cg"
 
 #define MC_OBJ_MAX_SERVICES 64
 #define MC_OBJ_MAX_BACKENDS 8 /* per service */

@@ -88,7 +88,8 @@ mc_obj_action compile_class(const json& c, const Service& s, const std::string& 
     if (rate < 0) bad(where + ".rate is negative (" + num(rate) + "); 0 blocks every connect");
     if (rate > kMaxRate) bad(where + ".rate " + num(rate) + " is over " + num(kMaxRate));
     a.rate_milli = static_cast<uint64_t>(std::llround(rate * 1000.0));
-    a.burst = std::max<uint64_t>(1, static_cast<uint64_t>(std::llround(rate * 0.1)));
+    // Rate 0 blocks every connect: no burst either (unless one is given).
+    a.burst = rate == 0 ? 0 : std::max<uint64_t>(1, static_cast<uint64_t>(std::llround(rate * 0.1)));
     if (b != c.end() && !b->is_null()) {
       if (!b->is_number_integer()) bad(where + ".burst must be an integer >= 1, got " + b->dump());
       int64_t v = b->get<int64_t>();

@@ -205,6 +205,13 @@ class Bed:
         return r
 
     def counts(self):
+        """Accepted connections per backend, once the accept queues are drained."""
+        last, still = None, 0
+        while still < 3:
+            now = [b.accepts for b in self.backends + self.vip_be]
+            still = still + 1 if now == last else 0
+            last = now
+            time.sleep(0.05)
         return [b.accepts for b in self.backends], [b.accepts for b in self.vip_be]
 
     def totals(self, service, backend, cls):
@@ -376,7 +383,7 @@ def test_sidecar(bed):
     b0, _ = bed.counts()
 
     def run_as(uid, dst):
-        p = mcnet.spawn([sys.executable, "-c", script, dst[0], str(dst[1])], netns=bed.sc, cgroup=bed.cg,
+        p = mcnet.spawn(["/usr/bin/python3", "-c", script, dst[0], str(dst[1])], netns=bed.sc, cgroup=bed.cg,
                         uid=uid, gid=uid, stdout=mcnet.subprocess.PIPE, stderr=mcnet.subprocess.PIPE)
         out, err = p.communicate(timeout=10)
         return p.returncode, out.decode().strip(), err.decode()[-300:]

@@ -92,7 +92,7 @@ TEST_CASE("an action compiles to exact slots", "[obj-action]") {
   const Slot& b = a->slots[3];
   CHECK((b.svc == 1 && b.cls == 1));
   CHECK(b.a.rate_milli == 0);
-  CHECK(b.a.burst == 1);
+  CHECK(b.a.burst == 0);  // rate 0 blocks every connect
   auto j = to_json(*a, s);
   CHECK(j["generation"] == 7);
   CHECK(j["services"]["bed/s1"]["classes"]["premium"]["backends"][0]["addr"] == "10.0.1.5:8080");
