@@ -84,6 +84,11 @@ std::vector<uint32_t> service_ids(const Services& s) {
   return ids;
 }
 
+nlohmann::json latency_json(const LatencySummary& l) {
+  return {{"count", l.count}, {"p50", l.p50_ms}, {"p90", l.p90_ms},
+          {"p95", l.p95_ms},  {"p99", l.p99_ms}, {"mean", l.mean_ms}};
+}
+
 bool mtime_changed(const std::string& path, timespec* seen) {
   struct stat sb {};
   if (::stat(path.c_str(), &sb) != 0) return false;
@@ -194,7 +199,7 @@ void Runtime::tick() {
 
 ApiReply Runtime::windows(uint64_t since, size_t max) {
   std::lock_guard<std::mutex> g(mu_);
-  return {200, st_->store.windows_since(since, max)};
+  return {200, st_->store.windows_since(since, max ? max : opts_.history)};
 }
 
 ApiReply Runtime::put_action(const nlohmann::json& doc) {
@@ -283,7 +288,11 @@ ApiReply Runtime::status() {
                             {"requests", r.requests},
                             {"completed", r.completed},
                             {"unanswered", r.unanswered},
-                            {"conn_done", r.conn_done}});
+                            {"conn_done", r.conn_done},
+                            {"req_sum_ns", r.req_sum_ns},
+                            {"conn_sum_ns", r.conn_sum_ns},
+                            {"request_ms", latency_json(summarize(r.req_hist, r.completed, r.req_sum_ns))},
+                            {"connection_ms", latency_json(summarize(r.conn_hist, r.conn_done, r.conn_sum_ns))}});
         }
   j["totals"] = totals;
   j["windows_seq"] = st_->store.last_seq();

@@ -227,9 +227,10 @@ std::string WindowStore::prometheus(const Services& services) const {
     for (const WindowRow& r : windows_.back().rows) {
       const LatencySummary& l = k == 0 ? r.req : r.conn;
       if (l.count == 0) continue;
-      std::pair<const char*, double> qs[] = {{"0.5", l.p50_ms}, {"0.95", l.p95_ms}, {"0.99", l.p99_ms}};
+      // "percentile", not "quantile": Prometheus reserves that label for summaries.
+      std::pair<const char*, double> qs[] = {{"50", l.p50_ms}, {"95", l.p95_ms}, {"99", l.p99_ms}};
       for (auto& [q, v] : qs)
-        o << lat[k] << "{" << labels(r.service, r.backend_name, r.class_name) << ",quantile=\"" << q << "\"} "
+        o << lat[k] << "{" << labels(r.service, r.backend_name, r.class_name) << ",percentile=\"" << q << "\"} "
           << v / 1e3 << "\n";
     }
   }

@@ -151,17 +151,20 @@ class Bed:
         self.b = [self.node.add_pod("b%d" % i, 4 + i) for i in range(3)]
         self.vipd = self.node.add_pod("vipd", 7)
         self.c1 = self.node.add_pod("c1", 8)
+        self.caller2 = self.node.add_pod("caller2", 9)
         for vip in (VIP1, VIP2):
             self.vipd.ip("addr", "add", vip + "/32", "dev", "lo")
-            for p in (self.caller, self.sc):
+            for p in (self.caller, self.sc, self.caller2):
                 p.ip("route", "add", vip + "/32", "via", SUB + ".7")
         self.tmp = tempfile.mkdtemp(prefix="mc-obj-")
         self.svc_file = os.path.join(self.tmp, "services.json")
         with open(self.svc_file, "w") as f:
             json.dump(services_doc(), f)
         self.port = free_port()
+        self.metrics_port = free_port()
         self.d = mcnet.Daemon(self.cg, "obj", extra=["--services", self.svc_file,
-                                                     "--api-addr", "127.0.0.1:%d" % self.port])
+                                                     "--api-addr", "127.0.0.1:%d" % self.port,
+                                                     "--metrics-addr", "127.0.0.1:%d" % self.metrics_port])
         self.d.start()
         self.wait_services()
         # caller: no sidecar, no socket shortcut (its sockets take the normal
@@ -169,9 +172,15 @@ class Bed:
         self.d.enroll(self.caller, self.caller.pod_ip,
                       extra=["--no-intra-pod", "--no-same-node", "--no-sidecar", "--class-id", str(PREMIUM)])
         self.d.enroll(self.sc, self.sc.pod_ip, extra=["--sidecar", "--class-id", str(FREEMIUM)])
+        # caller2 and c1: the same-node socket shortcut (a routed connection
+        # between them enters the sockhash: measured by sk_msg).
+        self.d.enroll(self.caller2, self.caller2.pod_ip, extra=["--no-sidecar", "--class-id", str(FREEMIUM)])
+        self.d.enroll(self.c1, self.c1.pod_ip, extra=["--no-sidecar"])
         self.backends = [Backend(p, p.pod_ip, 8080) for p in self.b]
         self.vip_be = [Backend(self.vipd, v, 80) for v in (VIP1, VIP2)]
-        self.c1_be = Backend(self.c1, self.c1.pod_ip, 8080)
+        self.c1_delays = [0.002, 0.003, 0.005, 0.008, 0.013, 0.021, 0.034, 0.055, 0.089]
+        self.c1_be = Backend(self.c1, self.c1.pod_ip, 8080,
+                             delay=lambda i: self.c1_delays[i % len(self.c1_delays)])
         self.gen = 0
 
     def wait_services(self, timeout=10):
@@ -456,6 +465,114 @@ def test_clear_and_daemon_gone(bed):
     ck(v3[0] - v2[0] == 3, "daemon gone: after the TTL, connects go unchanged (fail-open)", v3[0] - v2[0])
 
 
+def pctl(xs, q):
+    xs = sorted(xs)
+    return xs[max(0, int(-(-q * len(xs) // 1)) - 1)]
+
+
+def test_telemetry(bed, name, pod, cls="premium", n=180):
+    """Keep-alive requests from POD to s2 (routed to c1, whose delays cycle
+    2..89 ms): meshcut's counts equal the client's and its p50/p95/p99 are
+    within 5 % of the client's own measurement."""
+    ck = bed.ck
+    r = bed.apply({"default/s2": {"classes": {cls: {"weights": {"c1": 1.0}}}}}, ttl_ms=600000)
+    ck(r.returncode == 0, "%s: apply s2/%s -> c1" % (name, cls), r.stderr)
+    t0 = bed.totals("default/s2", "all", cls)
+    c0 = bed.d.counters()
+
+    def run():
+        s = socket.create_connection((VIP2, 80), timeout=5)
+        lat = []
+        for _ in range(n):
+            t = time.perf_counter()
+            request(s)
+            lat.append(time.perf_counter() - t)
+        s.close()
+        return lat
+
+    lat = mcnet.in_netns(pod, run)
+    time.sleep(0.2)
+    t1 = bed.totals("default/s2", "all", cls)
+    c1 = bed.d.counters()
+    for k, want in (("conns", 1), ("requests", n), ("completed", n)):
+        ck(t1.get(k, 0) - t0.get(k, 0) == want, "%s: %s +%d exactly" % (name, k, want), t1.get(k, 0) - t0.get(k, 0))
+    if t0.get("completed", 0) == 0:  # the row holds only this run: its percentiles are this run's
+        got = t1["request_ms"]
+        for q, key in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")):
+            want = pctl(lat, q) * 1000.0
+            ck(abs(got[key] - want) <= 0.05 * want, "%s: %s %.2f ms vs the client's %.2f ms (within 5 %%)"
+               % (name, key, got[key], want))
+    return c0, c1
+
+
+def test_telemetry_normal_path(bed):
+    test_telemetry(bed, "telemetry (normal path)", bed.caller)
+
+
+def test_telemetry_shortcut(bed):
+    c0, c1 = test_telemetry(bed, "telemetry (socket shortcut)", bed.caller2, cls="freemium")
+    ck = bed.ck
+    ck(c1["msg_redirect_node"] > c0["msg_redirect_node"],
+       "routing on: the rewritten connection still takes the same-node socket shortcut (+%d redirects)"
+       % (c1["msg_redirect_node"] - c0["msg_redirect_node"]))
+
+
+def test_connection_latency(bed, n=40):
+    """Connection per request: connect -> first FIN measured per connection."""
+    ck = bed.ck
+    bed.apply({"default/s2": {"classes": {"premium": {"weights": {"c1": 1.0}}}}}, ttl_ms=600000)
+    t0 = bed.totals("default/s2", "all", "premium")
+
+    def run():
+        out = []
+        for _ in range(n):
+            t = time.perf_counter()
+            s = socket.create_connection((VIP2, 80), timeout=5)
+            request(s)
+            s.close()
+            out.append(time.perf_counter() - t)
+        return out
+
+    lat = in_caller(bed, run)
+    time.sleep(0.3)
+    t1 = bed.totals("default/s2", "all", "premium")
+    ck(t1.get("conn_done", 0) - t0.get("conn_done", 0) == n, "connection latency: %d connections measured" % n,
+       t1.get("conn_done", 0) - t0.get("conn_done", 0))
+    ck(t1.get("conns", 0) - t0.get("conns", 0) == n, "connection latency: conns +%d" % n)
+    mean_client = sum(lat) / len(lat) * 1000.0
+    mean = (t1["conn_sum_ns"] - t0.get("conn_sum_ns", 0)) / 1e6 / n
+    ck(abs(mean - mean_client) <= 0.05 * mean_client,
+       "connection latency: connect -> end %.2f ms per connection vs the client's %.2f ms (within 5 %%)"
+       % (mean, mean_client))
+
+
+def test_windows_and_metrics(bed):
+    ck = bed.ck
+    import urllib.request
+    time.sleep(1.2)
+    body = urllib.request.urlopen("http://127.0.0.1:%d/v1/windows?since=0" % bed.port, timeout=5).read()
+    w = json.loads(body)
+    seqs = [x["seq"] for x in w.get("windows", [])]
+    ck(seqs and seqs == sorted(seqs) and w["last_seq"] == seqs[-1], "windows: served in order up to last_seq",
+       (seqs[:3], w.get("last_seq")))
+    rows = [r for x in w["windows"] for r in x.get("rows", [])]
+    ck(any(r.get("service") == "default/s2" for r in rows), "windows: rows of s2's requests are there")
+    since = seqs[-1] if seqs else 0
+    w2 = json.loads(urllib.request.urlopen("http://127.0.0.1:%d/v1/windows?since=%d" % (bed.port, since),
+                                           timeout=5).read())
+    ck(all(x["seq"] > since for x in w2.get("windows", [])), "windows: since=N gives only newer windows")
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % bed.metrics_port, timeout=5).read().decode()
+    tot = bed.totals("default/s2", "all", "premium")
+    line = [ln for ln in text.splitlines() if ln.startswith("meshcut_obj_requests_total{")
+            and 'service="default/s2"' in ln and 'backend="all"' in ln and 'class="premium"' in ln]
+    ck(line and int(float(line[0].split()[-1])) == tot.get("requests"), "metrics: requests_total equals the totals",
+       (line[:1], tot.get("requests")))
+    promtool = "/usr/bin/promtool"
+    if os.path.exists(promtool):
+        r = mcnet.subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+        ck(r.returncode == 0, "metrics: promtool check metrics passes", (r.stdout + r.stderr)[-500:])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--connections", type=int, default=10000)
@@ -472,6 +589,10 @@ def main():
                  ("ttl", lambda: test_ttl(bed)),
                  ("sidecar", lambda: test_sidecar(bed)),
                  ("bad_input", lambda: test_bad_input(bed)),
+                 ("telemetry_normal", lambda: test_telemetry_normal_path(bed)),
+                 ("telemetry_shortcut", lambda: test_telemetry_shortcut(bed)),
+                 ("connection_latency", lambda: test_connection_latency(bed)),
+                 ("windows_metrics", lambda: test_windows_and_metrics(bed)),
                  ("daemon_gone", lambda: test_clear_and_daemon_gone(bed))]
         for name, fn in tests:
             if args.only and args.only not in name:

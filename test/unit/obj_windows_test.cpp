@@ -190,7 +190,7 @@ TEST_CASE("prometheus: counters of the last snapshot, latency gauges of the last
         std::string::npos);
   CHECK(p.find("meshcut_obj_offered_total{service=\"bed/s2\",backend=\"all\",class=\"default\"} 10\n") !=
         std::string::npos);
-  CHECK(p.find("meshcut_obj_latency_seconds{service=\"bed/s2\",backend=\"all\",class=\"default\",quantile=\"0.99\"} "
+  CHECK(p.find("meshcut_obj_latency_seconds{service=\"bed/s2\",backend=\"all\",class=\"default\",percentile=\"99\"} "
                "0.00") != std::string::npos);
   // One HELP and one TYPE per metric.
   size_t helps = 0, pos = 0;
