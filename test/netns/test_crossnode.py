@@ -67,7 +67,12 @@ TO_OVERLAY = ("redirect_overlay", "redirect_neigh")
 
 # How each mode is switched: the plugin's crossNode and meshcutd's args. `off`
 # differs from `on` only by the node switch.
-SHORTCUT_ARGS = ["--pod-cidr", twonode.CLUSTER_CIDR, "--overlay-dev", twonode.VXLAN_DEV]
+# The objectives' routing (issue 15) rides along: a service file (filled once
+# the pods exist) and the API, each daemon on its node's own loopback.
+SVC_FILE = "/tmp/mc-xnode-services-%d.json" % os.getpid()
+OBJ_API = "127.0.0.1:9465"
+SHORTCUT_ARGS = ["--pod-cidr", twonode.CLUSTER_CIDR, "--overlay-dev", twonode.VXLAN_DEV,
+                 "--services", SVC_FILE, "--api-addr", OBJ_API]
 MODES = {
     "off": {"cross_node": True, "daemon_args": SHORTCUT_ARGS + ["--cross-node", "off"]},
     "on": {"cross_node": True, "daemon_args": SHORTCUT_ARGS + ["--cross-node", "on"]},
@@ -323,6 +328,84 @@ def dns_case(ck, args, cl, name, client, nat_node, n=40):
     common_asserts(ck, args, case, nat_node)
 
 
+# --- routed by the objectives' connect4 across nodes -----------------------------
+
+SVC_ROUTED = "10.97.0.10"  # no kube-proxy rule: only meshcut's routing reaches its endpoints
+ROUTED_CLIENT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import twonode
+ok = 0
+for i in range(int(sys.argv[4])):
+    (peer, _), view = twonode.rr_client((sys.argv[2], int(sys.argv[3])), i, 1000, 20000)
+    ok += 1
+print(ok, view[0])
+"""
+
+
+def write_services(endpoints):
+    def ep(ip, pod):
+        return {"addresses": [ip], "targetRef": {"name": pod}}
+
+    doc = {"apiVersion": "v1", "kind": "List", "items": [
+        {"kind": "Service", "metadata": {"name": "routed", "namespace": "default"},
+         "spec": {"clusterIP": SVC_ROUTED, "ports": [{"port": 80, "targetPort": SRV_PORT}]}},
+        {"kind": "EndpointSlice", "addressType": "IPv4", "ports": [{"port": SRV_PORT}],
+         "metadata": {"name": "routed-a", "namespace": "default",
+                      "labels": {"kubernetes.io/service-name": "routed"}},
+         "endpoints": [ep(ip, name) for name, ip in endpoints]}]}
+    tmp = SVC_FILE + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f)
+    os.replace(tmp, SVC_FILE)
+
+
+def case_routed(ck, args, cl, pods, cg, n=20):
+    """The sidecar (uid 1337) of c1 (n1) connects to s1 (n1), an endpoint of a
+    managed service whose table sends everything to s2 (n2): the connection
+    is rewritten to s2 and still takes the tc shortcut on both nodes."""
+    c1, s1, s2 = pods["c1"], pods["s1"], pods["s2"]
+    n1 = cl.nodes["n1"]
+    write_services([("s1", s1.ip), ("s2", s2.ip)])
+    api = ["--api-addr", OBJ_API]
+    st = None
+    for _ in range(50):
+        r = n1.daemon.cli("objectives", "status", "--json", *api, check=False)
+        st = json.loads(r.stdout) if r.returncode == 0 else None
+        if st and st["services"] and len(st["services"][0].get("endpoints", [])) == 2:
+            break
+        time.sleep(0.1)
+    ck.check(st and st["services"], "routed: n1's meshcutd loaded the service file", st)
+    act = os.path.join(os.path.dirname(SVC_FILE), "mc-xnode-action-%d.json" % os.getpid())
+    with open(act, "w") as f:
+        json.dump({"generation": 1, "ttl_ms": 600000,
+                   "services": {"default/routed": {"classes": {"default": {"weights": {"s2": 1.0}}}}}}, f)
+    r = n1.daemon.cli("objectives", "apply", act, *api, check=False)
+    os.unlink(act)
+    ck.check(r.returncode == 0, "routed: action applied on n1 (all to s2)", r.stderr)
+    with Case(cl, "routed-x-12") as case:
+        p = mcnet.spawn(["/usr/bin/python3", "-c", ROUTED_CLIENT, os.path.dirname(os.path.abspath(__file__)),
+                         s1.ip, str(SRV_PORT), str(n)], netns=c1.ns, cgroup=cg, uid=1337, gid=1337,
+                        stdout=mcnet.subprocess.PIPE, stderr=mcnet.subprocess.PIPE)
+        out, err = p.communicate(timeout=60)
+    got = out.decode().split()
+    ck.check(p.returncode == 0 and got[:1] == [str(n)], "routed: %d request/responses through the rewritten "
+             "connections, intact (%s)" % (n, (out + err).decode()[-300:]))
+    stc = json.loads(n1.daemon.cli("objectives", "status", "--json", *api).stdout)["counters"]
+    ck.check(stc.get("routed", 0) >= n, "routed: n1 rewrote %d connects (s1 -> s2)" % stc.get("routed", 0))
+    ck.check(srv_peers_include(pods, c1.ip), "routed: s2 served them, seeing c1's address (no SNAT)")
+    common_asserts(ck, args, case)
+    assert_shortcut(ck, args, case, n * 20000)
+
+
+_rr_servers = {}
+
+
+def srv_peers_include(pods, ip):
+    srv = _rr_servers.get("s2")
+    return srv is not None and any(p[0] == ip for p in srv.peers)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shortcut", choices=["on", "off"], default="off")
@@ -343,6 +426,8 @@ def main():
     cg = mcnet.Cgroup("xnode")
     cg.join()
     mode = MODES[args.shortcut]
+    write_services([])
+    mcnet._cleanups.append(lambda: os.path.exists(SVC_FILE) and os.unlink(SVC_FILE))
     cl = twonode.Cluster(cg, meshcut=not args.no_meshcut, cross_node=mode["cross_node"],
                          daemon_extra=mode["daemon_args"], kube_forward_invalid_drop=not args.ct_liberal,
                          conntrack_liberal=args.ct_liberal,
@@ -367,10 +452,13 @@ def main():
     twonode.start_dns(cg, dns, DNS_ANSWER)
     srv1 = twonode.RRServer(s1.ns, s1.ip, SRV_PORT)
     srv2 = twonode.RRServer(s2.ns, s2.ip, SRV_PORT)
+    _rr_servers["s2"] = srv2
     srv_ext = twonode.RRServer(cl.ext, twonode.EXT_IP, EXT_PORT)
     n1, n2 = cl.nodes["n1"], cl.nodes["n2"]
 
     case_direct(ck, args, cl, pods)
+    if not args.no_meshcut and not args.no_sockops:  # connect4 sits on the cgroup sockops does
+        case_routed(ck, args, cl, pods, cg)
 
     rr_case(ck, args, cl, "clusterip-x-12", c1.ns, (SVC_WEB, 80), c1.ip, "n1")
     rr_case(ck, args, cl, "clusterip-x-21", c2.ns, (SVC_WEB_N1, 80), c2.ip, "n2")

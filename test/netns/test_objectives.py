@@ -496,7 +496,8 @@ def test_telemetry(bed, name, pod, cls="premium", n=180):
     c1 = bed.d.counters()
     for k, want in (("conns", 1), ("requests", n), ("completed", n)):
         ck(t1.get(k, 0) - t0.get(k, 0) == want, "%s: %s +%d exactly" % (name, k, want), t1.get(k, 0) - t0.get(k, 0))
-    if t0.get("completed", 0) == 0:  # the row holds only this run: its percentiles are this run's
+    # The row must hold only this run, so that its percentiles are this run's.
+    if ck(t0.get("completed", 0) == 0, "%s: the s2/%s row starts empty" % (name, cls), t0):
         got = t1["request_ms"]
         for q, key in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")):
             want = pctl(lat, q) * 1000.0
