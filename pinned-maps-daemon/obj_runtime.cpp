@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 
 #include <chrono>
+#include <cstring>
+#include <map>
 #include <ctime>
 #include <set>
 
@@ -70,7 +72,11 @@ void sync_pods(const PinnedMaps& maps, const ObjMaps& om, const Services& s) {
   for (const auto& [k, rec] : *recs) {
     if (!live.count(rec.netns_cookie)) continue;
     mc_obj_pod op{};
-    op.cls = classify(s, rec.pod_namespace, rec.pod_name, {});
+    std::map<std::string, std::string> ann;
+    std::string cc(rec.caller_class, strnlen(rec.caller_class, sizeof(rec.caller_class)));
+    if (!cc.empty()) ann[MC_CNI_CLASS_ANNOTATION] = cc;
+    op.cls = classify(s, std::string(rec.pod_namespace, strnlen(rec.pod_namespace, sizeof(rec.pod_namespace))),
+                      std::string(rec.pod_name, strnlen(rec.pod_name, sizeof(rec.pod_name))), ann);
     op.flags = (rec.pod.flags & MC_POD_F_INTRA) ? MC_OBJ_POD_F_SIDECAR : 0;
     om.put_pod(rec.netns_cookie, op);
   }

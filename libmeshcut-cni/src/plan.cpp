@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "meshcut/abi.h"
+
 namespace meshcut::cni {
 
 using json = nlohmann::json;
@@ -24,6 +26,7 @@ json Plan::to_json() const {
             {"attachTc", attach_tc},
             {"result", result}};
   if (!enroll) j["skipReason"] = skip_reason;
+  if (!caller_class.empty()) j["callerClass"] = caller_class;
   return j;
 }
 
@@ -76,6 +79,8 @@ Plan make_plan(const NetConf& c, const Env& env) {
   p.pod_namespace = arg("K8S_POD_NAMESPACE");
   p.pod_name = arg("K8S_POD_NAME");
   p.pod_uid = arg("K8S_POD_UID");
+  if (auto it = c.annotations.find(MC_CNI_CLASS_ANNOTATION); it != c.annotations.end())
+    p.caller_class = it->second.substr(0, MC_CNI_CLASS_LEN - 1);
   p.result = convert_result(c.prev_result, c.cni_version);
 
   // The container interface: CNI_IFNAME inside the sandbox. Its index in

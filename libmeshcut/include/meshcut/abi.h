@@ -32,7 +32,7 @@ static_assert(sizeof(mc_flow) == 16);
 static_assert(sizeof(mc_flow_key) == 12 && std::has_unique_object_representations_v<mc_flow_key>);
 static_assert(sizeof(mc_meta) == 32);
 static_assert(sizeof(mc_cni_key) == 88 && std::has_unique_object_representations_v<mc_cni_key>);
-static_assert(sizeof(mc_cni_pod) == 432);
+static_assert(sizeof(mc_cni_pod) == 464);
 static_assert(sizeof(mc_obj_addr) == 8 && std::has_unique_object_representations_v<mc_obj_addr>);
 static_assert(sizeof(mc_obj_ctl) == 16);
 static_assert(sizeof(mc_obj_action) == 168);
@@ -99,7 +99,7 @@ constexpr uint32_t abi_fingerprint_of_contract() {
   h = MC_ABI_STRUCT(h, mc_cni_pod, MC_ABI_F(mc_cni_pod, netns_cookie), MC_ABI_F(mc_cni_pod, added_ns),
                     MC_ABI_F(mc_cni_pod, pod), MC_ABI_F(mc_cni_pod, cni_flags), MC_ABI_F(mc_cni_pod, host_ifname),
                     MC_ABI_F(mc_cni_pod, pod_namespace), MC_ABI_F(mc_cni_pod, pod_name), MC_ABI_F(mc_cni_pod, pod_uid),
-                    MC_ABI_F(mc_cni_pod, netns_path));
+                    MC_ABI_F(mc_cni_pod, netns_path), MC_ABI_F(mc_cni_pod, caller_class));
   h = MC_ABI_STRUCT(h, mc_config, MC_ABI_F(mc_config, enabled), MC_ABI_F(mc_config, flags),
                     MC_ABI_F(mc_config, pod_cidr), MC_ABI_F(mc_config, pod_cidr_mask),
                     MC_ABI_F(mc_config, overlay_ifindex), MC_ABI_F(mc_config, pad));

@@ -22,6 +22,9 @@ struct Plan {
   std::vector<std::string> host_candidates;  // prevResult interfaces outside the sandbox
   bool intra_pod = false, same_node = false, cross_node = false;
   bool attach_tc = false;
+  // The objectives' caller class the pod asked for (annotation meshcut.io/class),
+  // matched by CallerClasses rules with that annotation key; "" if none.
+  std::string caller_class;
   nlohmann::json result;  // prevResult, converted to the request's cniVersion
 
   nlohmann::json to_json() const;
