@@ -128,6 +128,10 @@ class Bench(benchlib.PodBench):
         node = mcnet.Node("n1", subnet=tobj.SUB)
         self.caller = Pod(node, "caller", 2)
         self.backend = Pod(node, BACKEND, 4)
+        # every sample's connections go to one backend IP:port and the caller
+        # closes first: TIME_WAIT must not run out of ports
+        self.caller.ns.run("sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65000",
+                           "net.ipv4.tcp_tw_reuse=1")
         self.tmp = tempfile.mkdtemp(prefix="mc-objcost-")
         mcnet._cleanups.append(lambda: subprocess.run(["rm", "-rf", self.tmp], check=False))
         self.svc_file = os.path.join(self.tmp, "services.json")
@@ -384,7 +388,8 @@ class Bench(benchlib.PodBench):
     def report(self):
         a = self.args
         crr = {m: [s for s in self.samples if s["kind"] == "crr" and s["mode"] == m] for m in CONNECT_MODES}
-        progs = sorted(self.prog_ids)
+        # the programs that ran (meshcutd pins some it does not attach here)
+        progs = [p for p in sorted(self.prog_ids) if any(s.get(f"bpf_{p}_runs") for s in self.samples)]
         lines = [f"### Connect-time cost of the actuators: connect + {a.size} B each way + close (bench/crr), "
                  f"{a.conns} connections per sample, caller and backend pods on one bridge, pinned to CPU {a.cpu}; "
                  f"median of {a.reps} repetition(s) [min–max]\n",
