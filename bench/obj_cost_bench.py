@@ -68,10 +68,18 @@ CLASS = "default"  # class 0: the caller is enrolled with --class-id 0
 BACKEND = "b1"  # test_objectives.services_doc(): endpoint SUB.4:8080 of s1
 VIP_PORT, BACKEND_PORT = 80, 8080
 # issue 15: routing + admission <= 1 µs per connect; telemetry <= 1 % of a
-# same-node meshed request's latency (here the denominator is the bare
-# socket RTT, without sidecars: stricter).
+# same-node meshed request's latency.
 TARGET_CONNECT_NS = 1000.0
 TARGET_TELEMETRY_SHARE = 0.01
+# The telemetry target's denominator is not measured here (no sidecars):
+# shared/BENCH.md's same-node request through two HAProxy sidecars, and the
+# tagged sockets such a request has (the app's to the ClusterIP, the
+# sidecar's upstream one), each costing what a tagged socket costs here.
+REF_MESHED_US = 74.0
+TAGGED_PER_MESHED = 2
+REF_MESHED = (f"est. ÷ meshed request: {TAGGED_PER_MESHED} × Δ BPF ÷ {REF_MESHED_US:.0f} µs "
+              "(shared/BENCH.md: a 64 B request through two HAProxy sidecars on one node takes 74–86 µs; "
+              "two of its sockets are tagged).")
 # a rate (and a burst) no sample reaches: admission runs, never refuses
 HUGE_RATE = 1000000
 EMPTY_SERVICES = {"apiVersion": "v1", "kind": "List", "items": []}
@@ -387,81 +395,107 @@ class Bench(benchlib.PodBench):
 
     def report(self):
         a = self.args
-        crr = {m: [s for s in self.samples if s["kind"] == "crr" and s["mode"] == m] for m in CONNECT_MODES}
         # the programs that ran (meshcutd pins some it does not attach here)
         progs = [p for p in sorted(self.prog_ids) if any(s.get(f"bpf_{p}_runs") for s in self.samples)]
+        summary = {"connect": {}, "request": {}}
+        lines = self.connect_table(progs, summary["connect"]) + self.request_table(progs, summary["request"])
+        lines.append(f"\nTargets (issue 15): routing + admission ≤ {TARGET_CONNECT_NS:.0f} ns per connect; telemetry "
+                     f"≤ {100 * TARGET_TELEMETRY_SHARE:.0f} % of a same-node meshed request's latency. "
+                     "✗ marks a miss. "
+                     "Δ: per-repetition differences to the plain/untagged sample of the same repetition, median "
+                     "[min–max]; median/min: of the per-connection or per-request times of each sample (the "
+                     "client's own clock). BPF ns: the kernel's run time of meshcut's programs (BPF_ENABLE_STATS) "
+                     "per connect or per request, both sockets: the in-kernel part of each Δ, without the VM's "
+                     "scheduling noise (it leaves out the socket storage freed at close). off-path and route+admit "
+                     "include tagging the socket and measuring its request; a tagged request is counted in two rows "
+                     f"(the service's and the backend's). {REF_MESHED}")
+        meta = {**benchlib.host_meta(a), "conns": a.conns, "warmup": a.warmup, "size": a.size, "quick": a.quick,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **self.meta}
+        benchlib.write_outputs(a.out, "\n".join(lines) + "\n", self.samples, meta, summary, self.problems, log)
+
+    def connect_table(self, progs, summary):
+        a = self.args
+        crr = {m: [s for s in self.samples if s["kind"] == "crr" and s["mode"] == m] for m in CONNECT_MODES}
         lines = [f"### Connect-time cost of the actuators: connect + {a.size} B each way + close (bench/crr), "
                  f"{a.conns} connections per sample, caller and backend pods on one bridge, pinned to CPU {a.cpu}; "
-                 f"median of {a.reps} repetition(s) [min–max]\n",
-                 "| mode | conn/s | µs per conn | Δ vs plain, ns per connect | BPF ns per connect (all programs) | "
-                 "Δ BPF vs plain, ns | " + " | ".join(f"{p} ns" for p in progs) + " |",
-                 "|---|---|---|---|---|---|" + "---|" * len(progs)]
-        summary = {"connect": {}, "request": {}}
+                 f"{a.reps} repetition(s)\n",
+                 "| mode | conn/s | µs per conn (median) | Δ median ns | Δ min ns | BPF ns per connect | "
+                 "Δ BPF ns | " + " | ".join(f"{p} ns" for p in progs) + " |",
+                 "|---|---|---|---|---|---|---|" + "---|" * len(progs)]
         for m, rs in crr.items():
             if not rs:
                 continue
-            d_wall = pdiff(rs, crr["plain"], "us_per_conn", 1000.0)
+            d_med = pdiff(rs, crr["plain"], "median_us", 1000.0)
+            d_min = pdiff(rs, crr["plain"], "min_us", 1000.0)
             d_bpf = pdiff(rs, crr["plain"], "bpf_total_ns")
-            rec = {"conns_per_s": med([s["conns_per_s"] for s in rs]),
-                   "us_per_conn": med([s["us_per_conn"] for s in rs]),
-                   "delta_ns": med(d_wall), "delta_ns_all": d_wall,
-                   "bpf_ns": med([s["bpf_total_ns"] for s in rs]), "bpf_delta_ns": med(d_bpf),
-                   "bpf_delta_ns_all": d_bpf,
+            rec = {"conns_per_s": med([s["conns_per_s"] for s in rs]), "median_us": med([s["median_us"] for s in rs]),
+                   "delta_median_ns": med(d_med), "delta_min_ns": med(d_min),
+                   "bpf_ns": med([s["bpf_total_ns"] for s in rs]),
+                   "bpf_delta_ns": med(d_bpf), "per_rep": {"delta_median_ns": d_med, "delta_min_ns": d_min,
+                                                           "bpf_delta_ns": d_bpf},
                    "bpf_ns_by_prog": {p: med([s.get(f"bpf_{p}_ns", 0) for s in rs]) for p in progs}}
-            if m != "plain":
-                rec["target_ok"] = rec["delta_ns"] <= TARGET_CONNECT_NS
-                rec["bpf_target_ok"] = rec["bpf_delta_ns"] <= TARGET_CONNECT_NS
-            summary["connect"][m] = rec
-            mark = "" if m == "plain" or rec["target_ok"] else " ✗"
-            lines.append(f"| {m} | {rec['conns_per_s']:.0f} | {rec['us_per_conn']:.2f} | "
-                         f"{'' if m == 'plain' else fmt_mmm(d_wall, '{:+.0f}') + mark} | {rec['bpf_ns']:.0f} | "
-                         f"{'' if m == 'plain' else fmt_mmm(d_bpf, '{:+.0f}')} | "
+            summary[m] = rec
+            if m == "plain":
+                lines.append(f"| plain | {rec['conns_per_s']:.0f} | {rec['median_us']:.2f} | | | "
+                             f"{rec['bpf_ns']:.0f} | | "
+                             + " | ".join(f"{rec['bpf_ns_by_prog'][p]:.0f}" for p in progs) + " |")
+                continue
+            lines.append(f"| {m} | {rec['conns_per_s']:.0f} | {rec['median_us']:.2f} | {fmt_mmm(d_med, '{:+.0f}')} | "
+                         f"{fmt_mmm(d_min, '{:+.0f}')} | {rec['bpf_ns']:.0f} | {fmt_mmm(d_bpf, '{:+.0f}')} | "
                          + " | ".join(f"{rec['bpf_ns_by_prog'][p]:.0f}" for p in progs) + " |")
-        lines += [f"\n### Per-request cost of the telemetry: keep-alive ping-pong, {a.size} B each way (bench/rtt), "
-                  f"{a.iters} requests per sample; untagged = objectives off, to the pod IP; tagged = objectives "
-                  f"on, to the ClusterIP (routed, measured); median of {a.reps} repetition(s) [min–max]\n",
-                  "| path | RTT untagged µs | RTT tagged µs | Δ ns per request | Δ ÷ RTT | "
-                  "BPF ns/request untagged | tagged | Δ BPF ns | Δ BPF ÷ RTT | " +
-                  " | ".join(f"Δ {p} ns" for p in progs) + " |",
-                  "|---|---|---|---|---|---|---|---|---|" + "---|" * len(progs)]
+        if crr["route+admit"] and "connect4" in progs:
+            c4 = {m: pdiff(crr["route+admit"], crr[m], "bpf_connect4_ns") for m in ("plain", "off-path")}
+            if c4["plain"]:
+                summary["connect4_route_admit_vs_plain_ns"] = med(c4["plain"])
+                summary["connect4_route_admit_vs_off_path_ns"] = med(c4["off-path"]) if c4["off-path"] else None
+                ok = summary["target_ok"] = med(c4["plain"]) <= TARGET_CONNECT_NS
+                lines.append(f"\nRouting + admission alone (connect4's run time, route+admit): "
+                             f"{fmt_mmm(c4['plain'], '{:+.0f}')} ns per connect vs plain{'' if ok else ' ✗'}, "
+                             f"of which {fmt_mmm(c4['off-path'], '{:+.0f}')} ns vs off-path (the action read, "
+                             "the token bucket and the rewrite; the rest is the lookups and tagging the socket, "
+                             "which off-path does too). The whole Δ BPF of off-path and route+admit adds what "
+                             "sockops and obj_ingress spend on the tagged connection (its request and its duration).")
+        return lines
+
+    def request_table(self, progs, summary):
+        a = self.args
+        lines = [f"\n### Per-request cost of the telemetry: keep-alive ping-pong, {a.size} B each way (bench/rtt), "
+                 f"{a.iters} requests per sample; untagged = objectives off, to the pod IP; tagged = objectives on, "
+                 f"to the ClusterIP (routed, measured); {a.reps} repetition(s)\n",
+                 "| path | RTT untagged µs (median) | tagged | Δ median ns | Δ min ns | BPF ns/request untagged | "
+                 "tagged | Δ BPF ns | Δ BPF ÷ RTT | est. ÷ meshed request | "
+                 + " | ".join(f"Δ {p} ns" for p in progs) + " |",
+                 "|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(progs)]
         for path in PATHS:
             by = {t: [s for s in self.samples if s["kind"] == "rtt" and s["path"] == path and s["tag"] == t]
                   for t in TAGS}
             if not by["tagged"] or not by["untagged"]:
                 continue
-            d_wall = pdiff(by["tagged"], by["untagged"], "median_us", 1000.0)
+            d_med = pdiff(by["tagged"], by["untagged"], "median_us", 1000.0)
+            d_min = pdiff(by["tagged"], by["untagged"], "min_us", 1000.0)
             d_bpf = pdiff(by["tagged"], by["untagged"], "bpf_total_ns")
             base = {s["rep"]: s["median_us"] * 1000.0 for s in by["untagged"]}
-            share = [d / base[s["rep"]] for d, s in zip(d_wall, by["tagged"])]
             bshare = [d / base[s["rep"]] for d, s in zip(d_bpf, by["tagged"])]
             per_prog = {p: med(pdiff(by["tagged"], by["untagged"], f"bpf_{p}_ns")) for p in progs}
             rec = {"rtt_untagged_us": med([s["median_us"] for s in by["untagged"]]),
                    "rtt_tagged_us": med([s["median_us"] for s in by["tagged"]]),
-                   "delta_ns": med(d_wall), "delta_ns_all": d_wall, "share": med(share), "share_all": share,
+                   "delta_median_ns": med(d_med), "delta_min_ns": med(d_min),
                    "bpf_untagged_ns": med([s["bpf_total_ns"] for s in by["untagged"]]),
                    "bpf_tagged_ns": med([s["bpf_total_ns"] for s in by["tagged"]]),
-                   "bpf_delta_ns": med(d_bpf), "bpf_share": med(bshare), "bpf_delta_ns_by_prog": per_prog}
-            rec["target_ok"] = rec["share"] <= TARGET_TELEMETRY_SHARE
-            rec["bpf_target_ok"] = rec["bpf_share"] <= TARGET_TELEMETRY_SHARE
-            summary["request"][path] = rec
+                   "bpf_delta_ns": med(d_bpf), "bpf_share_of_rtt": med(bshare),
+                   "per_rep": {"delta_median_ns": d_med, "delta_min_ns": d_min, "bpf_delta_ns": d_bpf},
+                   "bpf_delta_ns_by_prog": per_prog}
+            # a meshed request: the app's socket and the sidecar's upstream socket are both tagged
+            rec["est_share_of_meshed"] = TAGGED_PER_MESHED * rec["bpf_delta_ns"] / (REF_MESHED_US * 1000.0)
+            rec["target_ok"] = rec["est_share_of_meshed"] <= TARGET_TELEMETRY_SHARE
+            summary[path] = rec
             lines.append(f"| {path} | {rec['rtt_untagged_us']:.2f} | {rec['rtt_tagged_us']:.2f} | "
-                         f"{fmt_mmm(d_wall, '{:+.0f}')} | {fmt_mmm([100 * x for x in share], '{:+.2f}')} %"
-                         f"{'' if rec['target_ok'] else ' ✗'} | {rec['bpf_untagged_ns']:.0f} | "
+                         f"{fmt_mmm(d_med, '{:+.0f}')} | {fmt_mmm(d_min, '{:+.0f}')} | {rec['bpf_untagged_ns']:.0f} | "
                          f"{rec['bpf_tagged_ns']:.0f} | {fmt_mmm(d_bpf, '{:+.0f}')} | "
-                         f"{fmt_mmm([100 * x for x in bshare], '{:+.2f}')} %"
-                         f"{'' if rec['bpf_target_ok'] else ' ✗'} | "
+                         f"{fmt_mmm([100 * x for x in bshare], '{:.2f}')} % | "
+                         f"{100 * rec['est_share_of_meshed']:.2f} %{'' if rec['target_ok'] else ' ✗'} | "
                          + " | ".join(f"{per_prog[p]:+.0f}" for p in progs) + " |")
-        lines.append(f"\nTargets (issue 15): routing + admission ≤ {TARGET_CONNECT_NS:.0f} ns per connect "
-                     f"(route+admit vs plain); telemetry ≤ {100 * TARGET_TELEMETRY_SHARE:.0f} % of a request's "
-                     "latency (here of the bare socket RTT, no sidecar: stricter than a meshed request). ✗ marks a "
-                     "miss. Δ: per-repetition differences to the plain/untagged sample of the same repetition; "
-                     "BPF ns: the kernel's run time of meshcut's programs (BPF_ENABLE_STATS) per connect or "
-                     "request, both sockets. route+admit and off-path include the tagging and the measuring of "
-                     "the connection's request; tagged requests are counted in two rows (the service's and the "
-                     "backend's).")
-        meta = {**benchlib.host_meta(a), "conns": a.conns, "warmup": a.warmup, "size": a.size, "quick": a.quick,
-                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **self.meta}
-        benchlib.write_outputs(a.out, "\n".join(lines) + "\n", self.samples, meta, summary, self.problems, log)
+        return lines
 
     def main(self):
         benchlib.setup_measure_report(self, log)
