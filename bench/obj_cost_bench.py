@@ -259,8 +259,9 @@ class Bench(benchlib.PodBench):
 
     # ---- samples --------------------------------------------------------------------
 
-    def run_json(self, cmd, pod, timeout=600):
-        """Run a client in POD; its JSON line, even when it exited 1 after failed connections."""
+    def run_json(self, cmd, pod, timeout=600, none_if=None):
+        """Run a client in POD; its JSON line, even when it exited 1 after failed connections.
+        None if there is none and its stderr says NONE_IF."""
         p = self.spawn(cmd, pod, self.args.cpu, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             out, err = p.communicate(timeout=timeout)
@@ -271,6 +272,8 @@ class Bench(benchlib.PodBench):
         try:
             return json.loads(out)
         except ValueError:
+            if none_if and none_if in err:
+                return None
             raise BenchError(f"{' '.join(cmd)} exited {p.returncode}: {err.strip()}")
 
     def target(self, via_vip):
@@ -289,11 +292,17 @@ class Bench(benchlib.PodBench):
             benchlib.wait_line(server, "ready")
             before = self.snapshot()
             res = self.run_json([self.crr_bin, "client", "--tcp", self.target(mode == "route+admit"), "--conns",
-                                 str(a.conns), "--size", str(a.size), "--warmup", str(a.warmup)], self.caller)
+                                 str(a.conns), "--size", str(a.size), "--warmup", str(a.warmup)], self.caller,
+                                none_if="every connection")
             time.sleep(0.05)  # the last connection's closing segments
             after = self.snapshot()
         finally:
             self.children.stop(server)
+        if res is None:
+            d = benchlib.delta(before["obj"], after["obj"])
+            self.problems.append(f"crr {mode} rep {rep}: every timed connection failed (connect4: blocked "
+                                 f"+{d.get('blocked', 0)}, routed +{d.get('routed', 0)})")
+            return None
         row = {"kind": "crr", "rep": rep, "mode": mode, "size": a.size, "connects": n, **res,
                "us_per_conn": round(1e6 / res["conns_per_s"], 3)}
         self.deltas(row, before, after, n)
@@ -388,7 +397,7 @@ class Bench(benchlib.PodBench):
             t0 = time.monotonic()
             blocks = (self.off_block, self.on_block) if rep % 2 else (self.on_block, self.off_block)
             for b in blocks:
-                self.samples += b(rep)
+                self.samples += [s for s in b(rep) if s]
             log(f"repetition {rep}/{self.args.reps} done in {time.monotonic() - t0:.1f} s")
 
     # ---- report ------------------------------------------------------------------------
