@@ -46,6 +46,7 @@ Usage:  sudo /usr/bin/python3 bench/obj_cost_bench.py [--quick] [--out DIR] [--r
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -141,7 +142,7 @@ class Bench(benchlib.PodBench):
         self.caller.ns.run("sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65000",
                            "net.ipv4.tcp_tw_reuse=1")
         self.tmp = tempfile.mkdtemp(prefix="mc-objcost-")
-        mcnet._cleanups.append(lambda: subprocess.run(["rm", "-rf", self.tmp], check=False))
+        mcnet._cleanups.append(lambda: shutil.rmtree(self.tmp, ignore_errors=True))  # mcnet's sweep
         self.svc_file = os.path.join(self.tmp, "services.json")
         self.write_services(False)
         self.api = f"127.0.0.1:{tobj.free_port()}"
@@ -186,7 +187,8 @@ class Bench(benchlib.PodBench):
             st = self.obj_status()
             if st.get("enabled") == on and len(st.get("services", [])) == want:
                 self.objectives = on
-                self.action_on = None if on else self.action_on
+                if on:
+                    self.action_on = None  # apply (or clear) it again after a reload
                 return
             time.sleep(0.1)
         raise BenchError(f"meshcutd did not turn objectives {'on' if on else 'off'} within {timeout}s: {st}")
@@ -197,7 +199,7 @@ class Bench(benchlib.PodBench):
             return
         if on:
             self.gen += 1
-            doc = {"generation": int(time.time() * 1000) * 100 + self.gen, "ttl_ms": 600000,
+            doc = {"generation": self.gen, "ttl_ms": 600000,
                    "services": {SERVICE: {"classes": {CLASS: {"weights": {BACKEND: 1.0}, "rate": HUGE_RATE,
                                                                "burst": HUGE_RATE}}}}}
             path = os.path.join(self.tmp, "action.json")
