@@ -125,6 +125,7 @@ int cmd_run(DaemonConfig cfg, const std::string& cni_entry, const install::Insta
   // refuses the start (the programs stay attached, as after any stop).
   obj::RuntimeOptions ro;
   ro.services_file = cfg.services_file;
+  ro.cgroup = cgroup;
   // The API only where there is something to control (tests and nodes run
   // several daemons without a service file).
   ro.api.listen = cfg.services_file.empty() ? "off" : cfg.api_addr;

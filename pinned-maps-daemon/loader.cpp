@@ -310,10 +310,8 @@ Result<AttachResult> attach_all(const DaemonConfig& cfg, const std::string& cgro
                              MC_LINK_CONNECT4, "connect4");
       !c)
     return c.error();
-  if (auto c = attach_cgroup(bpf_program__fd(c4->progs.mc_obj_ingress), cgroup, layout, BPF_CGROUP_INET_INGRESS,
-                             MC_LINK_OBJ_INGRESS, "the objectives' ingress accounting");
-      !c)
-    return c.error();
+  // obj_ingress runs for every packet arriving in the cgroup: attached only
+  // while there are managed services (set_obj_ingress, the objectives runtime).
 
   auto maps = PinnedMaps::open(layout);
   if (!maps) return maps.error();
@@ -483,6 +481,25 @@ SockopsRecheck reattach_sockops(const PinLayout& layout, const std::string& cgro
     if (bpf_obj_get_info_by_fd(lfd, &info, &len) == 0) r.link_id = info.id;
   }
   return r;
+}
+
+Status set_obj_ingress(const PinLayout& layout, const std::string& cgroup, bool on) {
+  std::string pin = layout.link(MC_LINK_OBJ_INGRESS);
+  if (!on) {
+    if (int lfd = bpf_obj_get(pin.c_str()); lfd >= 0) {
+      Fd f(lfd);
+      if (bpf_link_detach(lfd) != 0 && errno != ENOLINK)
+        return make_error("couldn't detach the objectives' ingress program", errno);
+    }
+    ::unlink(pin.c_str());
+    return ok_status();
+  }
+  auto prog = open_pinned(layout.prog(MC_PROG_OBJ_INGRESS));
+  if (!prog) return prog.error();
+  auto att = attach_cgroup(prog->get(), cgroup, layout, BPF_CGROUP_INET_INGRESS, MC_LINK_OBJ_INGRESS,
+                           "the objectives' ingress accounting");
+  if (!att) return att.error();
+  return ok_status();
 }
 
 nlohmann::json attachments_json(const PinLayout& layout) {

@@ -61,4 +61,8 @@ Status detach_all(const PinLayout& layout);
 // Attachment facts for `status`.
 nlohmann::json attachments_json(const PinLayout& layout);
 
+// The objectives' cgroup_skb/ingress accounting on CGROUP (ON) or off: it runs
+// for every arriving packet, so only while there are managed services.
+Status set_obj_ingress(const PinLayout& layout, const std::string& cgroup, bool on);
+
 }  // namespace meshcut::daemon

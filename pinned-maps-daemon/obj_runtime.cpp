@@ -14,6 +14,8 @@
 #include "meshcut/obj/action.h"
 #include "meshcut/obj/services.h"
 #include "meshcut/obj/windows.h"
+#include "loader.h"
+#include "meshcut/cni/plan.h"
 #include "obj_maps.h"
 
 namespace meshcut::obj {
@@ -41,7 +43,7 @@ uint64_t monotonic_ns() {
 ApiReply error_reply(int status, const std::string& msg) { return {status, {{"error", msg}}}; }
 
 // Writes the service tables and the switch; the caller holds the lock.
-Status sync_services(const ObjMaps& om, const Services& s) {
+Status sync_services(const ObjMaps& om, const Services& s, const PinLayout& layout, const std::string& cgroup) {
   std::vector<std::pair<mc_obj_addr, mc_obj_vip>> vips;
   std::vector<std::pair<mc_obj_addr, mc_obj_ep>> eps;
   for (const auto& svc : s.services) {
@@ -56,6 +58,8 @@ Status sync_services(const ObjMaps& om, const Services& s) {
     }
   }
   if (auto st = om.sync_addresses(vips, eps); !st) return st;
+  if (!cgroup.empty())
+    if (auto st = daemon::set_obj_ingress(layout, cgroup, !s.services.empty()); !st) return st;
   return om.set_enabled(!s.services.empty());
 }
 
@@ -74,7 +78,7 @@ void sync_pods(const PinnedMaps& maps, const ObjMaps& om, const Services& s) {
     mc_obj_pod op{};
     std::map<std::string, std::string> ann;
     std::string cc(rec.caller_class, strnlen(rec.caller_class, sizeof(rec.caller_class)));
-    if (!cc.empty()) ann[MC_CNI_CLASS_ANNOTATION] = cc;
+    if (!cc.empty()) ann[cni::kCallerClassAnnotation] = cc;
     op.cls = classify(s, std::string(rec.pod_namespace, strnlen(rec.pod_namespace, sizeof(rec.pod_namespace))),
                       std::string(rec.pod_name, strnlen(rec.pod_name, sizeof(rec.pod_name))), ann);
     op.flags = (rec.pod.flags & MC_POD_F_INTRA) ? MC_OBJ_POD_F_SIDECAR : 0;
@@ -125,7 +129,7 @@ Result<std::unique_ptr<Runtime>> Runtime::start(const PinLayout& layout, const R
     rt->st_->services = std::move(*s);
     rt->st_->have_services = true;
   }
-  if (auto st = sync_services(om, rt->st_->services); !st) return st.error();
+  if (auto st = sync_services(om, rt->st_->services, layout, opts.cgroup); !st) return st.error();
   sync_pods(*maps, om, rt->st_->services);
   // An action left by an earlier daemon stays until its TTL (restart safety).
   if (auto c = om.ctl(); c) rt->st_->generation = c->generation;
@@ -182,7 +186,7 @@ void Runtime::tick() {
       assign_ids(*next, &s.services);
       s.services = std::move(*next);
       s.load_error.clear();
-      if (auto st = sync_services(om, s.services); !st)
+      if (auto st = sync_services(om, s.services, layout_, opts_.cgroup); !st)
         log::error("couldn't write the services to the maps", {{"error", st.error().format()}});
       else
         log::info("service file reloaded", {{"services", s.services.services.size()}});

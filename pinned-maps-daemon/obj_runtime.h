@@ -24,6 +24,7 @@ namespace meshcut::obj {
 
 struct RuntimeOptions {
   std::string services_file;  // "" : no managed services (the actuators stay idle)
+  std::string cgroup;         // where the programs are attached (the ingress accounting goes there)
   ApiOptions api;             // api.listen "off": no API
   size_t history = 600;       // windows kept (one per second)
 };

@@ -173,8 +173,7 @@ struct mc_pod {
  * it survives meshcutd restarts and every plugin invocation sees it. */
 #define MC_CNI_ID_LEN 72
 #define MC_CNI_IFNAME_LEN 16
-#define MC_CNI_CLASS_LEN 32 /* the objectives' caller class a pod asked for */
-#define MC_CNI_CLASS_ANNOTATION "meshcut.io/class"
+#define MC_CNI_CLASS_LEN 32 /* the objectives' caller class a pod asked for (annotation meshcut.io/class) */
 struct mc_cni_key {
 	char container_id[MC_CNI_ID_LEN]; /* NUL-padded */
 	char ifname[MC_CNI_IFNAME_LEN];	  /* NUL-padded, e.g. "eth0" */
@@ -191,7 +190,7 @@ struct mc_cni_pod {
 	char pod_name[128];
 	char pod_uid[40];
 	char netns_path[128];
-	char caller_class[MC_CNI_CLASS_LEN]; /* annotation MC_CNI_CLASS_ANNOTATION, NUL-padded */
+	char caller_class[MC_CNI_CLASS_LEN]; /* its annotation meshcut.io/class, NUL-padded */
 };
 
 /* mc_config: array, one entry. */

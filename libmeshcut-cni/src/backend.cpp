@@ -194,6 +194,7 @@ Status enroll(const NetConf& conf, const Plan& plan, Pins& pins) {
   copy_str(rec.pod_name, sizeof(rec.pod_name), plan.pod_name);
   copy_str(rec.pod_uid, sizeof(rec.pod_uid), plan.pod_uid);
   copy_str(rec.netns_path, sizeof(rec.netns_path), plan.netns);
+  static_assert(kCallerClassMax + 1 == MC_CNI_CLASS_LEN);
   copy_str(rec.caller_class, sizeof(rec.caller_class), plan.caller_class);
   auto key = PinnedMaps::cni_key(plan.container_id, plan.ifname);
   if (!key) return key.error();

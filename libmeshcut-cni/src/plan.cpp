@@ -3,8 +3,6 @@
 
 #include <algorithm>
 
-#include "meshcut/abi.h"
-
 namespace meshcut::cni {
 
 using json = nlohmann::json;
@@ -79,8 +77,8 @@ Plan make_plan(const NetConf& c, const Env& env) {
   p.pod_namespace = arg("K8S_POD_NAMESPACE");
   p.pod_name = arg("K8S_POD_NAME");
   p.pod_uid = arg("K8S_POD_UID");
-  if (auto it = c.annotations.find(MC_CNI_CLASS_ANNOTATION); it != c.annotations.end())
-    p.caller_class = it->second.substr(0, MC_CNI_CLASS_LEN - 1);
+  if (auto it = c.annotations.find(kCallerClassAnnotation); it != c.annotations.end())
+    p.caller_class = it->second.substr(0, kCallerClassMax);
   p.result = convert_result(c.prev_result, c.cni_version);
 
   // The container interface: CNI_IFNAME inside the sandbox. Its index in

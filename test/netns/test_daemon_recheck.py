@@ -315,8 +315,10 @@ def sockops_detached(ck, d, cg, pod):
         line = [x for x in open(d.logfile).read().splitlines() if "the sockops cgroup link was detached" in x]
         ck.check(len(line) == (1 if how == "bpftool link detach" else 2),
                  "%s: the log has the warning (%d lines)" % (how, len(line)))
-    ck.check(len(cgroup_progs(cg)) == 1,
-             "exactly one program left on the test's cgroup (no duplicate attachment)")
+    types = [x.get("attach_type") for x in cgroup_progs(cg)]
+    ck.check(types.count("cgroup_sock_ops") == 1 and len(types) == len(set(types)),
+             "one program per attach type left on the test's cgroup: sockops and connect4, no duplicate "
+             "attachment (%s)" % types)
 
 
 def abi_mismatch(ck, d, node):

@@ -204,7 +204,7 @@ class Bed:
     def counters(self):
         return self.status()["counters"]
 
-    def apply(self, services, ttl_ms=5000, check=True):
+    def apply(self, services, ttl_ms=600000, check=True):
         self.gen += 1
         doc = {"generation": self.gen, "ttl_ms": ttl_ms, "services": services}
         path = os.path.join(self.tmp, "action-%d.json" % self.gen)

@@ -12,6 +12,11 @@
 
 namespace meshcut::cni {
 
+// The pod annotation that names its objectives caller class, and how much of
+// it the pod record keeps (mc_cni_pod.caller_class, MC_CNI_CLASS_LEN - 1).
+inline constexpr const char* kCallerClassAnnotation = "meshcut.io/class";
+inline constexpr size_t kCallerClassMax = 31;
+
 struct Plan {
   bool enroll = false;
   std::string skip_reason;  // why not, when !enroll
