@@ -173,7 +173,8 @@ struct mc_pod {
  * it survives meshcutd restarts and every plugin invocation sees it. */
 #define MC_CNI_ID_LEN 72
 #define MC_CNI_IFNAME_LEN 16
-#define MC_CNI_CLASS_LEN 32 /* the objectives' caller class a pod asked for (annotation meshcut.io/class) */
+#define MC_CNI_CLASS_LEN \
+	32 /* the objectives' caller class a pod asked for (annotation meshcut.io/class) */
 struct mc_cni_key {
 	char container_id[MC_CNI_ID_LEN]; /* NUL-padded */
 	char ifname[MC_CNI_IFNAME_LEN];	  /* NUL-padded, e.g. "eth0" */
