@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <ctime>
 #include <memory>
+#include <tuple>
 #include <vector>
 
 #include "mc_connect4.skel.h"
@@ -304,14 +305,15 @@ Result<AttachResult> attach_all(const DaemonConfig& cfg, const std::string& cgro
   auto updated = attach_sockops(bpf_program__fd(so->progs.mc_sockops), cgroup, layout);
   if (!updated) return updated.error();
   res.link_updated = *updated;
-  // The objectives actuators: they act only on managed services (none until
-  // a service file names some, MC_CFG_F_OBJECTIVES), so always attached.
-  if (auto c = attach_cgroup(bpf_program__fd(c4->progs.mc_connect4), cgroup, layout, BPF_CGROUP_INET4_CONNECT,
-                             MC_LINK_CONNECT4, "connect4");
-      !c)
-    return c.error();
-  // obj_ingress runs for every packet arriving in the cgroup: attached only
-  // while there are managed services (set_obj_ingress, the objectives runtime).
+  // The objectives' programs (connect4 runs for every connect, obj_ingress
+  // for every arriving packet): attached only while there are managed
+  // services (set_obj_progs, the objectives runtime). A restart replaces the
+  // programs of links already there.
+  for (auto [prog, type, link] : {std::tuple{c4->progs.mc_connect4, BPF_CGROUP_INET4_CONNECT, MC_LINK_CONNECT4},
+                                  std::tuple{c4->progs.mc_obj_ingress, BPF_CGROUP_INET_INGRESS, MC_LINK_OBJ_INGRESS}})
+    if (exists(layout.link(link)))
+      if (auto c = attach_cgroup(bpf_program__fd(prog), cgroup, layout, type, link, "an objectives program"); !c)
+        return c.error();
 
   auto maps = PinnedMaps::open(layout);
   if (!maps) return maps.error();
@@ -483,22 +485,27 @@ SockopsRecheck reattach_sockops(const PinLayout& layout, const std::string& cgro
   return r;
 }
 
-Status set_obj_ingress(const PinLayout& layout, const std::string& cgroup, bool on) {
-  std::string pin = layout.link(MC_LINK_OBJ_INGRESS);
-  if (!on) {
-    if (int lfd = bpf_obj_get(pin.c_str()); lfd >= 0) {
-      Fd f(lfd);
-      if (bpf_link_detach(lfd) != 0 && errno != ENOLINK)
-        return make_error("couldn't detach the objectives' ingress program", errno);
+Status set_obj_progs(const PinLayout& layout, const std::string& cgroup, bool on) {
+  const std::tuple<const char*, bpf_attach_type, const char*> progs[] = {
+      {MC_PROG_CONNECT4, BPF_CGROUP_INET4_CONNECT, MC_LINK_CONNECT4},
+      {MC_PROG_OBJ_INGRESS, BPF_CGROUP_INET_INGRESS, MC_LINK_OBJ_INGRESS}};
+  for (const auto& [name, type, link] : progs) {
+    std::string pin = layout.link(link);
+    if (!on) {
+      if (int lfd = bpf_obj_get(pin.c_str()); lfd >= 0) {
+        Fd f(lfd);
+        if (bpf_link_detach(lfd) != 0 && errno != ENOLINK)
+          return make_error(std::string("couldn't detach the objectives program ") + name, errno);
+      }
+      ::unlink(pin.c_str());
+      continue;
     }
-    ::unlink(pin.c_str());
-    return ok_status();
+    if (exists(pin)) continue;  // attached (the recheck loop repairs a detached link)
+    auto prog = open_pinned(layout.prog(name));
+    if (!prog) return prog.error();
+    auto att = attach_cgroup(prog->get(), cgroup, layout, type, link, name);
+    if (!att) return att.error();
   }
-  auto prog = open_pinned(layout.prog(MC_PROG_OBJ_INGRESS));
-  if (!prog) return prog.error();
-  auto att = attach_cgroup(prog->get(), cgroup, layout, BPF_CGROUP_INET_INGRESS, MC_LINK_OBJ_INGRESS,
-                           "the objectives' ingress accounting");
-  if (!att) return att.error();
   return ok_status();
 }
 

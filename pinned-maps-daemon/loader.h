@@ -61,8 +61,9 @@ Status detach_all(const PinLayout& layout);
 // Attachment facts for `status`.
 nlohmann::json attachments_json(const PinLayout& layout);
 
-// The objectives' cgroup_skb/ingress accounting on CGROUP (ON) or off: it runs
-// for every arriving packet, so only while there are managed services.
-Status set_obj_ingress(const PinLayout& layout, const std::string& cgroup, bool on);
+// The objectives' programs on CGROUP (ON) or off: connect4 runs for every
+// connect and obj_ingress for every arriving packet, so they are attached only
+// while there are managed services.
+Status set_obj_progs(const PinLayout& layout, const std::string& cgroup, bool on);
 
 }  // namespace meshcut::daemon

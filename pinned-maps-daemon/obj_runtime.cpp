@@ -59,7 +59,7 @@ Status sync_services(const ObjMaps& om, const Services& s, const PinLayout& layo
   }
   if (auto st = om.sync_addresses(vips, eps); !st) return st;
   if (!cgroup.empty())
-    if (auto st = daemon::set_obj_ingress(layout, cgroup, !s.services.empty()); !st) return st;
+    if (auto st = daemon::set_obj_progs(layout, cgroup, !s.services.empty()); !st) return st;
   return om.set_enabled(!s.services.empty());
 }
 

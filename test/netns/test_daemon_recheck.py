@@ -317,7 +317,7 @@ def sockops_detached(ck, d, cg, pod):
                  "%s: the log has the warning (%d lines)" % (how, len(line)))
     types = [x.get("attach_type") for x in cgroup_progs(cg)]
     ck.check(types.count("cgroup_sock_ops") == 1 and len(types) == len(set(types)),
-             "one program per attach type left on the test's cgroup: sockops and connect4, no duplicate "
+             "one program per attach type left on the test's cgroup (sockops; connect4 only with services), no duplicate "
              "attachment (%s)" % types)
 
 

@@ -447,6 +447,34 @@ def test_bad_input(bed):
        st1["action"].get("generation"))
 
 
+def cgroup_attach_types(bed):
+    out = mcnet.sh("bpftool", "cgroup", "show", bed.cg.path, "-j").stdout.strip()
+    return sorted(x.get("attach_type") for x in (json.loads(out) if out else []))
+
+
+def test_services_removed(bed):
+    """The objectives' programs are on the cgroup only while services are
+    managed: an emptied service file takes them off (no per-connect or
+    per-packet cost), a refilled one puts them back."""
+    ck = bed.ck
+    before = cgroup_attach_types(bed)
+    ck("cgroup_inet4_connect" in before and "cgroup_inet_ingress" in before,
+       "services managed: connect4 and the ingress accounting are attached (%s)" % before)
+    with open(bed.svc_file, "w") as f:
+        json.dump({"apiVersion": "v1", "kind": "List", "items": []}, f)
+    end = time.time() + 5
+    while time.time() < end and "cgroup_inet4_connect" in cgroup_attach_types(bed):
+        time.sleep(0.1)
+    after = cgroup_attach_types(bed)
+    ck("cgroup_inet4_connect" not in after and "cgroup_inet_ingress" not in after and "cgroup_sock_ops" in after,
+       "no services: only sockops stays on the cgroup (%s)" % after)
+    with open(bed.svc_file, "w") as f:
+        json.dump(services_doc(), f)
+    bed.wait_services()
+    again = cgroup_attach_types(bed)
+    ck("cgroup_inet4_connect" in again, "services back: connect4 attached again (%s)" % again)
+
+
 def test_clear_and_daemon_gone(bed):
     ck = bed.ck
     r = bed.obj("clear")
@@ -594,6 +622,7 @@ def main():
                  ("telemetry_shortcut", lambda: test_telemetry_shortcut(bed)),
                  ("connection_latency", lambda: test_connection_latency(bed)),
                  ("windows_metrics", lambda: test_windows_and_metrics(bed)),
+                 ("services_removed", lambda: test_services_removed(bed)),
                  ("daemon_gone", lambda: test_clear_and_daemon_gone(bed))]
         for name, fn in tests:
             if args.only and args.only not in name:
