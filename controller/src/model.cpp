@@ -158,6 +158,7 @@ nlohmann::json BackendModel::to_json() const {
           {"scv", p_.scv},
           {"servers", p_.servers},
           {"nmae", {{"p50", nmae[0]}, {"p90", nmae[1]}, {"p95", nmae[2]}, {"p99", nmae[3]}}},
+          {"ratio_q90", {{"p50", ratio_q90[0]}, {"p90", ratio_q90[1]}, {"p95", ratio_q90[2]}, {"p99", ratio_q90[3]}}},
           {"n_fit", n_fit},
           {"n_holdout", n_holdout},
           {"max_load_seen", max_load_seen}};
@@ -178,9 +179,15 @@ struct Segment {
 
 Result<BackendModel> fit_backend(const std::vector<Observation>& all, const FitOptions& opt) {
   std::vector<Observation> usable;
-  for (const Observation& o : all)
-    if (o.count >= opt.min_count && o.load_rps > 0 && o.mean_ms > 0 && o.p50_ms > 0 && std::isfinite(o.mean_ms))
-      usable.push_back(o);
+  for (const Observation& o : all) {
+    if (!(o.count >= opt.min_count && o.load_rps > 0 && o.mean_ms > 0 && o.p50_ms > 0 && std::isfinite(o.mean_ms)))
+      continue;
+    if (o.completed_rps > 0) {
+      double n = static_cast<double>(o.count), arrivals = o.load_rps * n / o.completed_rps;
+      if (std::fabs(n - arrivals) > 3 * std::sqrt(arrivals) + 3) continue;  // not in steady state
+    }
+    usable.push_back(o);
+  }
   if (usable.size() < 3)
     return make_error("cannot fit a backend model: " + std::to_string(usable.size()) +
                           " usable windows (need 3 with >= " + std::to_string(opt.min_count) + " completed requests)",
@@ -218,25 +225,34 @@ Result<BackendModel> fit_backend(const std::vector<Observation>& all, const FitO
   std::vector<Segment> train, held;
   for (size_t i = 0; i < segs.size(); ++i)
     (opt.holdout_every && i % opt.holdout_every == opt.holdout_every - 1 ? held : train).push_back(segs[i]);
-  std::array<double, 4> nmae{};
+  std::array<double, 4> nmae{}, q90{1, 1, 1, 1};
   size_t n_held = 0;
   if (!held.empty() && train.size() >= 3) {
     BackendModel m = build(train);
     for (size_t q = 0; q < 4; ++q) {
       double err = 0, tot = 0;
+      std::vector<double> ratios;
       for (const Segment& sg : held)
         for (const Observation& o : sg.windows) {
           double v = pick(o, q), p = m.predict_ms(o.load_rps, kQ[q] * 100);
           p = std::min(p, 10 * v);  // an unstable prediction counts as a 900 % error, not infinity
           err += std::fabs(p - v);
           tot += v;
+          // The margin is for where a controller operates: near saturation a 1 s window is a transient
+          // (the stationary prediction does not apply), and the policy's bound keeps it away from there.
+          if (p > 0 && m.utilization(o.load_rps) < 0.85) ratios.push_back(v / p);
         }
       nmae[q] = tot > 0 ? err / tot : 0;
+      if (!ratios.empty()) {
+        std::sort(ratios.begin(), ratios.end());
+        q90[q] = ratios[std::min(ratios.size() - 1, static_cast<size_t>(std::ceil(0.9 * ratios.size())) - 1)];
+      }
     }
     for (const Segment& sg : held) n_held += sg.windows.size();
   }
   BackendModel m = build(segs);
   m.nmae = nmae;
+  m.ratio_q90 = q90;
   m.n_holdout = n_held;
   return m;
 }
@@ -275,6 +291,7 @@ void Model::add_window(const nlohmann::json& window) {
     o.p95_ms = a.q[2] / a.n;
     o.p99_ms = a.q[3] / a.n;
     o.count = static_cast<uint64_t>(a.completed);
+    o.completed_rps = a.completed_rate;
     auto& v = obs_[k];
     v.push_back(o);
     if (v.size() > history_) v.erase(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() - history_));

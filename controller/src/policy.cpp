@@ -161,7 +161,7 @@ Decision SearchPolicy::decide(const obj::Services& services, const Load& load, c
       continue;
     }
     ServiceSearch s{so, {}, {}, {}, {}, {}, 0};
-    double err = 0;
+    double err = 0, q90 = 1;
     for (const obj::Endpoint& e : svc->endpoints) {
       s.backends.push_back(e.addr());
       const BackendModel* m = model.find(so.service, e.addr());
@@ -171,6 +171,7 @@ Decision SearchPolicy::decide(const obj::Services& services, const Load& load, c
       }
       s.models.push_back(m);
       err = std::max(err, m->nmae[percentile_index(so.latency.percentile)]);
+      q90 = std::max(q90, m->ratio_q90[percentile_index(so.latency.percentile)]);
     }
     if (!skip.note.empty() || s.backends.empty()) {
       if (skip.note.empty()) skip.note = "no endpoints";
@@ -178,7 +179,8 @@ Decision SearchPolicy::decide(const obj::Services& services, const Load& load, c
       d.runner_up.push_back(skip);
       continue;
     }
-    s.margin = opt_.base_margin + opt_.error_margin_factor * err;
+    s.margin = std::min(opt_.max_margin,
+                        opt_.base_margin + (opt_.quantile_margin ? q90 - 1 : 0) + opt_.error_margin_factor * err);
     // Every class of the service file gets a slot (routing for all); only classes with load are admission-searched.
     std::map<std::string, double> all_offered;
     all_offered[obj::kDefaultClassName] = 0;

@@ -16,9 +16,15 @@
 // geometric mean of measured / structural; a bucket never seen borrows its
 // nearest neighbour's (so a load beyond any seen keeps the structure's
 // extrapolation, scaled by the nearest residual).
+// Windows out of steady state are left out of the fit: more arrivals than
+// completions beyond Poisson noise (3 sigma) is a queue that grows (overload:
+// the stationary formulas do not hold), fewer is a backlog draining.
 // Error: the fit is first made on all windows but every k-th, and its NMAE
 // (sum |predicted - measured| / sum measured) on the held-out ones reported;
-// the model is then refitted on all.
+// the model is then refitted on all. The held-out windows also give the
+// 90th percentile of measured / predicted (ratio_q90), the policy's margin: an
+// objective holds per window, and a window's percentile scatters around the
+// model's typical value.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -40,6 +46,7 @@ struct Observation {
   double mean_ms = 0;
   double p50_ms = 0, p90_ms = 0, p95_ms = 0, p99_ms = 0;  // count-weighted over the class rows
   uint64_t count = 0;                                     // completed requests measured
+  double completed_rps = 0;                               // 0: unknown (then the window is taken as steady)
 };
 
 struct QueueParams {
@@ -69,6 +76,10 @@ class BackendModel {
 
   // Held-out error (NMAE) per percentile (50, 90, 95, 99), and the windows it was fitted and tested on.
   std::array<double, 4> nmae{};
+  // The 90th percentile over held-out windows of measured / predicted, per
+  // percentile: the factor a prediction needs to hold in 9 windows out of 10
+  // (1 when nothing was held out).
+  std::array<double, 4> ratio_q90{1, 1, 1, 1};
   size_t n_fit = 0, n_holdout = 0;
   double max_load_seen = 0;
 

@@ -12,7 +12,8 @@
 // joint search splits exactly into one search per service.
 // A candidate is feasible when every backend it sends load to is predicted
 // within the bound: predicted x (1 + margin) <= bound, margin = base_margin +
-// error_margin_factor x the model's held-out NMAE at that percentile.
+// (the worst backend's held-out ratio_q90 - 1, if quantile_margin: the factor
+// that held in 9 of 10 held-out windows) + error_margin_factor x its NMAE.
 // Choice, in order: feasible; meets the throughput target (if any); largest
 // carried load weighted by class weights; lowest predicted latency; the
 // grid's order. Admitting nothing is always feasible, so a choice exists.
@@ -44,7 +45,9 @@ Load load_from_window(const nlohmann::json& window);
 
 struct PolicyOptions {
   double base_margin = 0.0;
-  double error_margin_factor = 1.0;
+  bool quantile_margin = true;
+  double max_margin = 1.0;  // a model that bad is capped (x2), not allowed to block everything
+  double error_margin_factor = 0.0;
   double hysteresis = 0.05;
   double max_route_change = 1.0;    // 1: unlimited
   double max_admit_increase = 1.0;  // 1: unlimited
