@@ -185,6 +185,9 @@ Result<BackendModel> fit_backend(const std::vector<Observation>& all, const FitO
     if (o.completed_rps > 0) {
       double n = static_cast<double>(o.count), arrivals = o.load_rps * n / o.completed_rps;
       if (std::fabs(n - arrivals) > 3 * std::sqrt(arrivals) + 3) continue;  // not in steady state
+      // A sojourn that is a fair part of the window is a backlog (building or draining), not a stationary
+      // queue: its relaxation time is several sojourns long.
+      if (o.mean_ms / 1e3 > 0.2 * n / o.completed_rps) continue;
     }
     usable.push_back(o);
   }

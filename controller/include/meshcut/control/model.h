@@ -18,7 +18,8 @@
 // extrapolation, scaled by the nearest residual).
 // Windows out of steady state are left out of the fit: more arrivals than
 // completions beyond Poisson noise (3 sigma) is a queue that grows (overload:
-// the stationary formulas do not hold), fewer is a backlog draining.
+// the stationary formulas do not hold), fewer is a backlog draining; and a
+// window whose mean sojourn exceeds a fifth of its length is a backlog either way.
 // Error: the fit is first made on all windows but every k-th, and its NMAE
 // (sum |predicted - measured| / sum measured) on the held-out ones reported;
 // the model is then refitted on all. The held-out windows also give the
