@@ -1,0 +1,68 @@
+// SPDX-License-Identifier: Apache-2.0
+// The controller's loop run against the twin (what `meshcut-control simulate`
+// prints): learn (probing routings so every backend sees several loads), fit,
+// then every window decide -> apply -> measure, refitting online. The same
+// loop against the bed swaps the twin for the nodes' API.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <vector>
+
+#include "meshcut/control/objectives.h"
+#include "meshcut/control/policy.h"
+#include "meshcut/control/twin.h"
+
+namespace meshcut::control {
+
+// A twin config as a document:
+//   {"classes": ["premium", "freemium"], "windowSeconds": 1, "seed": 1,
+//    "services": [{"service": "default/s1",
+//                  "backends": [{"pod": "s1-a", "servers": 1,
+//                                "serviceTime": {"kind": "exponential", "meanMs": 10, "scv": 1}}],
+//                  "load": {"premium": [[0, 50], [60, 90]]}}]}      # [t_s, rps] steps
+Result<TwinConfig> twin_config_from_json(const nlohmann::json& doc);
+
+enum class PolicyKind { kSearch, kNone };
+
+struct SimOptions {
+  size_t learn_windows = 120;  // probing, before control starts
+  size_t windows = 120;        // controlled
+  size_t refit_every = 10;
+  PolicyKind policy = PolicyKind::kSearch;
+  PolicyOptions policy_options;
+};
+
+struct SimServiceWindow {
+  std::string service;
+  double offered_rps = 0, carried_rps = 0;  // carried: completed per second ("all" rows)
+  double measured_ms = 0;                   // the objective's percentile, count-weighted over classes
+  double predicted_ms = 0;                  // the decision's prediction (search)
+  double bound_ms = 0;
+  bool met = true;  // measured <= bound (or nothing carried)
+};
+
+struct SimWindow {
+  uint64_t seq = 0;
+  std::vector<SimServiceWindow> services;
+  double decide_ms = 0;
+};
+
+struct SimResult {
+  std::vector<SimWindow> windows;
+  Decision last_decision;
+  nlohmann::json model;  // Model::to_json at the end
+  // Per service: share of controlled windows that met the objective, mean carried rps.
+  std::map<std::string, std::pair<double, double>> summary;
+};
+
+Result<SimResult> simulate(const TwinConfig& cfg, const Objectives& objectives, const SimOptions& opt);
+
+nlohmann::json to_json(const SimResult& r);
+// A fixed-width table: one line per window, per service carried / measured / met.
+std::string table(const SimResult& r);
+// The last decision explained: per service the chosen action and the runner-up with their predicted latency.
+std::string explain(const Decision& d);
+
+}  // namespace meshcut::control

@@ -1,0 +1,76 @@
+// SPDX-License-Identifier: Apache-2.0
+// meshcut-control: the objectives controller (issue 16). What exists so far:
+// `simulate` (the control loop against the digital twin) and `explain` (the
+// last window's decision, chosen vs runner-up). `run` against the nodes, `fit`
+// from recorded windows, `train` and `render --istio` are not written yet.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <iostream>
+
+#include "meshcut/control/sim.h"
+#include "meshcut/obj/document.h"
+
+using namespace meshcut::control;
+
+namespace {
+
+int fail(const meshcut::Error& e) {
+  std::fprintf(stderr, "meshcut-control: %s\n", e.format().c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"meshcut-control: meet per-service objectives by routing and admission"};
+  app.require_subcommand(1);
+  std::string objectives_path, scenario_path, policy = "search";
+  SimOptions opt;
+  bool as_json = false;
+  auto add_common = [&](CLI::App* c) {
+    c->add_option("--objectives", objectives_path, "Objectives document (YAML or JSON)")->required();
+    c->add_option("--scenario", scenario_path, "twin scenario (JSON: classes, services, backends, load)")->required();
+    c->add_option("--learn", opt.learn_windows, "probing windows before control")->capture_default_str();
+    c->add_option("--windows", opt.windows, "controlled windows")->capture_default_str();
+    c->add_option("--hysteresis", opt.policy_options.hysteresis, "relative gain needed to change")
+        ->capture_default_str();
+    c->add_option("--max-route-change", opt.policy_options.max_route_change, "per window")->capture_default_str();
+    c->add_flag("--json", as_json, "JSON output");
+  };
+  CLI::App* sim = app.add_subcommand("simulate", "run the twin under a policy; per window met / carried");
+  add_common(sim);
+  sim->add_option("--policy", policy, "search or none")
+      ->check(CLI::IsMember({"search", "none"}))
+      ->capture_default_str();
+  CLI::App* expl = app.add_subcommand("explain", "simulate, then explain the last decision (chosen vs runner-up)");
+  add_common(expl);
+  CLI11_PARSE(app, argc, argv);
+
+  auto objectives = load_objectives(objectives_path);
+  if (!objectives) return fail(objectives.error());
+  auto text = meshcut::obj::read_file(scenario_path);
+  if (!text) return fail(text.error());
+  auto docs = meshcut::obj::parse_documents(*text);
+  if (!docs) return fail(docs.error());
+  if (docs->size() != 1) return fail(meshcut::make_error(scenario_path + ": expected one document", 0, ""));
+  auto cfg = twin_config_from_json(docs->front());
+  if (!cfg) return fail(cfg.error());
+  opt.policy = policy == "none" ? PolicyKind::kNone : PolicyKind::kSearch;
+  auto r = simulate(*cfg, *objectives, opt);
+  if (!r) return fail(r.error());
+  if (*expl) {
+    if (as_json) {
+      nlohmann::json j = {{"action", r->last_decision.action}, {"decide_ms", r->last_decision.decide_ms}};
+      std::cout << j.dump(2) << "\n";
+    } else {
+      std::cout << explain(r->last_decision);
+    }
+    return 0;
+  }
+  if (as_json)
+    std::cout << to_json(*r).dump(2) << "\n";
+  else
+    std::cout << table(*r);
+  return 0;
+}
