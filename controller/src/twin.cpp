@@ -334,9 +334,7 @@ Result<std::unique_ptr<Twin>> Twin::create(const TwinConfig& cfg) {
 const obj::Services& Twin::services() const { return impl_->services; }
 
 Status Twin::apply(const nlohmann::json& action) {
-  // Through its text, as the node's PUT receives it: an in-memory document may hold a
-  // signed 1 where the parsed one holds an unsigned 1 (compile_action wants the latter).
-  auto c = obj::compile_action(nlohmann::json::parse(action.dump()), impl_->services, impl_->action.generation);
+  auto c = obj::compile_action(action, impl_->services, impl_->action.generation);
   if (!c) return c.error();
   impl_->action = std::move(*c);
   impl_->action_expires_ns = impl_->now_ns + impl_->action.ttl_ms * 1000000ull;

@@ -110,7 +110,8 @@ CompiledAction compile(const json& doc, const Services& services, uint64_t curre
   CompiledAction out;
   auto g = doc.find("generation");
   if (g == doc.end() || g->is_null()) bad("action.generation is missing");
-  if (!g->is_number_unsigned() || g->get<uint64_t>() == 0)
+  // A built document holds a signed integer, a parsed one an unsigned: both count.
+  if (!g->is_number_integer() || g->get<int64_t>() < 1)
     bad("action.generation must be an integer >= 1, got " + g->dump());
   out.generation = g->get<uint64_t>();
   if (out.generation <= current)

@@ -105,6 +105,16 @@ TEST_CASE("an action compiles to exact slots", "[obj-action]") {
   CHECK(y->slots.at(0).a.burst == 20);
 }
 
+TEST_CASE("a document built in memory (signed integers) compiles like a parsed one", "[obj-action]") {
+  nlohmann::json doc = {{"generation", 3}, {"services", nlohmann::json::object()}};
+  REQUIRE(doc["generation"].is_number_unsigned() == false);
+  auto a = compile_action(doc, fixture(), 2);
+  REQUIRE(a);
+  CHECK(a->generation == 3);
+  doc["generation"] = -1;
+  CHECK(!compile_action(doc, fixture(), 0));
+}
+
 TEST_CASE("every bad action is refused with the field named", "[obj-action]") {
   const std::string s1 = R"("bed/s1": {"classes": {"premium": )";
   auto doc = [&](const std::string& cls) { return R"({"generation": 2, "services": {)" + s1 + cls + "}}}}"; };
