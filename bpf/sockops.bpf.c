@@ -253,6 +253,16 @@ static __always_inline int mc_established(struct bpf_sock_ops *skops, __u8 side,
 	return 1;
 }
 
+/* The objectives tag of the socket of SKOPS (connect4 put it there), or NULL. */
+static __always_inline struct mc_obj_sock *mc_obj_sk_of(struct bpf_sock_ops *skops)
+{
+	struct bpf_sock *sk = skops->sk;
+
+	if (!sk)
+		return 0;
+	return bpf_sk_storage_get(&mc_obj_sk, sk, 0, 0);
+}
+
 /*
  * Request accounting of the sockets connect4 tagged (meshcut_obj.h). A socket
  * in the sockhash is measured by sk_msg (its sends, and its peer's sends into
@@ -263,13 +273,9 @@ static __always_inline int mc_established(struct bpf_sock_ops *skops, __u8 side,
 static __always_inline void mc_obj_established(struct bpf_sock_ops *skops, int in_map,
 					       struct mc_sock_key *own)
 {
-	struct mc_obj_sock *o;
+	struct mc_obj_sock *o = mc_obj_sk_of(skops);
 	__u32 flags = BPF_SOCK_OPS_STATE_CB_FLAG;
-	struct bpf_sock *sk = skops->sk;
 
-	if (!sk)
-		return;
-	o = bpf_sk_storage_get(&mc_obj_sk, sk, 0, 0);
 	if (!o)
 		return;
 	mc_obj_add(o->row, MC_OF_CONNS);
@@ -293,12 +299,8 @@ static __always_inline void mc_obj_established(struct bpf_sock_ops *skops, int i
  * for arriving data runs no header-option callback.) */
 static __always_inline void mc_obj_segment_out(struct bpf_sock_ops *skops)
 {
-	struct mc_obj_sock *o;
-	struct bpf_sock *sk = skops->sk;
+	struct mc_obj_sock *o = mc_obj_sk_of(skops);
 
-	if (!sk)
-		return;
-	o = bpf_sk_storage_get(&mc_obj_sk, sk, 0, 0);
 	/* Before the TCP header is pushed: skb_len is the payload. */
 	if (o && (o->flags & MC_OBJ_SK_F_PKT_CB) && skops->skb_len)
 		mc_obj_on_send(o);
@@ -309,15 +311,12 @@ static __always_inline void mc_obj_segment_out(struct bpf_sock_ops *skops)
 static __always_inline void mc_obj_state(struct bpf_sock_ops *skops)
 {
 	__u32 old = skops->args[0], new = skops->args[1];
-	struct mc_obj_sock *o, *r = 0;
+	struct mc_obj_sock *o = mc_obj_sk_of(skops), *r = 0;
 	struct mc_sock_state *st;
 	struct mc_sock_key own;
 	struct bpf_sock *sk = skops->sk;
 
-	if (!sk)
-		return;
-	o = bpf_sk_storage_get(&mc_obj_sk, sk, 0, 0);
-	if (!o)
+	if (!o || !sk)
 		return;
 	if (old == BPF_TCP_ESTABLISHED)
 		mc_obj_on_end(o);

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-// meshcut-control: the objectives controller (issue 16). What exists so far:
-// `simulate` (the control loop against the digital twin) and `explain` (the
-// last window's decision, chosen vs runner-up). `run` against the nodes, `fit`
-// from recorded windows, `train` and `render --istio` are not written yet.
+// meshcut-control: the objectives controller (issue 16): `run` (the loop
+// against the nodes, cmd_run.cpp), `fit` (the model from recorded windows,
+// cmd_fit.cpp), `simulate` (the loop against the digital twin) and `explain`
+// (the last window's decision, chosen vs runner-up).
+// Each subcommand that lives in its own file registers itself here.
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -12,6 +13,9 @@
 #include "meshcut/obj/document.h"
 
 using namespace meshcut::control;
+
+void add_run_command(CLI::App& app);
+void add_fit_command(CLI::App& app);
 
 namespace {
 
@@ -45,7 +49,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   CLI::App* expl = app.add_subcommand("explain", "simulate, then explain the last decision (chosen vs runner-up)");
   add_common(expl);
+  add_run_command(app);
+  add_fit_command(app);
   CLI11_PARSE(app, argc, argv);
+  if (!*sim && !*expl) return 0;  // a subcommand that ran in its callback
 
   auto objectives = load_objectives(objectives_path);
   if (!objectives) return fail(objectives.error());

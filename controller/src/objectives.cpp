@@ -9,28 +9,10 @@ namespace {
 
 using nlohmann::json;
 
-struct Bad {
-  std::string msg;
-};
-[[noreturn]] void bad(const std::string& what) { throw Bad{what}; }
-
-std::string num(double v) {
-  char b[64];
-  snprintf(b, sizeof b, "%.6g", v);
-  return b;
-}
-
-void only_keys(const json& o, std::initializer_list<const char*> keys, const std::string& where) {
-  for (auto it = o.begin(); it != o.end(); ++it) {
-    bool known = false;
-    for (const char* k : keys) known = known || it.key() == k;
-    if (!known) {
-      std::string list;
-      for (const char* k : keys) list += std::string(list.empty() ? "" : ", ") + k;
-      bad(where + "." + it.key() + " is not a known field (expected " + list + ")");
-    }
-  }
-}
+using Bad = obj::DocError;
+[[noreturn]] void bad(const std::string& what) { obj::doc_error(what); }
+std::string num(double v) { return obj::format_number(v); }
+using obj::only_keys;
 
 const json& object_at(const json& o, const char* key, const std::string& where) {
   auto it = o.find(key);

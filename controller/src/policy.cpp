@@ -118,6 +118,24 @@ Load load_from_window(const nlohmann::json& window) {
   return l;
 }
 
+nlohmann::json probe_routing(const obj::Services& services, int routing_levels, std::mt19937_64& rng,
+                             uint64_t generation, uint64_t ttl_ms) {
+  nlohmann::json svcs = nlohmann::json::object();
+  for (const obj::Service& s : services.services) {
+    if (s.endpoints.empty()) continue;
+    auto comps = compositions(routing_levels, static_cast<int>(s.endpoints.size()));
+    const auto& c = comps[rng() % comps.size()];
+    nlohmann::json w = nlohmann::json::object();
+    for (size_t b = 0; b < s.endpoints.size(); ++b)
+      w[s.endpoints[b].addr()] = static_cast<double>(c[b]) / routing_levels;
+    nlohmann::json classes = nlohmann::json::object();
+    classes[obj::kDefaultClassName] = {{"weights", w}};
+    for (const obj::CallerClass& cc : services.classes) classes[cc.name] = {{"weights", w}};
+    svcs[s.key()] = {{"classes", classes}};
+  }
+  return {{"generation", generation}, {"ttl_ms", ttl_ms}, {"services", svcs}};
+}
+
 nlohmann::json action_document(const std::vector<ServiceChoice>& choices, uint64_t generation,
                                const PolicyOptions& opt) {
   nlohmann::json svcs = nlohmann::json::object();

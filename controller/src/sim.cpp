@@ -17,26 +17,6 @@ std::string fmt(const char* f, double v) {
   return b;
 }
 
-// The service's measured objective percentile in WINDOW ("all" rows, count-weighted) and carried rps.
-void measure(const json& window, const ServiceObjective& so, SimServiceWindow& out) {
-  const char* key = so.latency.percentile == 50   ? "p50"
-                    : so.latency.percentile == 90 ? "p90"
-                    : so.latency.percentile == 95 ? "p95"
-                                                  : "p99";
-  double n = 0, q = 0, dt = window.value("duration_s", 1.0);
-  for (const json& r : window["rows"]) {
-    if (r["service"] != so.service || r["backend"] != "all") continue;
-    out.offered_rps += r["rate"]["offered"].get<double>();
-    out.carried_rps += r["delta"]["completed"].get<double>() / dt;
-    double c = r["latency_ms"]["count"].get<double>();
-    n += c;
-    q += c * r["latency_ms"][key].get<double>();
-  }
-  out.measured_ms = n > 0 ? q / n : 0;
-  out.bound_ms = so.latency.bound_ms;
-  out.met = n == 0 || out.measured_ms <= so.latency.bound_ms;
-}
-
 }  // namespace
 
 Result<TwinConfig> twin_config_from_json(const json& doc) {
@@ -103,24 +83,11 @@ Result<SimResult> simulate(const TwinConfig& cfg, const Objectives& objectives, 
   SearchPolicy policy(opt.policy_options);
   uint64_t gen = 0;
   std::mt19937_64 rng(cfg.seed ^ 0x5eed);
-  // Learning: a random routing on the grid every 5 windows, so that every
-  // backend is seen at several loads (with the load alone mu and the
-  // variability cannot be told apart). No admission: nothing is refused.
+  // Learning: a probing routing every 5 windows (probe_routing).
   const int R = objectives.grid.routing_levels();
   for (size_t i = 0; i < opt.learn_windows; ++i) {
     if (i % 5 == 0) {
-      json svcs = json::object();
-      for (const obj::Service& s : S.services) {
-        auto comps = compositions(R, static_cast<int>(s.endpoints.size()));
-        const auto& c = comps[rng() % comps.size()];
-        json w = json::object();
-        for (size_t b = 0; b < s.endpoints.size(); ++b) w[s.endpoints[b].addr()] = static_cast<double>(c[b]) / R;
-        json classes = json::object();
-        classes[obj::kDefaultClassName] = {{"weights", w}};
-        for (const obj::CallerClass& cc : S.classes) classes[cc.name] = {{"weights", w}};
-        svcs[s.key()] = {{"classes", classes}};
-      }
-      auto st = t.apply({{"generation", ++gen}, {"ttl_ms", 60000}, {"services", svcs}});
+      auto st = t.apply(probe_routing(S, R, rng, ++gen, 60000));
       if (!st) return st.error();
     }
     model.add_window(t.step());
@@ -146,11 +113,9 @@ Result<SimResult> simulate(const TwinConfig& cfg, const Objectives& objectives, 
     model.add_window(last);
     sw.seq = last["seq"].get<uint64_t>();
     for (const ServiceObjective& so : objectives.services) {
-      SimServiceWindow s;
-      s.service = so.service;
-      measure(last, so, s);
+      SimServiceWindow s = report_service(last, so);
       for (const ServiceChoice& c : d.chosen)
-        if (c.service == so.service) s.predicted_ms = c.predicted_ms;
+        if (c.service == so.service && c.note.empty()) s.predicted_ms = c.predicted_ms, s.controlled = true;
       sw.services.push_back(s);
     }
     out.windows.push_back(std::move(sw));
@@ -172,14 +137,7 @@ json to_json(const SimResult& r) {
   json ws = json::array();
   for (const SimWindow& w : r.windows) {
     json ss = json::array();
-    for (const SimServiceWindow& s : w.services)
-      ss.push_back({{"service", s.service},
-                    {"offered_rps", s.offered_rps},
-                    {"carried_rps", s.carried_rps},
-                    {"measured_ms", s.measured_ms},
-                    {"predicted_ms", s.predicted_ms},
-                    {"bound_ms", s.bound_ms},
-                    {"met", s.met}});
+    for (const SimServiceWindow& s : w.services) ss.push_back(s.to_json());
     ws.push_back({{"seq", w.seq}, {"decide_ms", w.decide_ms}, {"services", ss}});
   }
   json sum = json::object();

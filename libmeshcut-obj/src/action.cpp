@@ -13,28 +13,9 @@ namespace {
 
 using nlohmann::json;
 
-struct Bad {
-  std::string msg;
-};
-[[noreturn]] void bad(const std::string& what) { throw Bad{what}; }
-
-std::string num(double v) {
-  char b[64];
-  snprintf(b, sizeof b, "%.6g", v);
-  return b;
-}
-
-void only_keys(const json& o, std::initializer_list<const char*> keys, const std::string& where) {
-  for (auto it = o.begin(); it != o.end(); ++it) {
-    bool known = false;
-    for (const char* k : keys) known = known || it.key() == k;
-    if (!known) {
-      std::string list;
-      for (const char* k : keys) list += std::string(list.empty() ? "" : ", ") + k;
-      bad(where + "." + it.key() + " is not a known field (expected " + list + ")");
-    }
-  }
-}
+using Bad = DocError;
+[[noreturn]] void bad(const std::string& what) { doc_error(what); }
+std::string num(double v) { return format_number(v); }
 
 double finite_number(const json& v, const std::string& where) {
   if (!v.is_number()) bad(where + " must be a number, got " + type_name(v));

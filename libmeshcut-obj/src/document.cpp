@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -141,6 +142,26 @@ Result<std::string> read_file(const std::string& path) {
   ss << f.rdbuf();
   if (f.bad()) return make_error("couldn't read '" + path + "'", errno);
   return ss.str();
+}
+
+void doc_error(const std::string& what) { throw DocError{what}; }
+
+std::string format_number(double v) {
+  char b[64];
+  snprintf(b, sizeof b, "%.6g", v);
+  return b;
+}
+
+void only_keys(const nlohmann::json& o, std::initializer_list<const char*> keys, const std::string& where) {
+  for (auto it = o.begin(); it != o.end(); ++it) {
+    bool known = false;
+    for (const char* k : keys) known = known || it.key() == k;
+    if (!known) {
+      std::string list;
+      for (const char* k : keys) list += std::string(list.empty() ? "" : ", ") + k;
+      doc_error(where + "." + it.key() + " is not a known field (expected " + list + ")");
+    }
+  }
 }
 
 }  // namespace meshcut::obj

@@ -13,13 +13,11 @@ namespace {
 
 using nlohmann::json;
 
-// Thrown inside the parser only, caught in parse_services: every check is one
-// line, and a bad file returns one message and no partial result.
-struct Bad {
-  std::string msg;
-};
-
-[[noreturn]] void bad(const std::string& where, const std::string& what) { throw Bad{where + ": " + what}; }
+// Thrown inside the parser only (document.h's DocError), caught in
+// parse_services: every check is one line, and a bad file returns one message
+// and no partial result.
+using Bad = DocError;
+[[noreturn]] void bad(const std::string& where, const std::string& what) { doc_error(where + ": " + what); }
 
 std::string shown(const json& v) {
   std::string s = v.dump();

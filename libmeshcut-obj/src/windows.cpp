@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
+#include <tuple>
 #include <sstream>
 
 namespace meshcut::obj {
@@ -24,23 +26,89 @@ std::string row_id(const Services& services, uint32_t row) {
   return e ? s->key() + "|" + e->addr() : "";
 }
 
-std::string escape(const std::string& v) {
-  std::string o;
-  for (char c : v) {
-    if (c == '\\' || c == '"') o += '\\';
-    if (c == '\n') {
-      o += "\\n";
-      continue;
-    }
-    o += c;
-  }
-  return o;
+using Sparse = std::vector<std::array<uint32_t, 2>>;
+
+Sparse sparse(const std::array<uint32_t, MC_OBJ_HIST_BUCKETS>& h) {
+  Sparse s;
+  for (uint32_t b = 0; b < MC_OBJ_HIST_BUCKETS; ++b)
+    if (h[b]) s.push_back({b, h[b]});
+  return s;
 }
 
-json summary_json(const LatencySummary& l) {
-  return {{"count", l.count}, {"p50", l.p50_ms}, {"p90", l.p90_ms},
-          {"p95", l.p95_ms},  {"p99", l.p99_ms}, {"max_bucket", l.max_bucket_ms},
-          {"mean", l.mean_ms}};
+json summary_json(const LatencySummary& l, const Sparse& hist) {
+  json h = json::array();
+  for (const auto& [b, n] : hist) h.push_back({b, n});
+  return {{"count", l.count},  {"p50", l.p50_ms},     {"p90", l.p90_ms},
+          {"p95", l.p95_ms},   {"p99", l.p99_ms},     {"max_bucket", l.max_bucket_ms},
+          {"mean", l.mean_ms}, {"hist", std::move(h)}};
+}
+
+// The accumulated rows of merged windows, keyed by names.
+struct MergedRow {
+  json first;  // the first row seen (ids, names)
+  std::array<uint64_t, kStatCounters> delta{};
+  std::array<double, 5> rate{};  // offered, admitted, blocked, completed, conns (merge_nodes: summed)
+  std::array<uint32_t, MC_OBJ_HIST_BUCKETS> req{}, conn{};
+};
+
+constexpr const char* kRateNames[5] = {"offered", "admitted", "blocked", "completed", "conns"};
+
+void add_hist(std::array<uint32_t, MC_OBJ_HIST_BUCKETS>& h, const json& summary) {
+  if (!summary.is_object() || !summary.contains("hist") || !summary["hist"].is_array()) return;
+  for (const json& e : summary["hist"]) {
+    if (!e.is_array() || e.size() != 2 || !e[0].is_number_unsigned() || !e[1].is_number_unsigned()) continue;
+    auto b = e[0].get<uint64_t>();
+    if (b < MC_OBJ_HIST_BUCKETS) h[b] += e[1].get<uint32_t>();
+  }
+}
+
+// CONCAT: rates from the summed deltas over the summed durations; else summed rates.
+json merge(const std::vector<json>& windows, bool concat) {
+  std::map<std::tuple<std::string, std::string, std::string>, MergedRow> rows;
+  std::vector<std::tuple<std::string, std::string, std::string>> order;
+  double dur = 0;
+  size_t n = 0;
+  uint64_t t0 = 0, t1 = 0;
+  for (const json& w : windows) {
+    if (!w.is_object() || !w.contains("rows") || !w["rows"].is_array()) continue;
+    ++n;
+    dur += w.value("duration_s", 0.0);
+    uint64_t s = w.value("t_start_ns", uint64_t{0}), e = w.value("t_end_ns", uint64_t{0});
+    if (n == 1 || s < t0) t0 = s;
+    t1 = std::max(t1, e);
+    for (const json& r : w["rows"]) {
+      if (!r.is_object() || !r.contains("service") || !r.contains("backend") || !r.contains("class")) continue;
+      auto key = std::make_tuple(r.value("service", ""), r.value("backend", ""), r.value("class", ""));
+      auto [it, fresh] = rows.try_emplace(key);
+      MergedRow& m = it->second;
+      if (fresh) m.first = r, order.push_back(key);
+      const json& d = r.value("delta", json::object());
+      for (size_t i = 0; i < kStatCounters; ++i) m.delta[i] += d.value(kStatCounterNames[i], uint64_t{0});
+      const json& rate = r.value("rate", json::object());
+      for (size_t i = 0; i < 5; ++i) m.rate[i] += rate.value(kRateNames[i], 0.0);
+      add_hist(m.req, r.value("latency_ms", json::object()));
+      add_hist(m.conn, r.value("conn_duration_ms", json::object()));
+    }
+  }
+  double mean_dur = n ? dur / static_cast<double>(n) : 0;
+  constexpr size_t kDeltaOf[5] = {0, 1, 2, 5, 3};  // the delta each rate is of
+  json out_rows = json::array();
+  for (const auto& key : order) {
+    MergedRow& m = rows[key];
+    json r = m.first;
+    json d = json::object();
+    for (size_t i = 0; i < kStatCounters; ++i) d[kStatCounterNames[i]] = m.delta[i];
+    r["delta"] = d;
+    json rate = json::object();
+    for (size_t i = 0; i < 5; ++i)
+      rate[kRateNames[i]] = concat ? (dur > 0 ? static_cast<double>(m.delta[kDeltaOf[i]]) / dur : 0.0) : m.rate[i];
+    r["rate"] = rate;
+    r["latency_ms"] = summary_json(summarize(m.req.data(), m.delta[5], m.delta[7]), sparse(m.req));
+    r["conn_duration_ms"] = summary_json(summarize(m.conn.data(), m.delta[9], m.delta[8]), sparse(m.conn));
+    out_rows.push_back(std::move(r));
+  }
+  return {{"seq", 0},     {"t_start_ns", t0}, {"t_end_ns", t1}, {"duration_s", concat ? dur : mean_dur},
+          {"sources", n}, {"rows", out_rows}};
 }
 
 }  // namespace
@@ -135,6 +203,8 @@ void WindowStore::add_snapshot(uint64_t t_ns, std::vector<mc_obj_stat> rows, con
       row.class_name = services.class_name(row.cls);
       row.req = summarize(rh.data(), row.delta[5], row.delta[7]);
       row.conn = summarize(ch.data(), row.delta[9], row.delta[8]);
+      row.req_hist = sparse(rh);
+      row.conn_hist = sparse(ch);
       w.rows.push_back(std::move(row));
     }
     ++seq_;
@@ -166,11 +236,27 @@ json to_json(const Window& w) {
                       {"blocked", rate(2)},
                       {"completed", rate(5)},
                       {"conns", rate(3)}}},
-                    {"latency_ms", summary_json(r.req)},
-                    {"conn_duration_ms", summary_json(r.conn)}});
+                    {"latency_ms", summary_json(r.req, r.req_hist)},
+                    {"conn_duration_ms", summary_json(r.conn, r.conn_hist)}});
   }
   return {{"seq", w.seq}, {"t_start_ns", w.t_start_ns}, {"t_end_ns", w.t_end_ns}, {"duration_s", dt}, {"rows", rows}};
 }
+
+std::string prometheus_escape(const std::string& v) {
+  std::string o;
+  for (char c : v) {
+    if (c == '\\' || c == '"') o += '\\';
+    if (c == '\n') {
+      o += "\\n";
+      continue;
+    }
+    o += c;
+  }
+  return o;
+}
+
+json concat_windows(const std::vector<json>& windows) { return merge(windows, true); }
+json merge_nodes(const std::vector<json>& windows) { return merge(windows, false); }
 
 json WindowStore::windows_since(uint64_t seq, size_t max) const {
   json out = {{"last_seq", seq_}, {"oldest_seq", windows_.empty() ? 0 : windows_.front().seq}};
@@ -190,7 +276,8 @@ json WindowStore::windows_since(uint64_t seq, size_t max) const {
 std::string WindowStore::prometheus(const Services& services) const {
   std::ostringstream o;
   auto labels = [](const std::string& s, const std::string& b, const std::string& c) {
-    return "service=\"" + escape(s) + "\",backend=\"" + escape(b) + "\",class=\"" + escape(c) + "\"";
+    return "service=\"" + prometheus_escape(s) + "\",backend=\"" + prometheus_escape(b) + "\",class=\"" +
+           prometheus_escape(c) + "\"";
   };
   struct Metric {
     const char* name;

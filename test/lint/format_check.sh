@@ -8,7 +8,7 @@ cd "$(dirname "$0")/../.."
 command -v clang-format >/dev/null || { echo "clang-format not installed: apt-get install clang-format" >&2; exit 1; }
 bad=""
 # The source folders only (never a build tree; git may not be installed).
-for f in $(find bpf bench cni-plugin libmeshcut libmeshcut-cni libmeshcut-obj pinned-maps-daemon test deploy e2e \
+for f in $(find bpf bench cni-plugin controller libmeshcut libmeshcut-cni libmeshcut-obj pinned-maps-daemon test deploy e2e \
              -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.c' \) 2>/dev/null | sort); do
   case "$f" in
     test/fixtures/*) continue ;;

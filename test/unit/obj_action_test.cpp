@@ -8,17 +8,14 @@
 #include <random>
 #include <string>
 
+#include "obj_fixture.h"
 #include "meshcut/obj/action.h"
 
 using namespace meshcut::obj;
 
 namespace {
 
-Services fixture() {
-  auto s = load_services(std::string(MESHCUT_FIXTURES_DIR) + "/objectives/services.json");
-  REQUIRE(s.ok());
-  return *s;
-}
+using testing::fixture;
 
 std::string error_of(const std::string& text, uint64_t current = 0) {
   auto a = parse_action(text, fixture(), current);

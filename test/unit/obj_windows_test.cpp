@@ -7,17 +7,14 @@
 #include <random>
 #include <string>
 
+#include "obj_fixture.h"
 #include "meshcut/obj/windows.h"
 
 using namespace meshcut::obj;
 
 namespace {
 
-Services fixture() {
-  auto s = load_services(std::string(MESHCUT_FIXTURES_DIR) + "/objectives/services.json");
-  REQUIRE(s.ok());
-  return *s;
-}
+using testing::fixture;
 
 constexpr uint64_t kSec = 1000000000ull;
 
@@ -198,4 +195,56 @@ TEST_CASE("prometheus: counters of the last snapshot, latency gauges of the last
   CHECK(helps == 1);
   CHECK(p.find("# TYPE meshcut_obj_latency_seconds gauge") != std::string::npos);
   CHECK(p.find("meshcut_obj_window_seq 1\n") != std::string::npos);
+}
+
+TEST_CASE("merge_nodes and concat_windows: histograms merged, percentiles recomputed, rates", "[obj-windows]") {
+  Services s = fixture();
+  const uint32_t r_all = mc_obj_stat_index(0, MC_OBJ_BACKEND_ALL, 1);  // bed/s1, all, premium
+  // Node A: 90 requests at 2 ms; node B: 10 requests at 40 ms, both in 1 s.
+  // Averaging their p95s would give (90 * 2 + 10 * 40) / 100 = 5.8 ms; the
+  // merged histogram's p95 is 40 ms.
+  auto node = [&](int n, uint64_t ms, uint64_t t0) {
+    WindowStore ws(4);
+    std::vector<mc_obj_stat> rows(MC_OBJ_STAT_ROWS);
+    ws.add_snapshot(t0, rows, s);
+    rows[r_all].offered = rows[r_all].admitted = rows[r_all].conns = rows[r_all].completed = n;
+    rows[r_all].req_hist[mc_obj_hist_bucket(ms * 1000000ull)] = n;
+    rows[r_all].req_sum_ns = n * ms * 1000000ull;
+    ws.add_snapshot(t0 + kSec, rows, s);
+    rows[r_all].offered += n;  // a second window: n more offered, nothing else
+    ws.add_snapshot(t0 + 2 * kSec, rows, s);
+    return ws.windows_since(0, 10)["windows"];
+  };
+  auto a = node(90, 2, 10 * kSec), b = node(10, 40, 10 * kSec + kSec / 3);
+  REQUIRE(a.size() == 2);
+  REQUIRE(a[0]["rows"][0]["latency_ms"]["hist"].size() == 1);
+  CHECK(a[0]["rows"][0]["latency_ms"]["hist"][0][1] == 90);
+
+  auto m = merge_nodes({a[0], b[0]});
+  CHECK(m["sources"] == 2);
+  REQUIRE(m["rows"].size() == 1);
+  auto r = m["rows"][0];
+  CHECK(r["service"] == "bed/s1");
+  CHECK(r["class"] == "premium");
+  CHECK(r["delta"]["completed"] == 100);
+  CHECK(r["rate"]["offered"] == 100.0);  // 90/s + 10/s
+  CHECK(r["latency_ms"]["count"] == 100);
+  CHECK(r["latency_ms"]["p50"].get<double>() == Approx(2.0).epsilon(0.04));
+  CHECK(r["latency_ms"]["p95"].get<double>() == Approx(40.0).epsilon(0.04));
+  CHECK(r["latency_ms"]["mean"].get<double>() == Approx(5.8));
+
+  // Node A read late: its two windows are one 2 s window, 180 offered -> 90/s.
+  auto c = concat_windows({a[0], a[1]});
+  CHECK(c["duration_s"] == 2.0);
+  REQUIRE(c["rows"].size() == 1);
+  CHECK(c["rows"][0]["delta"]["offered"] == 180);
+  CHECK(c["rows"][0]["rate"]["offered"] == 90.0);
+  CHECK(c["rows"][0]["rate"]["completed"] == 45.0);
+  CHECK(c["t_start_ns"] == 10 * kSec);
+  CHECK(c["t_end_ns"] == 12 * kSec);
+
+  // Not windows: skipped, nothing thrown.
+  auto e = merge_nodes({nlohmann::json::array(), nlohmann::json{{"rows", 3}}});
+  CHECK(e["sources"] == 0);
+  CHECK(e["rows"].empty());
 }

@@ -28,6 +28,7 @@
 
 #include <map>
 #include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -100,6 +101,13 @@ class SearchPolicy {
 
 // Every composition of N (levels) into K non-negative parts, lexicographic.
 std::vector<std::vector<int>> compositions(int n, int k);
+
+// A probing action (learning): per service a routing drawn uniformly from the
+// grid's compositions, the same for every class, no admission. Every few
+// windows a new one, so that every backend is seen at several loads (with the
+// load alone mu and the variability cannot be told apart).
+nlohmann::json probe_routing(const obj::Services& services, int routing_levels, std::mt19937_64& rng,
+                             uint64_t generation, uint64_t ttl_ms);
 
 // The action document of CHOICES (what decide() puts in Decision::action).
 nlohmann::json action_document(const std::vector<ServiceChoice>& choices, uint64_t generation,

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "meshcut/control/measure.h"
 #include "meshcut/control/objectives.h"
 #include "meshcut/control/policy.h"
 #include "meshcut/control/twin.h"
@@ -34,14 +35,8 @@ struct SimOptions {
   PolicyOptions policy_options;
 };
 
-struct SimServiceWindow {
-  std::string service;
-  double offered_rps = 0, carried_rps = 0;  // carried: completed per second ("all" rows)
-  double measured_ms = 0;                   // the objective's percentile, count-weighted over classes
-  double predicted_ms = 0;                  // the decision's prediction (search)
-  double bound_ms = 0;
-  bool met = true;  // measured <= bound (or nothing carried)
-};
+// A service in a simulated window (predicted: the decision's, search only).
+using SimServiceWindow = ServiceReport;
 
 struct SimWindow {
   uint64_t seq = 0;

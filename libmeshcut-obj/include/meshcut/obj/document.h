@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <initializer_list>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -31,5 +32,17 @@ Result<std::string> read_file(const std::string& path);
 
 // The JSON type of V in words, for error messages ("a string", "an array").
 std::string type_name(const nlohmann::json& v);
+
+// The field checks the document parsers (service file, action, objectives)
+// share. They throw DocError, which a parser catches once at its top and
+// returns as an Error naming the field.
+struct DocError {
+  std::string msg;
+};
+[[noreturn]] void doc_error(const std::string& what);
+// V as %.6g, for messages.
+std::string format_number(double v);
+// DocError "WHERE.KEY is not a known field (expected a, b)" for a key of O not in KEYS.
+void only_keys(const nlohmann::json& o, std::initializer_list<const char*> keys, const std::string& where);
 
 }  // namespace meshcut::obj

@@ -49,6 +49,10 @@ struct WindowRow {
   std::string class_name;
   std::array<uint64_t, kStatCounters> delta{};
   LatencySummary req, conn;
+  // The histogram deltas, sparse: (bucket, count) for every non-empty bucket,
+  // ascending. Served as latency_ms.hist / conn_duration_ms.hist so that a
+  // reader holding windows of several nodes merges histograms, not percentiles.
+  std::vector<std::array<uint32_t, 2>> req_hist, conn_hist;
 };
 
 struct Window {
@@ -85,5 +89,19 @@ class WindowStore {
 };
 
 nlohmann::json to_json(const Window& w);
+
+// V as a Prometheus label value: backslash, double quote and newline escaped.
+std::string prometheus_escape(const std::string& v);
+
+// Windows of several sources as one (the controller's cluster view). Rows are
+// matched by (service, backend, class) names; deltas and histograms are
+// summed and the percentiles computed again from the merged histogram.
+//  - concat_windows: consecutive windows of ONE node (a node read late hands
+//    over several): rates are the summed deltas over the summed durations.
+//  - merge_nodes: one window per node over about the same second: rates add.
+// The result has the window JSON's shape ("seq" 0, "duration_s" the mean,
+// "sources" the number merged). Rows or windows not of that shape are skipped.
+nlohmann::json concat_windows(const std::vector<nlohmann::json>& windows);
+nlohmann::json merge_nodes(const std::vector<nlohmann::json>& windows);
 
 }  // namespace meshcut::obj
