@@ -122,6 +122,7 @@ void add_run_command(CLI::App& app) {
       }
       const double window_s = objectives->window_seconds;
       const double timeout_s = a->timeout_ms > 0 ? a->timeout_ms / 1e3 : window_s / 3;
+      a->opt.align_wait_ms = static_cast<uint64_t>(window_s * 1000 / 2);
       std::vector<std::unique_ptr<NodeLink>> links;
       for (const NodeAddr& n : *nodes) links.push_back(http_node(n, token, timeout_s));
       std::ofstream log;
@@ -197,6 +198,9 @@ void add_run_command(CLI::App& app) {
         else
           std::cout << line(r) << "\n" << std::flush;
         next += period;
+        // Behind by more than a window (stopped, or stdout blocked): start again
+        // from now instead of running the missed windows back to back.
+        if (std::chrono::steady_clock::now() > next + period) next = std::chrono::steady_clock::now();
         while (!g_stop && std::chrono::steady_clock::now() < next)
           std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
               next - std::chrono::steady_clock::now(), std::chrono::milliseconds(50)));

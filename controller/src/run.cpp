@@ -9,6 +9,7 @@
 #include <cmath>
 #include <future>
 #include <sstream>
+#include <thread>
 
 #include "meshcut/obj/windows.h"
 
@@ -77,6 +78,14 @@ class HttpNode final : public NodeLink {
   httplib::Client cl_;
   std::string name_;
 };
+
+// One line: what failed, the errno text if any, and the fix.
+std::string describe(const Error& e) {
+  std::string s = e.what;
+  if (e.err) s += ": " + errno_text(e.err);
+  if (!e.hint.empty()) s += " (" + e.hint + ")";
+  return s;
+}
 
 }  // namespace
 
@@ -189,6 +198,16 @@ void Controller::set_services(obj::Services s) {
   static_ready_ = false;
 }
 
+bool Controller::all_modelled() const {
+  for (const ServiceObjective& so : objectives_.services) {
+    const obj::Service* svc = services_.find(so.service);
+    if (!svc) continue;  // not in the service file: nothing to learn
+    for (const obj::Endpoint& e : svc->endpoints)
+      if (!model_.find(so.service, e.addr())) return false;
+  }
+  return true;
+}
+
 uint64_t Controller::next_generation() {
   auto now_ms = static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -217,10 +236,24 @@ TickReport Controller::tick() {
   rep.policy = opt_.policy;
   // Fetch every node at once; each call is bounded by its client's timeout.
   std::vector<std::future<Result<json>>> futs;
+  // A node whose next window is not out yet (the nodes' 1 s clocks and ours
+  // are not in phase) is asked again every 50 ms for up to align_wait_ms, so
+  // that a tick merges one window of every node instead of none and two.
+  const auto deadline = t0 + std::chrono::milliseconds(opt_.align_wait_ms);
   for (Node& n : nodes_) {
     NodeLink* link = n.link.get();
     uint64_t since = n.cursor;
-    futs.push_back(std::async(std::launch::async, [link, since] { return link->windows_since(since); }));
+    bool wait = n.primed && opt_.align_wait_ms > 0;
+    futs.push_back(std::async(std::launch::async, [link, since, wait, deadline] {
+      for (;;) {
+        auto r = link->windows_since(since);
+        bool fresh = false;
+        if (r)
+          for (const json& w : (*r)["windows"]) fresh = fresh || w.value("seq", uint64_t{0}) > since;
+        if (!r || fresh || !wait || Clock::now() + std::chrono::milliseconds(50) > deadline) return r;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    }));
   }
   std::vector<json> per_node;
   for (size_t i = 0; i < nodes_.size(); ++i) {
@@ -231,7 +264,7 @@ TickReport Controller::tick() {
     if (!r) {
       ++n.fetch_errors;
       n.up = false;
-      nr.error = r.error().what;
+      nr.error = describe(r.error());
     } else {
       n.up = true;
       nr.fetched = true;
@@ -269,7 +302,16 @@ TickReport Controller::tick() {
 
   // Decide.
   json action;  // null: push nothing
-  const bool learning = opt_.policy != RunPolicy::kNone && learned_ < opt_.learn_windows;
+  // Learning lasts learn_windows, and beyond while a service with an objective
+  // has a backend the model cannot predict yet (too few windows with load on
+  // it), up to 4 x learn_windows: controlling without a model would leave the
+  // service uncontrolled anyway.
+  bool learning = opt_.policy != RunPolicy::kNone && learned_ < opt_.learn_windows;
+  if (!learning && opt_.policy != RunPolicy::kNone && !fitted_ && learned_ > 0 && learned_ < 4 * opt_.learn_windows) {
+    (void)model_.fit();
+    learning = !all_modelled();
+    fitted_ = !learning;
+  }
   rep.phase = learning ? "learn" : "control";
   if (learning) {
     if (have_window) {
@@ -277,7 +319,11 @@ TickReport Controller::tick() {
         for (const auto& [c, v] : cls) learn_load_sum_[svc][c] += v;
       ++learn_load_n_;
     }
-    if (learned_ % std::max<size_t>(1, opt_.probe_hold) == 0) action = probe_action(next_generation());
+    // A new probe every probe_hold windows, pushed again every window with a
+    // new generation so that its TTL keeps running from the controller's last word.
+    if (learned_ % std::max<size_t>(1, opt_.probe_hold) == 0 || probe_.is_null()) probe_ = probe_action(0);
+    action = probe_;
+    action["generation"] = next_generation();
     ++learned_;
   } else if (opt_.policy != RunPolicy::kNone) {
     bool refit = !fitted_ || (opt_.refit_every && ticks_ % opt_.refit_every == 0);
@@ -325,7 +371,7 @@ TickReport Controller::tick() {
       }
       ++nodes_[i].push_errors;
       if (st.error().err == 0) ++nodes_[i].refused;
-      rep.nodes[i].error += (rep.nodes[i].error.empty() ? "" : "; ") + st.error().what;
+      rep.nodes[i].error += (rep.nodes[i].error.empty() ? "" : "; ") + describe(st.error());
     }
   }
   rep.action = action;

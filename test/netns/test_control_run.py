@@ -41,7 +41,7 @@ from mcnet import log  # noqa: E402
 
 VIP = "10.96.0.30"
 API_PORT = 9465
-RATE = 25.0  # requests/s per caller
+RATE = 60.0  # requests/s per caller
 
 
 def services_doc(s1, s2):
@@ -87,12 +87,16 @@ def run_control(cl, tmp, name, nodes, token_file, windows, learn, extra=(), duri
     cmd = [control_bin(), "run", "--objectives", os.path.join(tmp, "objectives.yaml"),
            "--services", os.path.join(tmp, "services.json"), "--nodes", nodes, "--api-token-file", token_file,
            "--windows", str(windows), "--learn", str(learn), "--json", "--log", logf] + list(extra)
-    p = mcnet.spawn(cmd, netns=cl.ext, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    if during:
-        during(p)
-    out, err = p.communicate(timeout=timeout)
-    ticks = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
-    return p.returncode, ticks, err.decode()
+    # stdout and stderr go to files: a pipe nobody reads while DURING runs would stall the controller.
+    with open(logf + ".out", "w+b") as out, open(logf + ".err", "w+b") as errf:
+        p = mcnet.spawn(cmd, netns=cl.ext, stdout=out, stderr=errf)
+        if during:
+            during(p)
+        p.wait(timeout=timeout)
+        out.seek(0)
+        errf.seek(0)
+        ticks = [json.loads(line) for line in out.read().decode().splitlines() if line.startswith("{")]
+        return p.returncode, ticks, errf.read().decode()
 
 
 def status(n, token_file):
@@ -103,8 +107,8 @@ def status(n, token_file):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--windows", type=int, default=14)
-    ap.add_argument("--learn", type=int, default=6)
+    ap.add_argument("--windows", type=int, default=10)
+    ap.add_argument("--learn", type=int, default=20)
     args = ap.parse_args()
     mcnet.require_root()
     for b in (control_bin(), mcload_bin()):
@@ -129,8 +133,10 @@ def main():
         return ["--services", svc_file, "--api-addr", "%s:%d" % (n.underlay_ip, API_PORT),
                 "--api-token-file", token_file]
 
+    # One cgroup per node, as on real nodes: each node's connect4 sees only its own callers.
+    node_cg = {"n1": mcnet.Cgroup("ctlrun-n1"), "n2": mcnet.Cgroup("ctlrun-n2")}
     cl = twonode.Cluster(cg, meshcut=True, cross_node=True, daemon_extra=daemon_args,
-                         meshcut_conf={"intraPod": False}).up()
+                         meshcut_conf={"intraPod": False}, daemon_cgroup=lambda n: node_cg[n.name]).up()
     n1, n2 = cl.nodes["n1"], cl.nodes["n2"]
     c1, s1 = cl.add_pod("n1", "premium-c1"), cl.add_pod("n1", "s1")
     c2, s2 = cl.add_pod("n2", "free-c2"), cl.add_pod("n2", "s2")
@@ -155,7 +161,8 @@ def main():
         loads.append(mcnet.spawn([mcload_bin(), "--connect", "%s:80" % VIP, "--host", "web", "--path", "/",
                                   "--per-request", "--rate", str(RATE), "--arrival", "constant",
                                   "--duration", str(duration), "--json", os.path.join(tmp, pod.name + ".json")],
-                                 netns=pod.ns, cgroup=cg, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+                                 netns=pod.ns, cgroup=node_cg[pod.node.name], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE))
     time.sleep(2)  # the nodes have windows with load before the controller starts
     routed0 = {n.name: status(n, token_file).get("counters", {}).get("routed", 0) for n in (n1, n2)}
 
@@ -179,14 +186,26 @@ def main():
                                   "--ttl-ms", "60000"], during=scrape_metrics)
     ck.check(rc == 0, "run (search) exits 0 (%s)" % err[-400:])
     control = [t for t in ticks if t["phase"] == "control"]
-    ck.check(len(ticks) == args.windows + args.learn and len(control) == args.windows,
-             "run: %d windows, %d of them controlled (%d, %d)" % (args.windows + args.learn, args.windows,
-                                                                 len(ticks), len(control)))
-    both = [t for t in ticks[1:] if t["nodes_answered"] == 2 and t["nodes_pushed"] == 2
-            and all(n["windows"] >= 1 for n in t["nodes"])]
-    ck.check(len(both) >= len(ticks) - 3, "windows read from both nodes and actions pushed to both in %d of %d "
-             "windows" % (len(both), len(ticks)), [t["nodes"] for t in ticks if t not in both][:3])
-    offered = sorted(t["services"][0]["offered_rps"] for t in control)
+    log("per window (tick:windows n1/n2, tick ms, n1 cursor, merged duration): " + " ".join(
+        "%s:%s/%s@%.0fms,c%s,d%.2f" % (t["tick"], t["nodes"][0]["windows"], t["nodes"][1]["windows"], t["tick_ms"],
+                                      t["nodes"][0]["cursor"], t["window"].get("duration_s", 0)) for t in ticks))
+    fit = subprocess.run([control_bin(), "fit", "--windows", os.path.join(tmp, "search.jsonl")],
+                         capture_output=True, text=True)
+    log("fit from the run's log:\n%s%s" % (fit.stdout, fit.stderr))
+    ck.check(fit.returncode in (0, 1) and "windows" in fit.stdout + fit.stderr,
+             "meshcut-control fit reads the run's log back (whether the model fits is reported, not gated: "
+             "fixed-delay backends far from saturation leave too few usable windows in a 30 s run)")
+    # Learning lasts longer than --learn while a backend cannot be modelled yet: how many windows were
+    # controlled is logged, not gated (this test is about the plumbing; part 3 measures control).
+    ck.check(len(ticks) == args.windows + args.learn, "run: %d windows (%d controlled)" % (len(ticks), len(control)))
+    # The first read only sets each node's cursor; learning pushes a new probe every 5 windows.
+    both = [t for t in ticks[1:] if t["nodes_answered"] == 2 and all(n["windows"] >= 1 for n in t["nodes"])
+            and (t["action"] is None or t["nodes_pushed"] == 2)]
+    pushed = [t for t in ticks if t["action"] is not None]
+    ck.check(len(both) >= len(ticks) - 3 and len(pushed) >= args.windows,
+             "windows read from both nodes in %d of %d windows, every one of the %d actions pushed to both"
+             % (len(both), len(ticks), len(pushed)), [t["nodes"] for t in ticks[1:] if t not in both][:3])
+    offered = sorted(t["services"][0]["offered_rps"] for t in ticks[1:])
     med = offered[len(offered) // 2] if offered else 0
     ck.check(abs(med - 2 * RATE) <= 0.2 * 2 * RATE, "the merged window's offered load is both callers': median "
              "%.1f/s vs %.0f/s sent" % (med, 2 * RATE), offered)
@@ -198,8 +217,8 @@ def main():
                  "%s: the table holds the controller's last action (generation %s, node %s)"
                  % (n.name, gen, st.get("action", {}).get("generation")))
         routed = st.get("counters", {}).get("routed", 0) - routed0[n.name]
-        ck.check(routed >= args.windows * RATE * 0.5, "%s: connect4 routed %d connects under the controller"
-                 % (n.name, routed))
+        ck.check(routed >= len(ticks) * RATE * 0.8, "%s: connect4 routed %d connects under the controller"
+                 % (n.name, routed), (st.get("counters"), last))
     text = scrape.get("text", "")
     ck.check('meshcut_control_node_up{node="n1"} 1' in text and 'meshcut_control_node_up{node="n2"} 1' in text,
              "the controller's /metrics: both nodes up", text[:300])
@@ -236,7 +255,7 @@ def main():
     errs = [n["error"] for t in ticks for n in t["nodes"]]
     ck.check(ticks and all("HTTP 401" in e for e in errs), "a wrong token: every node's refusal says HTTP 401",
              errs[:2])
-    ck.check("--api-token-file" in err, "... and the fix is named (%s)" % err[-200:])
+    ck.check(errs and all("--api-token-file" in e for e in errs), "... and the fix is named (%s)" % errs[:1])
 
     # 4. a clean stop clears both nodes' actions.
     rc, ticks, err = run_control(cl, tmp, "clear", nodes, token_file, 3, 0)

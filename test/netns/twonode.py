@@ -391,7 +391,7 @@ class Cluster:
                     "ipam": {"type": "host-local", "dataDir": os.path.join(self.tmp, "ipam-" + n.name),
                              "ranges": [[{"subnet": n.pod_cidr, "gateway": n.gw_ip}]],
                              "routes": [{"dst": "0.0.0.0/0"}]}}]
-        cgroup = self.daemon_cgroup
+        cgroup = self.daemon_cgroup(n) if callable(self.daemon_cgroup) else self.daemon_cgroup
         if self.runtime == "cri":
             crinode = _crinode()
             n.cri = crinode.CriNode(n.name, n.pod_cidr, netns=n.ns.name, main_plugin=plugins[0],

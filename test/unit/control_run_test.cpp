@@ -113,7 +113,7 @@ RunOptions quick(RunPolicy p) {
 }  // namespace
 
 TEST_CASE("run: the action reaches both nodes and the windows of both come back merged", "[control-run]") {
-  Bed bed(quick(RunPolicy::kSearch));
+  Bed bed(quick(RunPolicy::kSearch), 150);  // a bound some load can be carried within
   auto first = bed.second();
   CHECK(first.nodes_answered == 2);
   CHECK(first.nodes[0].windows == 0);  // the first read only sets the cursor: old windows are not this run's

@@ -15,7 +15,8 @@
 //  - generations are wall-clock milliseconds (and at least last + 1), so a
 //    restarted controller's first action is newer than the one in force.
 // Phases: `learn` (probing routings so every backend is seen at several
-// loads; no admission) for learn_windows, then `control`. Policies: search
+// loads; no admission) for learn_windows — longer, up to 4 x, while a backend
+// of a service with an objective cannot be modelled yet — then `control`. Policies: search
 // (model-predictive, every window), static (the search's choice for the mean
 // load of the learning phase, held), none (no action: the nodes are cleared).
 #pragma once
@@ -71,7 +72,9 @@ struct RunOptions {
   size_t learn_windows = 60;  // probing before control (0: control at once, with whatever model is loaded)
   size_t probe_hold = 5;      // windows per probing routing
   size_t refit_every = 10;    // windows between refits while controlling (0: never)
-  size_t min_fit_windows = 3;
+  // A node without a new window is asked again (every 50 ms) until this long
+  // after the tick began, so that ticks and the nodes' windows stay in phase.
+  uint64_t align_wait_ms = 0;
   PolicyOptions policy_options;
   uint64_t seed = 1;
 };
@@ -126,6 +129,7 @@ class Controller {
     bool up = false;
   };
   nlohmann::json probe_action(uint64_t gen);
+  bool all_modelled() const;  // every backend of every objective's service has a model
   uint64_t next_generation();
 
   obj::Services services_;
@@ -139,6 +143,7 @@ class Controller {
   bool fitted_ = false;
   Load learn_load_sum_;
   size_t learn_load_n_ = 0;
+  nlohmann::json probe_;  // the learning phase's routing in force
   std::vector<ServiceChoice> static_choice_;
   bool static_ready_ = false;
   TickReport last_;
