@@ -87,6 +87,9 @@ void add_run_command(CLI::App& app) {
   c->add_option("--api-token-file", a->token_file, "bearer token for the nodes' API (needed off loopback)");
   c->add_option("--policy", a->policy, "search, static or none")->capture_default_str();
   c->add_option("--learn", a->opt.learn_windows, "probing windows before control")->capture_default_str();
+  c->add_option("--probe", a->opt.probe, "learning schedule: boundary (near each bound) or random routings")
+      ->transform(CLI::CheckedTransformer(probe_kinds()))
+      ->default_str("boundary");
   c->add_option("--windows", a->windows, "stop after this many windows (0: until SIGINT/SIGTERM)")
       ->capture_default_str();
   c->add_option("--timeout-ms", a->timeout_ms, "per node request (default: a third of the window)");

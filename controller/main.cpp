@@ -36,6 +36,9 @@ int main(int argc, char** argv) {
     c->add_option("--objectives", objectives_path, "Objectives document (YAML or JSON)")->required();
     c->add_option("--scenario", scenario_path, "twin scenario (JSON: classes, services, backends, load)")->required();
     c->add_option("--learn", opt.learn_windows, "probing windows before control")->capture_default_str();
+    c->add_option("--probe", opt.probe, "learning schedule: boundary (near each bound) or random routings")
+        ->transform(CLI::CheckedTransformer(probe_kinds()))
+        ->default_str("boundary");
     c->add_option("--windows", opt.windows, "controlled windows")->capture_default_str();
     c->add_option("--hysteresis", opt.policy_options.hysteresis, "relative gain needed to change")
         ->capture_default_str();

@@ -121,6 +121,32 @@ QueueParams fit_structure(const std::vector<Observation>& obs, int servers) {
   return f.params(a, b);
 }
 
+// The structure with mu known (from saturated windows): the variability alone, by a grid, then a ternary
+// search in the best grid cell.
+QueueParams fit_scv(const std::vector<Observation>& obs, int servers, double mu) {
+  double lmax = 0;
+  for (const Observation& o : obs) lmax = std::max(lmax, o.load_rps);
+  Fitter f{obs, servers, lmax / servers * 1.0001};
+  const double a = std::log(std::max(mu - f.base, 1e-9));
+  double best_b = 0, best = kInf;
+  for (int i = 0; i <= 240; ++i) {
+    double b = -9.0 + 12.0 * i / 240;
+    double v = f.sse(a, b);
+    if (v < best) best = v, best_b = b;
+  }
+  double lo = best_b - 0.05, hi = best_b + 0.05;
+  for (int it = 0; it < 40; ++it) {
+    double m1 = lo + (hi - lo) / 3, m2 = hi - (hi - lo) / 3;
+    if (f.sse(a, m1) < f.sse(a, m2))
+      hi = m2;
+    else
+      lo = m1;
+  }
+  double b = (lo + hi) / 2;
+  if (!(f.sse(a, b) <= best)) b = best_b;
+  return f.params(a, b);
+}
+
 }  // namespace
 
 size_t percentile_index(double percentile) {
@@ -161,7 +187,8 @@ nlohmann::json BackendModel::to_json() const {
           {"ratio_q90", {{"p50", ratio_q90[0]}, {"p90", ratio_q90[1]}, {"p95", ratio_q90[2]}, {"p99", ratio_q90[3]}}},
           {"n_fit", n_fit},
           {"n_holdout", n_holdout},
-          {"max_load_seen", max_load_seen}};
+          {"max_load_seen", max_load_seen},
+          {"mu_from_saturation", saturated}};
 }
 
 namespace {
@@ -178,31 +205,54 @@ struct Segment {
 }  // namespace
 
 Result<BackendModel> fit_backend(const std::vector<Observation>& all, const FitOptions& opt) {
+  if (opt.servers < 1) return make_error("cannot fit a backend model: servers must be >= 1", 0, "");
   std::vector<Observation> usable;
+  std::vector<double> saturated;  // completed/s of windows the servers were busy throughout
   for (const Observation& o : all) {
     if (!(o.count >= opt.min_count && o.load_rps > 0 && o.mean_ms > 0 && o.p50_ms > 0 && std::isfinite(o.mean_ms)))
       continue;
     if (o.completed_rps > 0) {
-      double n = static_cast<double>(o.count), arrivals = o.load_rps * n / o.completed_rps;
+      double n = static_cast<double>(o.count), window_s = n / o.completed_rps, arrivals = o.load_rps * window_s;
+      // A mean sojourn of a whole window or more: a backlog that never emptied, so the servers never idled
+      // and the completions are the capacity (c x mu), whatever the arrivals. The one direct measure of mu.
+      if (o.mean_ms / 1e3 >= window_s) saturated.push_back(o.completed_rps / opt.servers);
       if (std::fabs(n - arrivals) > 3 * std::sqrt(arrivals) + 3) continue;  // not in steady state
       // A sojourn that is a fair part of the window is a backlog (building or draining), not a stationary
       // queue: its relaxation time is several sojourns long.
-      if (o.mean_ms / 1e3 > 0.2 * n / o.completed_rps) continue;
+      if (o.mean_ms / 1e3 > 0.2 * window_s) continue;
     }
     usable.push_back(o);
   }
-  if (usable.size() < 3)
+  // mu from saturation: the median of those windows' completion rates (3 at least, against one window's
+  // noise); a steady window at a load well above that (a quarter: beyond a window's Poisson noise) proves
+  // it wrong (then it is not used).
+  double mu_sat = 0;
+  if (saturated.size() >= 3) {
+    std::sort(saturated.begin(), saturated.end());
+    mu_sat = saturated[saturated.size() / 2];
+    for (const Observation& o : usable)
+      if (o.load_rps / opt.servers >= 1.25 * mu_sat) mu_sat = 0;
+  }
+  if (usable.size() < 3 && mu_sat <= 0)
     return make_error("cannot fit a backend model: " + std::to_string(usable.size()) +
-                          " usable windows (need 3 with >= " + std::to_string(opt.min_count) + " completed requests)",
+                          " usable windows (need 3 with >= " + std::to_string(opt.min_count) +
+                          " completed requests, or 3 saturated ones)",
                       0, "collect more windows with load on this backend");
-  if (opt.servers < 1) return make_error("cannot fit a backend model: servers must be >= 1", 0, "");
+  if (usable.size() < 3) {
+    // Only saturated windows: mu is known, the variability not (exponential assumed) until steady windows come.
+    BackendModel m = BackendModel::from_params({mu_sat, 1.0, opt.servers});
+    m.n_fit = saturated.size();
+    m.saturated = true;
+    return m;
+  }
   std::vector<Segment> segs;
   for (const Observation& o : usable) segs.push_back({o, {o}});
   auto build = [&](const std::vector<Segment>& ss) {
     std::vector<Observation> obs;
     for (const Segment& sg : ss) obs.push_back(sg.agg);
     BackendModel m;
-    m.p_ = fit_structure(obs, opt.servers);
+    m.p_ = mu_sat > 0 ? fit_scv(obs, opt.servers, mu_sat) : fit_structure(obs, opt.servers);
+    m.saturated = mu_sat > 0;
     m.n_fit = 0;
     for (const Segment& sg : ss) m.n_fit += sg.windows.size();
     if (opt.residual) {

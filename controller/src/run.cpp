@@ -166,10 +166,22 @@ json TickReport::to_json() const {
           {"nodes_pushed", nodes_pushed},
           {"services", ss},
           {"action", action},
+          {"probe", probe},
           {"window", window},
           {"decide_ms", decide_ms},
           {"tick_ms", tick_ms}};
 }
+
+namespace {
+
+ProbeOptions probe_options(const RunOptions& opt) {
+  ProbeOptions p;
+  p.kind = opt.probe;
+  p.ttl_ms = std::max<uint64_t>(opt.policy_options.ttl_ms, 1000);
+  return p;
+}
+
+}  // namespace
 
 Controller::Controller(obj::Services services, Objectives objectives, RunOptions opt, std::vector<NodeAddr> addrs,
                        std::vector<std::unique_ptr<NodeLink>> links)
@@ -177,7 +189,7 @@ Controller::Controller(obj::Services services, Objectives objectives, RunOptions
       objectives_(std::move(objectives)),
       opt_(opt),
       search_(opt.policy_options),
-      rng_(opt.seed ^ 0x5eed) {
+      prober_(probe_options(opt), opt.seed ^ 0x5eed) {
   for (size_t i = 0; i < addrs.size() && i < links.size(); ++i) {
     Node n;
     n.addr = addrs[i];
@@ -216,9 +228,13 @@ uint64_t Controller::next_generation() {
   return generation_;
 }
 
-json Controller::probe_action(uint64_t gen) {
-  return probe_routing(services_, objectives_.grid.routing_levels(), rng_, gen,
-                       std::max<uint64_t>(opt_.policy_options.ttl_ms, 1000));
+json Controller::probe_action(const Load& load, uint64_t gen) {
+  // A boundary probe needs the model as it stands: refit on what was seen so far (a backend not fittable yet
+  // is probed by the random rule).
+  if (opt_.probe == ProbeKind::kBoundary) (void)model_.fit();
+  Probe p = prober_.next(services_, objectives_, load, model_, gen);
+  probe_why_ = p.why;
+  return p.action;
 }
 
 Status Controller::clear_all() {
@@ -321,9 +337,10 @@ TickReport Controller::tick() {
     }
     // A new probe every probe_hold windows, pushed again every window with a
     // new generation so that its TTL keeps running from the controller's last word.
-    if (learned_ % std::max<size_t>(1, opt_.probe_hold) == 0 || probe_.is_null()) probe_ = probe_action(0);
+    if (learned_ % std::max<size_t>(1, opt_.probe_hold) == 0 || probe_.is_null()) probe_ = probe_action(load, 0);
     action = probe_;
     action["generation"] = next_generation();
+    rep.probe = probe_why_;
     ++learned_;
   } else if (opt_.policy != RunPolicy::kNone) {
     bool refit = !fitted_ || (opt_.refit_every && ticks_ % opt_.refit_every == 0);

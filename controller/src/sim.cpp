@@ -82,15 +82,21 @@ Result<SimResult> simulate(const TwinConfig& cfg, const Objectives& objectives, 
   Model model;
   SearchPolicy policy(opt.policy_options);
   uint64_t gen = 0;
-  std::mt19937_64 rng(cfg.seed ^ 0x5eed);
-  // Learning: a probing routing every 5 windows (probe_routing).
-  const int R = objectives.grid.routing_levels();
+  // Learning: a new probe every probe_hold windows (probe.h), from the model as it stands.
+  ProbeOptions po;
+  po.kind = opt.probe;
+  po.ttl_ms = 60000;
+  Prober prober(po, cfg.seed ^ 0x5eed);
+  json last_learn;
   for (size_t i = 0; i < opt.learn_windows; ++i) {
-    if (i % 5 == 0) {
-      auto st = t.apply(probe_routing(S, R, rng, ++gen, 60000));
+    if (i % std::max<size_t>(1, opt.probe_hold) == 0) {
+      if (opt.probe == ProbeKind::kBoundary) (void)model.fit();
+      auto st = t.apply(prober.next(S, objectives, load_from_window(last_learn), model, ++gen).action);
       if (!st) return st.error();
     }
-    model.add_window(t.step());
+    last_learn = t.step();
+    // The window a new probe starts in is a transient (the queues move to the new loads): not a fit point.
+    if (i % std::max<size_t>(1, opt.probe_hold) != 0 || opt.probe_hold <= 1) model.add_window(last_learn);
   }
   if (opt.policy == PolicyKind::kNone) t.clear();
   SimResult out;
@@ -98,6 +104,7 @@ Result<SimResult> simulate(const TwinConfig& cfg, const Objectives& objectives, 
     auto f = model.fit();
     if (!f) return f.error();
   }
+  out.learned = model;
   json last = t.step();
   for (size_t i = 0; i < opt.windows; ++i) {
     SimWindow sw;

@@ -12,10 +12,14 @@ import mcnet
 class Backend:
     """An HTTP/1.1-ish server in NETNS on IP:PORT: per request it waits
     delay(i) seconds, then answers; keeps the connection until EOF. Counts
-    accepted connections and requests."""
+    accepted connections and requests. SERVERS: at most that many requests
+    are served at once, the others wait their turn (a queue, so that latency
+    rises with load as a real backend's does); None: every connection its own
+    server (a fixed delay whatever the load)."""
 
-    def __init__(self, netns, ip, port, delay=None):
+    def __init__(self, netns, ip, port, delay=None, servers=None):
         self.addr = (ip, port)
+        self.servers = threading.Semaphore(servers) if servers else None
         self.accepts = 0
         self.requests = 0
         self.delay = delay
@@ -53,7 +57,10 @@ class Backend:
                     with self.lock:
                         self.requests += 1
                         i = self.requests
-                    if self.delay:
+                    if self.delay and self.servers:
+                        with self.servers:
+                            time.sleep(self.delay(i))
+                    elif self.delay:
                         time.sleep(self.delay(i))
                     c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         except OSError:

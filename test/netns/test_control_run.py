@@ -67,7 +67,7 @@ spec:
   windowSeconds: 1
   services:
   - service: default/web
-    latency: {percentile: 95, boundMs: 200}
+    latency: {percentile: 95, boundMs: 50}
     classWeights: {premium: 3, freemium: 1}
   grid: {routingStep: 0.25, admissionStep: 0.25}
 """
@@ -141,7 +141,9 @@ def main():
     c1, s1 = cl.add_pod("n1", "premium-c1"), cl.add_pod("n1", "s1")
     c2, s2 = cl.add_pod("n2", "free-c2"), cl.add_pod("n2", "s2")
     cl.set_services([twonode.Service("web", VIP, 80, [(s1.ip, 8080), (s2.ip, 8080)])])
-    backends = [Backend(s1.ns, s1.ip, 8080, delay=lambda i: 0.004), Backend(s2.ns, s2.ip, 8080, delay=lambda i: 0.008)]
+    # One server each (requests queue), so that latency rises with the load a probe routes there.
+    backends = [Backend(s1.ns, s1.ip, 8080, delay=lambda i: 0.004, servers=1),
+                Backend(s2.ns, s2.ip, 8080, delay=lambda i: 0.008, servers=1)]
     with open(svc_file + ".tmp", "w") as f:
         json.dump(services_doc(s1, s2), f)
     os.replace(svc_file + ".tmp", svc_file)

@@ -20,6 +20,12 @@
 // completions beyond Poisson noise (3 sigma) is a queue that grows (overload:
 // the stationary formulas do not hold), fewer is a backlog draining; and a
 // window whose mean sojourn exceeds a fifth of its length is a backlog either way.
+// Saturated windows (a mean sojourn of a whole window or more: the servers
+// never idled) measure the capacity directly: with 3 of them, mu is their
+// median completion rate per server and only the SCV is fitted (a backend
+// seen only overloaded still gets a model, SCV 1, so that probing can steer
+// load off it). Without this, the windows a too-high load produces are thrown
+// away and a model fitted on the few low-load ones overestimates mu.
 // Error: the fit is first made on all windows but every k-th, and its NMAE
 // (sum |predicted - measured| / sum measured) on the held-out ones reported;
 // the model is then refitted on all. The held-out windows also give the
@@ -83,6 +89,8 @@ class BackendModel {
   std::array<double, 4> ratio_q90{1, 1, 1, 1};
   size_t n_fit = 0, n_holdout = 0;
   double max_load_seen = 0;
+  // mu was set from windows in which the backend never idled (their completion rate), not fitted.
+  bool saturated = false;
 
   nlohmann::json to_json() const;
 

@@ -34,6 +34,7 @@
 #include "meshcut/control/model.h"
 #include "meshcut/control/objectives.h"
 #include "meshcut/control/policy.h"
+#include "meshcut/control/probe.h"
 #include "meshcut/error.h"
 #include "meshcut/obj/services.h"
 
@@ -69,9 +70,10 @@ const char* to_string(RunPolicy p);
 
 struct RunOptions {
   RunPolicy policy = RunPolicy::kSearch;
-  size_t learn_windows = 60;  // probing before control (0: control at once, with whatever model is loaded)
-  size_t probe_hold = 5;      // windows per probing routing
-  size_t refit_every = 10;    // windows between refits while controlling (0: never)
+  size_t learn_windows = 60;               // probing before control (0: control at once, with whatever model is loaded)
+  size_t probe_hold = 5;                   // windows per probing routing
+  ProbeKind probe = ProbeKind::kBoundary;  // probe.h
+  size_t refit_every = 10;                 // windows between refits while controlling (0: never)
   // A node without a new window is asked again (every 50 ms) until this long
   // after the tick began, so that ticks and the nodes' windows stay in phase.
   uint64_t align_wait_ms = 0;
@@ -98,6 +100,7 @@ struct TickReport {
   std::vector<ServiceReport> services;
   Decision decision;      // control phase, search/static
   nlohmann::json action;  // what was pushed (null: nothing)
+  std::string probe;      // learning: why this probe (probe.h), "" otherwise
   double decide_ms = 0, tick_ms = 0;
   nlohmann::json to_json() const;  // one line of the run's log
 };
@@ -128,7 +131,7 @@ class Controller {
     uint64_t fetch_errors = 0, push_errors = 0, refused = 0, missed = 0, windows = 0;
     bool up = false;
   };
-  nlohmann::json probe_action(uint64_t gen);
+  nlohmann::json probe_action(const Load& load, uint64_t gen);
   bool all_modelled() const;  // every backend of every objective's service has a model
   uint64_t next_generation();
 
@@ -138,12 +141,13 @@ class Controller {
   std::vector<Node> nodes_;
   Model model_;
   SearchPolicy search_;
-  std::mt19937_64 rng_;
+  Prober prober_;
   uint64_t ticks_ = 0, learned_ = 0, generation_ = 0;
   bool fitted_ = false;
   Load learn_load_sum_;
   size_t learn_load_n_ = 0;
-  nlohmann::json probe_;  // the learning phase's routing in force
+  nlohmann::json probe_;  // the learning phase's action in force
+  std::string probe_why_;
   std::vector<ServiceChoice> static_choice_;
   bool static_ready_ = false;
   TickReport last_;

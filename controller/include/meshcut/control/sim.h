@@ -13,6 +13,7 @@
 #include "meshcut/control/measure.h"
 #include "meshcut/control/objectives.h"
 #include "meshcut/control/policy.h"
+#include "meshcut/control/probe.h"
 #include "meshcut/control/twin.h"
 
 namespace meshcut::control {
@@ -29,7 +30,9 @@ enum class PolicyKind { kSearch, kNone };
 
 struct SimOptions {
   size_t learn_windows = 120;  // probing, before control starts
-  size_t windows = 120;        // controlled
+  ProbeKind probe = ProbeKind::kBoundary;
+  size_t probe_hold = 5;  // windows per probe
+  size_t windows = 120;   // controlled
   size_t refit_every = 10;
   PolicyKind policy = PolicyKind::kSearch;
   PolicyOptions policy_options;
@@ -48,6 +51,7 @@ struct SimResult {
   std::vector<SimWindow> windows;
   Decision last_decision;
   nlohmann::json model;  // Model::to_json at the end
+  Model learned;         // the model itself, as fitted at the end of learning
   // Per service: share of controlled windows that met the objective, mean carried rps.
   std::map<std::string, std::pair<double, double>> summary;
 };
