@@ -89,6 +89,7 @@ class Renderer {
     }
     for (const Host& h : hosts) render_host(h, slots, out);
     if (!patches_.empty()) out.objects.push_back(envoy_filter());
+    out.notes.insert(out.notes.end(), notes_.begin(), notes_.end());
     return out;
   }
 
@@ -215,6 +216,10 @@ class Renderer {
                     {"response_headers_to_add",
                      json::array({{{"append_action", "OVERWRITE_IF_EXISTS_OR_ADD"},
                                    {"header", {{"key", "x-meshcut-admission"}, {"value", "blocked"}}}}})}};
+        // Istio makes one Envoy route per match, and Envoy one bucket per route's config.
+        if (r["match"].size() > 1)
+          notes_.push_back(s.key() + " class '" + cls + "': " + std::to_string(r["match"].size()) +
+                           " matches, so Envoy keeps as many buckets at this rate (one per Envoy route)");
         patches_.push_back(
             {{"applyTo", "HTTP_ROUTE"},
              {"match",
@@ -255,6 +260,7 @@ class Renderer {
   const IstioOptions& opt_;
   std::map<std::string, std::string> subsets_;  // pod -> subset name, of the host being rendered
   std::vector<json> patches_;                   // the EnvoyFilter's route patches, in route order
+  std::vector<std::string> notes_;              // what differs from the node, in route order
 };
 
 // Strings a YAML reader would take for another type (YAML 1.1 or 1.2): quoted.

@@ -130,9 +130,13 @@ TEST_CASE("render --istio: golden file", "[control-istio]") {
   // rate 30 with the node's default burst (a tenth of a second: 3).
   CHECK(b2["token_bucket"] == json{{"fill_interval", "0.1s"}, {"max_tokens", 3}, {"tokens_per_fill", 3}});
   // s2:admin and s3 are not in the action: noted, nothing for s3.
-  REQUIRE(r.notes.size() == 2);
+  REQUIRE(r.notes.size() == 3);
   CHECK(r.notes[0].find("bed/s2:admin") == 0);
   CHECK(r.notes[1].find("bed/s3") == 0);
+  // s2 freemium's bucket sits on four matches: four Envoy routes, four buckets.
+  CHECK(r.notes[2] ==
+        "bed/s2:http class 'freemium': 4 matches, so Envoy keeps as many buckets at this rate (one "
+        "per Envoy route)");
   CHECK(got.find("# note: bed/s3: not in the action") != std::string::npos);
   CHECK_FALSE(find_object(r, "VirtualService", "meshcut-s3"));
   CHECK_FALSE(find_object(r, "DestinationRule", "meshcut-s3"));

@@ -29,9 +29,10 @@
 //
 // What differs from the node: meshcut's bucket is one per (service, class) per
 // node and counts connects; Envoy's is one per caller sidecar and counts
-// requests. The objects do not expire (the action's ttl_ms is not rendered):
-// delete them to fail open. A managed service not in the action gets nothing
-// (fail open), with a note.
+// requests; a class with several matches (namespaces x pods) becomes as many
+// Envoy routes, each with its own bucket (noted). The objects do not expire
+// (the action's ttl_ms is not rendered): delete them to fail open. A managed
+// service not in the action gets nothing (fail open), with a note.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -54,7 +55,7 @@ struct IstioOptions {
 struct IstioRender {
   uint64_t generation = 0;
   std::vector<nlohmann::json> objects;  // DestinationRule, VirtualService per service; the EnvoyFilter last
-  std::vector<std::string> notes;       // what was left out (fail open), in services file order
+  std::vector<std::string> notes;       // what was left out (fail open), then what differs from the node
 };
 
 // ACTION (the node's action document, action.h) checked against SERVICES as a
