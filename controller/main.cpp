@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // meshcut-control: the objectives controller (issue 16): `run` (the loop
 // against the nodes, cmd_run.cpp), `fit` (the model from recorded windows,
-// cmd_fit.cpp), `simulate` (the loop against the digital twin) and `explain`
-// (the last window's decision, chosen vs runner-up).
+// cmd_fit.cpp), `render` (an action as Istio objects, cmd_render.cpp),
+// `simulate` (the loop against the digital twin) and `explain` (the last
+// window's decision, chosen vs runner-up).
 // Each subcommand that lives in its own file registers itself here.
 #include <CLI/CLI.hpp>
 
@@ -16,6 +17,7 @@ using namespace meshcut::control;
 
 void add_run_command(CLI::App& app);
 void add_fit_command(CLI::App& app);
+void add_render_command(CLI::App& app);
 
 namespace {
 
@@ -54,6 +56,7 @@ int main(int argc, char** argv) {
   add_common(expl);
   add_run_command(app);
   add_fit_command(app);
+  add_render_command(app);
   CLI11_PARSE(app, argc, argv);
   if (!*sim && !*expl) return 0;  // a subcommand that ran in its callback
 

@@ -133,33 +133,38 @@ CompiledAction compile(const json& doc, const Services& services, uint64_t curre
 
 }  // namespace
 
-std::vector<uint32_t> weights_to_ppm(const std::vector<double>& weights) {
-  const double scale = MC_OBJ_WEIGHT_SCALE;
+std::vector<uint32_t> largest_remainder(const std::vector<double>& weights, uint32_t total_parts) {
+  const double scale = total_parts;
+  const auto target = static_cast<int64_t>(total_parts);
   double sum = 0;
   for (double w : weights) sum += w > 0 ? w : 0;
-  std::vector<uint32_t> ppm(weights.size(), 0);
+  std::vector<uint32_t> parts(weights.size(), 0);
   std::vector<double> rem(weights.size(), -1);
-  if (sum <= 0) return ppm;
+  if (sum <= 0) return parts;
   int64_t total = 0;
   for (size_t i = 0; i < weights.size(); ++i) {
     if (!(weights[i] > 0)) continue;
     double q = weights[i] / sum * scale;
     double f = std::floor(q);
-    ppm[i] = std::max<uint32_t>(1, static_cast<uint32_t>(f));  // a positive weight is never dropped
+    parts[i] = std::max<uint32_t>(1, static_cast<uint32_t>(f));  // a positive weight is never dropped
     rem[i] = q - f;
-    total += ppm[i];
+    total += parts[i];
   }
   // Order of who gets (or gives back) a part: largest remainder first, then index.
   std::vector<size_t> order(weights.size());
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return rem[a] > rem[b]; });
-  while (total < static_cast<int64_t>(MC_OBJ_WEIGHT_SCALE))
+  while (total < target)
     for (size_t i : order)
-      if (rem[i] >= 0 && total < static_cast<int64_t>(MC_OBJ_WEIGHT_SCALE)) ++ppm[i], ++total;
-  while (total > static_cast<int64_t>(MC_OBJ_WEIGHT_SCALE))
+      if (rem[i] >= 0 && total < target) ++parts[i], ++total;
+  while (total > target)
     for (auto it = order.rbegin(); it != order.rend(); ++it)
-      if (ppm[*it] > 1 && total > static_cast<int64_t>(MC_OBJ_WEIGHT_SCALE)) --ppm[*it], --total;
-  return ppm;
+      if (parts[*it] > 1 && total > target) --parts[*it], --total;
+  return parts;
+}
+
+std::vector<uint32_t> weights_to_ppm(const std::vector<double>& weights) {
+  return largest_remainder(weights, MC_OBJ_WEIGHT_SCALE);
 }
 
 Result<CompiledAction> compile_action(const json& doc, const Services& services, uint64_t current_generation) {

@@ -53,11 +53,16 @@ Result<CompiledAction> compile_action(const nlohmann::json& doc, const Services&
 Result<CompiledAction> parse_action(std::string_view text, const Services& services, uint64_t current_generation,
                                     Format format = Format::kAuto);
 
-// Weights (each > 0 counts, 0 is left out) -> cumulative parts per million over
-// the positive ones, by largest remainder: the last is exactly
-// MC_OBJ_WEIGHT_SCALE and no positive weight gets 0 ppm. Returns the ppm of
-// each input (0 for a zero weight), not cumulative; WEIGHTS has at most
-// MC_OBJ_MAX_BACKENDS entries and a positive sum.
+// Weights (each > 0 counts, 0 is left out) -> integer parts of TOTAL over the
+// positive ones, by largest remainder (ties to the lower index): they sum to
+// exactly TOTAL and no positive weight gets 0. Returns the parts of each input
+// (0 for a zero weight), not cumulative; WEIGHTS has at most TOTAL positive
+// entries and a positive sum. The node's tables use TOTAL = MC_OBJ_WEIGHT_SCALE
+// (weights_to_ppm), an Istio route 100 (percent).
+std::vector<uint32_t> largest_remainder(const std::vector<double>& weights, uint32_t total);
+// largest_remainder(WEIGHTS, MC_OBJ_WEIGHT_SCALE): the parts per million the
+// node's cumulative table is built from; WEIGHTS has at most
+// MC_OBJ_MAX_BACKENDS entries.
 std::vector<uint32_t> weights_to_ppm(const std::vector<double>& weights);
 
 // The action back as JSON (status): generation, ttl_ms and per service and
