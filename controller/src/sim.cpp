@@ -6,6 +6,8 @@
 #include <random>
 #include <sstream>
 
+#include "meshcut/obj/document.h"
+
 namespace meshcut::control {
 namespace {
 
@@ -74,27 +76,49 @@ Result<TwinConfig> twin_config_from_json(const json& doc) {
   }
 }
 
+Result<TwinConfig> load_twin_config(const std::string& path) {
+  auto text = obj::read_file(path);
+  if (!text) return text.error();
+  auto docs = obj::parse_documents(*text);
+  if (!docs) return docs.error();
+  if (docs->size() != 1) return make_error(path + ": expected one document", 0, "");
+  return twin_config_from_json(docs->front());
+}
+
+Status learn_model(Twin& t, Model& model, const Objectives& objectives, size_t windows, std::mt19937_64& rng,
+                   uint64_t& generation) {
+  const obj::Services& S = t.services();
+  const int R = objectives.grid.routing_levels();
+  for (size_t i = 0; i < windows; ++i) {
+    if (i % 5 == 0) {
+      auto st = t.apply(probe_routing(S, R, rng, ++generation, 60000));
+      if (!st) return st.error();
+    }
+    model.add_window(t.step());
+  }
+  return ok_status();
+}
+
 Result<SimResult> simulate(const TwinConfig& cfg, const Objectives& objectives, const SimOptions& opt) {
+  if (opt.policy == PolicyKind::kCustom && !opt.custom)
+    return make_error("simulate: policy kCustom without SimOptions::custom", 0, "");
   auto twin = Twin::create(cfg);
   if (!twin) return twin.error();
   Twin& t = **twin;
   const obj::Services& S = t.services();
   Model model;
-  SearchPolicy policy(opt.policy_options);
+  SearchPolicy search(opt.policy_options);
+  Policy& policy = opt.policy == PolicyKind::kCustom ? *opt.custom : static_cast<Policy&>(search);
+  if (auto st = policy.check(S, objectives); !st) return st.error();
+  policy.reset();
+  const bool controlled = opt.policy != PolicyKind::kNone;
   uint64_t gen = 0;
-  std::mt19937_64 rng(cfg.seed ^ 0x5eed);
+  std::mt19937_64 rng(cfg.seed ^ kLearnSeedXor);
   // Learning: a probing routing every 5 windows (probe_routing).
-  const int R = objectives.grid.routing_levels();
-  for (size_t i = 0; i < opt.learn_windows; ++i) {
-    if (i % 5 == 0) {
-      auto st = t.apply(probe_routing(S, R, rng, ++gen, 60000));
-      if (!st) return st.error();
-    }
-    model.add_window(t.step());
-  }
-  if (opt.policy == PolicyKind::kNone) t.clear();
+  if (auto st = learn_model(t, model, objectives, opt.learn_windows, rng, gen); !st) return st.error();
+  if (!controlled) t.clear();
   SimResult out;
-  if (opt.policy == PolicyKind::kSearch) {
+  if (controlled) {
     auto f = model.fit();
     if (!f) return f.error();
   }
@@ -102,7 +126,7 @@ Result<SimResult> simulate(const TwinConfig& cfg, const Objectives& objectives, 
   for (size_t i = 0; i < opt.windows; ++i) {
     SimWindow sw;
     Decision d;
-    if (opt.policy == PolicyKind::kSearch) {
+    if (controlled) {
       if (opt.refit_every && i > 0 && i % opt.refit_every == 0) (void)model.fit();
       d = policy.decide(S, load_from_window(last), model, objectives, ++gen);
       auto st = t.apply(d.action);
