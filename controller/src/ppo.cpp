@@ -45,18 +45,42 @@ struct NetImpl : torch::nn::Module {
 };
 TORCH_MODULE(Net);
 
-// Log-probability of ACTIONS [B, H] and entropy under LOGITS [B, sum heads], summed over heads.
-std::pair<torch::Tensor, torch::Tensor> logp_entropy(const torch::Tensor& logits, const torch::Tensor& actions,
-                                                     const std::vector<int64_t>& heads) {
-  const int64_t B = logits.size(0);
-  torch::Tensor lp = torch::zeros({B}), ent = torch::zeros({B});
-  int64_t off = 0;
-  for (size_t h = 0; h < heads.size(); ++h) {
-    torch::Tensor l = logits.narrow(1, off, heads[h]).log_softmax(1);
-    lp = lp + l.gather(1, actions.select(1, static_cast<int64_t>(h)).unsqueeze(1)).squeeze(1);
-    ent = ent - (l.exp() * l).sum(1);
-    off += heads[h];
+// The heads laid out as [H, K] (K the largest head), the columns a head does
+// not have masked: every head's softmax in one op instead of one per head.
+struct HeadLayout {
+  explicit HeadLayout(const std::vector<int64_t>& heads) {
+    H = static_cast<int64_t>(heads.size());
+    for (int64_t h : heads) K = std::max(K, h);
+    std::vector<int64_t> idx(static_cast<size_t>(H * K), 0);
+    std::vector<float> mask(static_cast<size_t>(H * K), 0.0F);
+    int64_t off = 0;
+    for (int64_t h = 0; h < H; ++h) {
+      for (int64_t j = 0; j < K; ++j) {
+        auto i = static_cast<size_t>(h * K + j);
+        if (j < heads[static_cast<size_t>(h)])
+          idx[i] = off + j;
+        else
+          mask[i] = -1e9F;
+      }
+      off += heads[static_cast<size_t>(h)];
+    }
+    index = torch::tensor(idx, torch::kLong);
+    this->mask = torch::tensor(mask);
   }
+  // LOGITS [B, sum heads] -> log-probabilities [B, H, K].
+  torch::Tensor log_probs(const torch::Tensor& logits) const {
+    return (logits.index_select(1, index) + mask).view({logits.size(0), H, K}).log_softmax(2);
+  }
+  int64_t H = 0, K = 0;
+  torch::Tensor index, mask;
+};
+
+// Log-probability of ACTIONS [B, H] and entropy, summed over heads.
+std::pair<torch::Tensor, torch::Tensor> logp_entropy(const HeadLayout& L, const torch::Tensor& logits,
+                                                     const torch::Tensor& actions) {
+  torch::Tensor l = L.log_probs(logits);
+  torch::Tensor lp = l.gather(2, actions.unsqueeze(2)).squeeze(2).sum(1);
+  torch::Tensor ent = -(l.exp() * l).sum({1, 2});
   return {lp, ent};
 }
 
@@ -415,13 +439,7 @@ std::vector<FlatAction> PpoPolicy::act(const std::vector<FlatLoad>& loads) const
   torch::NoGradGuard ng;
   const auto heads = impl_->shape.heads();
   torch::Tensor logits = impl_->net->actor->forward(states_tensor(impl_->shape, loads));
-  std::vector<torch::Tensor> cols;
-  int64_t off = 0;
-  for (int64_t h : heads) {
-    cols.push_back(logits.narrow(1, off, h).argmax(1, true));
-    off += h;
-  }
-  torch::Tensor a = torch::cat(cols, 1).contiguous();
+  torch::Tensor a = HeadLayout(heads).log_probs(logits).argmax(2).contiguous();
   auto acc = a.accessor<int64_t, 2>();
   for (int64_t i = 0; i < a.size(0); ++i) {
     FlatAction x;
@@ -548,6 +566,7 @@ Result<std::unique_ptr<PpoPolicy>> train_ppo(const PpoEnv& env, const TrainOptio
     impl->hidden = opt.hidden;
     impl->net = Net(in, out, opt.hidden);
     Net& net = impl->net;
+    const HeadLayout layout(heads);
     torch::optim::Adam adam(net->parameters(), torch::optim::AdamOptions(opt.lr).eps(1e-5));
     std::mt19937_64 rng(opt.seed);
     const double scale = env.reward_scale();
@@ -563,14 +582,9 @@ Result<std::unique_ptr<PpoPolicy>> train_ppo(const PpoEnv& env, const TrainOptio
         torch::NoGradGuard ng;
         torch::Tensor logits = net->actor->forward(states);
         values = net->critic->forward(states).squeeze(1);
-        std::vector<torch::Tensor> cols;
-        int64_t off = 0;
-        for (int64_t h : heads) {
-          cols.push_back(torch::multinomial(logits.narrow(1, off, h).softmax(1), 1));
-          off += h;
-        }
-        actions = torch::cat(cols, 1).contiguous();
-        old_logp = logp_entropy(logits, actions, heads).first;
+        torch::Tensor p = layout.log_probs(logits).exp().view({T * layout.H, layout.K});
+        actions = torch::multinomial(p, 1).view({T, layout.H}).contiguous();
+        old_logp = logp_entropy(layout, logits, actions).first;
       }
       auto acc = actions.accessor<int64_t, 2>();
       double sum = 0;
@@ -588,7 +602,7 @@ Result<std::unique_ptr<PpoPolicy>> train_ppo(const PpoEnv& env, const TrainOptio
         for (int64_t b = 0; b < T; b += M) {
           torch::Tensor idx = perm.narrow(0, b, std::min(M, T - b));
           torch::Tensor s = states.index_select(0, idx);
-          auto [lp, ent] = logp_entropy(net->actor->forward(s), actions.index_select(0, idx), heads);
+          auto [lp, ent] = logp_entropy(layout, net->actor->forward(s), actions.index_select(0, idx));
           torch::Tensor v = net->critic->forward(s).squeeze(1);
           torch::Tensor ad = adv.index_select(0, idx);
           if (ad.size(0) > 1) ad = (ad - ad.mean()) / (ad.std() + 1e-8);
