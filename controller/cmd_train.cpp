@@ -28,8 +28,7 @@ void add_train_command(CLI::App& app) {
   c->add_option("--steps", a->train.steps, "training steps (rounded up to whole rollouts)")->capture_default_str();
   c->add_option("--seed", a->train.seed, "training seed")->capture_default_str();
   c->add_option("--out", a->out, "where to save the trained policy")->capture_default_str();
-  c->add_option("--learn", a->learn, "probing windows before the model is fitted (as simulate)")
-      ->capture_default_str();
+  c->add_option("--learn", a->learn, "probing windows before the model is fitted (as simulate)")->capture_default_str();
   c->add_option("--load-levels", a->train.load_levels,
                 "training loads from this many evenly spaced levels per range (the paper's 4); 0: continuous")
       ->capture_default_str();
@@ -66,8 +65,7 @@ void add_train_command(CLI::App& app) {
         "trained %zu steps in %.1f s (%.0f steps/s; model learned in %.1f s)\n"
         "held-out loads %zu: ppo mean reward %.2f, search %.2f (%.1f %%), grid optimum %.2f (%.1f %%)\n"
         "saved to %s\n",
-        r->steps, r->train_s, r->steps_per_s(), r->learn_s, r->eval.loads, r->eval.ppo_reward,
-        r->eval.search_reward, r->eval.pct_of_search(), r->eval.optimum_reward, r->eval.pct_of_optimum(),
-        a->out.c_str());
+        r->steps, r->train_s, r->steps_per_s(), r->learn_s, r->eval.loads, r->eval.ppo_reward, r->eval.search_reward,
+        r->eval.pct_of_search(), r->eval.optimum_reward, r->eval.pct_of_optimum(), a->out.c_str());
   });
 }

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // meshcut-control: the objectives controller (issue 16): `run` (the loop
 // against the nodes, cmd_run.cpp), `fit` (the model from recorded windows,
-// cmd_fit.cpp), `train` (the ppo policy in the twin, cmd_train.cpp), `simulate` (the loop against the digital twin) and `explain`
-// (the last window's decision, chosen vs runner-up).
-// Each subcommand that lives in its own file registers itself here.
+// cmd_fit.cpp), `train` (the ppo policy in the twin, cmd_train.cpp), `simulate` (the loop against the digital twin) and
+// `explain` (the last window's decision, chosen vs runner-up). Each subcommand that lives in its own file registers
+// itself here.
 #include <CLI/CLI.hpp>
 
 #include <cstdio>

@@ -128,9 +128,8 @@ std::string PpoShape::mismatch(const PpoShape& o) const {
     return list(v);
   };
   if (routing_levels != o.routing_levels || admission_levels != o.admission_levels)
-    return "grid: routing/admission levels " + std::to_string(routing_levels) + "/" +
-           std::to_string(admission_levels) + " vs " + std::to_string(o.routing_levels) + "/" +
-           std::to_string(o.admission_levels);
+    return "grid: routing/admission levels " + std::to_string(routing_levels) + "/" + std::to_string(admission_levels) +
+           " vs " + std::to_string(o.routing_levels) + "/" + std::to_string(o.admission_levels);
   if (services.size() != o.services.size()) return "services " + names(*this) + " vs " + names(o);
   for (size_t i = 0; i < services.size(); ++i) {
     const auto &a = services[i], &b = o.services[i];
@@ -229,12 +228,7 @@ std::vector<float> ppo_state(const PpoShape& shape, const std::vector<double>& l
 
 PpoEnv::PpoEnv(PpoShape shape, const obj::Services& services, const Model& model, const Objectives& objectives,
                PolicyOptions popt, RewardOptions ropt)
-    : shape_(std::move(shape)),
-      services_(services),
-      model_(&model),
-      objectives_(objectives),
-      popt_(popt),
-      ropt_(ropt) {
+    : shape_(std::move(shape)), services_(services), model_(&model), objectives_(objectives), popt_(popt), ropt_(ropt) {
   size_t load_off = 0, head_off = 0;
   for (const PpoServiceShape& s : shape_.services) {
     Svc v;
@@ -257,8 +251,8 @@ PpoEnv::PpoEnv(PpoShape shape, const obj::Services& services, const Model& model
         q90 = std::max(q90, m->ratio_q90[percentile_index(v.so->latency.percentile)]);
       }
     }
-    v.margin = std::min(popt_.max_margin, popt_.base_margin + (popt_.quantile_margin ? q90 - 1 : 0) +
-                                              popt_.error_margin_factor * err);
+    v.margin = std::min(popt_.max_margin,
+                        popt_.base_margin + (popt_.quantile_margin ? q90 - 1 : 0) + popt_.error_margin_factor * err);
     for (const std::string& c : s.classes) v.cw.push_back(v.so ? v.so->class_weight(c) : 0.0);
     svc_.push_back(std::move(v));
   }
@@ -456,7 +450,8 @@ Status PpoPolicy::check(const obj::Services& services, const Objectives& objecti
   if (!diff.empty())
     return make_error("the PPO model " + (source_.empty() ? std::string("given") : source_) +
                           " was trained for a different scenario shape: " + diff + " (model vs here)",
-                      0, "train it for this scenario and objectives: meshcut-control train --objectives F --scenario F");
+                      0,
+                      "train it for this scenario and objectives: meshcut-control train --objectives F --scenario F");
   return ok_status();
 }
 
@@ -607,8 +602,7 @@ Result<std::unique_ptr<PpoPolicy>> train_ppo(const PpoEnv& env, const TrainOptio
           torch::Tensor ad = adv.index_select(0, idx);
           if (ad.size(0) > 1) ad = (ad - ad.mean()) / (ad.std() + 1e-8);
           torch::Tensor ratio = (lp - old_logp.index_select(0, idx)).exp();
-          torch::Tensor pg =
-              -torch::min(ratio * ad, ratio.clamp(1 - opt.clip, 1 + opt.clip) * ad).mean();
+          torch::Tensor pg = -torch::min(ratio * ad, ratio.clamp(1 - opt.clip, 1 + opt.clip) * ad).mean();
           torch::Tensor vl = (returns.index_select(0, idx) - v).pow(2).mean();
           torch::Tensor loss = pg - opt.ent_coef * ent.mean() + opt.vf_coef * vl;
           adam.zero_grad();
@@ -670,8 +664,12 @@ PpoEval evaluate_ppo(const PpoPolicy& policy, const PpoEnv& env, size_t n, uint6
 }
 
 json TrainRun::to_json() const {
-  return {{"steps", steps},           {"train_s", train_s},     {"steps_per_s", steps_per_s()},
-          {"learn_s", learn_s},       {"eval", eval.to_json()}, {"pct_of_search", eval.pct_of_search()},
+  return {{"steps", steps},
+          {"train_s", train_s},
+          {"steps_per_s", steps_per_s()},
+          {"learn_s", learn_s},
+          {"eval", eval.to_json()},
+          {"pct_of_search", eval.pct_of_search()},
           {"shape", policy ? policy->shape().to_json() : json()}};
 }
 

@@ -65,19 +65,18 @@ TrainRun& trained() {
     auto r = train_in_twin(config(), objectives(), 120, opt);
     INFO((r.ok() ? "" : r.error().format()));
     REQUIRE(r.ok());
-    std::printf("ppo: %zu steps in %.1f s (%.0f steps/s; %.1f s with the model), held-out reward %.2f vs search %.2f: "
-                "%.1f %% (grid optimum %.2f: %.1f %%)\n",
-                r->steps, r->train_s, r->steps_per_s(),
-                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), r->eval.ppo_reward,
-                r->eval.search_reward, r->eval.pct_of_search(), r->eval.optimum_reward, r->eval.pct_of_optimum());
+    std::printf(
+        "ppo: %zu steps in %.1f s (%.0f steps/s; %.1f s with the model), held-out reward %.2f vs search %.2f: "
+        "%.1f %% (grid optimum %.2f: %.1f %%)\n",
+        r->steps, r->train_s, r->steps_per_s(),
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), r->eval.ppo_reward,
+        r->eval.search_reward, r->eval.pct_of_search(), r->eval.optimum_reward, r->eval.pct_of_optimum());
     return std::move(*r);
   }();
   return run;
 }
 
-std::string tmp_path(const char* name) {
-  return "/tmp/meshcut-ppo-test-" + std::to_string(::getpid()) + "-" + name;
-}
+std::string tmp_path(const char* name) { return "/tmp/meshcut-ppo-test-" + std::to_string(::getpid()) + "-" + name; }
 
 }  // namespace
 

@@ -47,8 +47,8 @@ namespace meshcut::control {
 // What a trained policy controls, in objectives order.
 struct PpoServiceShape {
   std::string service;
-  std::vector<std::string> backends;  // ip:port, the service's endpoint order
-  std::vector<std::string> classes;   // the classes whose load it sees and admits
+  std::vector<std::string> backends;     // ip:port, the service's endpoint order
+  std::vector<std::string> classes;      // the classes whose load it sees and admits
   std::vector<double> load_lo, load_hi;  // per class: the training range, rps (load_hi also normalizes)
 };
 
@@ -56,7 +56,7 @@ struct PpoShape {
   std::vector<PpoServiceShape> services;
   int routing_levels = 5, admission_levels = 5;
 
-  size_t state_size() const;          // sum of classes
+  size_t state_size() const;           // sum of classes
   std::vector<int64_t> heads() const;  // per service: routes, then A + 1 per class
   // The first difference from OTHER in what the network's inputs and outputs
   // mean (services, backends, classes, grid; not the load ranges), "" if none.
