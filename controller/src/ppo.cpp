@@ -459,6 +459,19 @@ Decision PpoPolicy::decide(const obj::Services& services, const Load& load, cons
                            const Objectives& objectives, uint64_t generation) {
   auto t0 = std::chrono::steady_clock::now();
   Decision d;
+  if (auto st = check(services, objectives); !st) {
+    // The service file or the objectives changed under the model: fail open rather than act on a wrong shape.
+    for (const ServiceObjective& so : objectives.services) {
+      ServiceChoice c;
+      c.service = so.service;
+      c.bound_ms = so.latency.bound_ms;
+      c.note = st.error().what;
+      d.chosen.push_back(c);
+      d.runner_up.push_back(ServiceChoice{});
+    }
+    d.action = action_document(d.chosen, generation, PolicyOptions{});
+    return d;
+  }
   PpoEnv env(impl_->shape, services, model, objectives);
   FlatLoad flat = env.flatten(load);
   FlatAction a = act({flat}).front();
