@@ -7,6 +7,7 @@ PKGS=(
   # build
   cmake g++ make pkg-config clang clang-format llvm libbpf-dev bpftool libelf-dev zlib1g-dev
   nlohmann-json3-dev libcli11-dev catch2 libclang-rt-14-dev libcpp-httplib-dev libyaml-cpp-dev
+  libtorch-dev  # the controller's ppo policy (libtorch)
   # what the tests, the bed and the benchmarks run
   iproute2 iptables nftables conntrack procps util-linux kmod python3 curl
   haproxy nginx-light nodejs iperf3 wrk hey gnuplot-nox prometheus

@@ -22,6 +22,7 @@
 #include <mutex>
 #include <thread>
 
+#include "meshcut/control/ppo.h"
 #include "meshcut/control/run.h"
 #include "meshcut/obj/document.h"
 
@@ -72,7 +73,7 @@ std::string line(const TickReport& r) {
 
 void add_run_command(CLI::App& app) {
   struct Args {
-    std::string objectives, services, nodes, token_file, policy = "search", log, metrics_addr;
+    std::string objectives, services, nodes, token_file, policy = "search", log, metrics_addr, ppo_model;
     size_t windows = 0;
     double timeout_ms = 0;
     bool json = false, keep = false;
@@ -85,7 +86,8 @@ void add_run_command(CLI::App& app) {
   c->add_option("--services", a->services, "the service file the nodes use (meshcutd --services)")->required();
   c->add_option("--nodes", a->nodes, "the nodes' API: HOST:PORT[,HOST:PORT...] or NAME=HOST:PORT,...")->required();
   c->add_option("--api-token-file", a->token_file, "bearer token for the nodes' API (needed off loopback)");
-  c->add_option("--policy", a->policy, "search, static or none")->capture_default_str();
+  c->add_option("--policy", a->policy, "search, static, ppo (a model from `train`) or none")->capture_default_str();
+  c->add_option("--ppo-model", a->ppo_model, "the trained policy for --policy ppo (train --out)");
   c->add_option("--learn", a->opt.learn_windows, "probing windows before control")->capture_default_str();
   c->add_option("--probe", a->opt.probe, "learning schedule: boundary (near each bound) or random routings")
       ->transform(CLI::CheckedTransformer(probe_kinds()))
@@ -111,6 +113,15 @@ void add_run_command(CLI::App& app) {
       if (!objectives) return fail(objectives.error());
       auto services = meshcut::obj::load_services(a->services);
       if (!services) return fail(services.error());
+      if (a->opt.policy == RunPolicy::kPpo) {
+        if (a->ppo_model.empty())
+          return fail(meshcut::make_error("--policy ppo needs --ppo-model FILE", 0,
+                                          "train one: meshcut-control train --objectives F --scenario F --out FILE"));
+        auto p = PpoPolicy::load(a->ppo_model);
+        if (!p) return fail(p.error());
+        if (auto st = (*p)->check(*services, *objectives); !st) return fail(st.error());
+        a->opt.custom = std::shared_ptr<Policy>(std::move(*p));
+      }
       auto nodes = parse_nodes(a->nodes);
       if (!nodes) return fail(nodes.error());
       std::string token;

@@ -227,7 +227,7 @@ Result<BackendModel> fit_backend(const std::vector<Observation>& all, const FitO
   // noise); a steady window at a load well above that (a quarter: beyond a window's Poisson noise) proves
   // it wrong (then it is not used).
   double mu_sat = 0;
-  if (saturated.size() >= 3) {
+  if (opt.saturation && saturated.size() >= 3) {
     std::sort(saturated.begin(), saturated.end());
     mu_sat = saturated[saturated.size() / 2];
     for (const Observation& o : usable)
@@ -354,8 +354,10 @@ void Model::add_window(const nlohmann::json& window) {
 Status Model::fit(const FitOptions& opt) {
   std::string errors;
   size_t fitted = 0;
+  FitOptions o = opt;
+  o.saturation = o.saturation || saturation_;
   for (const auto& [k, v] : obs_) {
-    auto m = fit_backend(v, opt);
+    auto m = fit_backend(v, o);
     if (!m) {
       errors += (errors.empty() ? "" : "; ") + k.first + " " + k.second + ": " + m.error().what;
       continue;

@@ -134,7 +134,8 @@ Result<RunPolicy> run_policy_from_string(std::string_view s) {
   if (s == "search") return RunPolicy::kSearch;
   if (s == "static") return RunPolicy::kStatic;
   if (s == "none") return RunPolicy::kNone;
-  return make_error("unknown policy \"" + std::string(s) + "\"", 0, "use search, static or none");
+  if (s == "ppo") return RunPolicy::kPpo;
+  return make_error("unknown policy \"" + std::string(s) + "\"", 0, "use search, static, ppo or none");
 }
 
 const char* to_string(RunPolicy p) {
@@ -142,6 +143,7 @@ const char* to_string(RunPolicy p) {
     case RunPolicy::kSearch: return "search";
     case RunPolicy::kStatic: return "static";
     case RunPolicy::kNone: return "none";
+    case RunPolicy::kPpo: return "ppo";
   }
   return "?";
 }
@@ -190,6 +192,7 @@ Controller::Controller(obj::Services services, Objectives objectives, RunOptions
       opt_(opt),
       search_(opt.policy_options),
       prober_(probe_options(opt), opt.seed ^ 0x5eed) {
+  model_.set_saturation(opt.probe == ProbeKind::kBoundary);
   for (size_t i = 0; i < addrs.size() && i < links.size(); ++i) {
     Node n;
     n.addr = addrs[i];
@@ -348,8 +351,10 @@ TickReport Controller::tick() {
       auto f = model_.fit();
       fitted_ = fitted_ || f.ok() || !model_.backends().empty();
     }
-    if (opt_.policy == RunPolicy::kSearch) {
-      rep.decision = search_.decide(services_, load, model_, objectives_, next_generation());
+    if (opt_.policy == RunPolicy::kSearch || opt_.policy == RunPolicy::kPpo) {
+      // ppo without a model (a RunOptions mistake) decides as search rather than not at all.
+      Policy& policy = opt_.policy == RunPolicy::kPpo && opt_.custom ? *opt_.custom : static_cast<Policy&>(search_);
+      rep.decision = policy.decide(services_, load, model_, objectives_, next_generation());
       action = rep.decision.action;
     } else {
       if (!static_ready_) {

@@ -6,6 +6,8 @@
 #include <random>
 #include <sstream>
 
+#include "meshcut/obj/document.h"
+
 namespace meshcut::control {
 namespace {
 
@@ -74,33 +76,66 @@ Result<TwinConfig> twin_config_from_json(const json& doc) {
   }
 }
 
+Result<TwinConfig> load_twin_config(const std::string& path) {
+  auto text = obj::read_file(path);
+  if (!text) return text.error();
+  auto docs = obj::parse_documents(*text);
+  if (!docs) return docs.error();
+  if (docs->size() != 1) return make_error(path + ": expected one document", 0, "");
+  return twin_config_from_json(docs->front());
+}
+
+Status learn_model(Twin& t, Model& model, const Objectives& objectives, size_t windows, std::mt19937_64& rng,
+                   uint64_t& generation, ProbeKind probe, size_t probe_hold) {
+  const obj::Services& S = t.services();
+  // A new probe every probe_hold windows (probe.h), from the model as it stands.
+  ProbeOptions po;
+  po.kind = probe;
+  po.ttl_ms = 60000;
+  Prober prober(po, probe == ProbeKind::kBoundary ? rng() : 0);
+  const size_t hold = std::max<size_t>(1, probe_hold);
+  if (probe == ProbeKind::kBoundary) model.set_saturation(true);
+  json last;
+  for (size_t i = 0; i < windows; ++i) {
+    if (i % hold == 0) {
+      json action;
+      if (probe == ProbeKind::kBoundary) {
+        (void)model.fit();
+        action = prober.next(S, objectives, load_from_window(last), model, ++generation).action;
+      } else {
+        action = probe_routing(S, objectives.grid.routing_levels(), rng, ++generation, 60000);
+      }
+      auto st = t.apply(action);
+      if (!st) return st.error();
+    }
+    last = t.step();
+    // The window a new probe starts in is a transient (the queues move to the new loads): not a fit point.
+    // (Boundary probing only: the random schedule's windows are all fed, as before it, so that its results stay.)
+    if (probe == ProbeKind::kRandom || i % hold != 0 || hold == 1) model.add_window(last);
+  }
+  return ok_status();
+}
+
 Result<SimResult> simulate(const TwinConfig& cfg, const Objectives& objectives, const SimOptions& opt) {
+  if (opt.policy == PolicyKind::kCustom && !opt.custom)
+    return make_error("simulate: policy kCustom without SimOptions::custom", 0, "");
   auto twin = Twin::create(cfg);
   if (!twin) return twin.error();
   Twin& t = **twin;
   const obj::Services& S = t.services();
   Model model;
-  SearchPolicy policy(opt.policy_options);
+  SearchPolicy search(opt.policy_options);
+  Policy& policy = opt.policy == PolicyKind::kCustom ? *opt.custom : static_cast<Policy&>(search);
+  if (auto st = policy.check(S, objectives); !st) return st.error();
+  policy.reset();
+  const bool controlled = opt.policy != PolicyKind::kNone;
   uint64_t gen = 0;
-  // Learning: a new probe every probe_hold windows (probe.h), from the model as it stands.
-  ProbeOptions po;
-  po.kind = opt.probe;
-  po.ttl_ms = 60000;
-  Prober prober(po, cfg.seed ^ 0x5eed);
-  json last_learn;
-  for (size_t i = 0; i < opt.learn_windows; ++i) {
-    if (i % std::max<size_t>(1, opt.probe_hold) == 0) {
-      if (opt.probe == ProbeKind::kBoundary) (void)model.fit();
-      auto st = t.apply(prober.next(S, objectives, load_from_window(last_learn), model, ++gen).action);
-      if (!st) return st.error();
-    }
-    last_learn = t.step();
-    // The window a new probe starts in is a transient (the queues move to the new loads): not a fit point.
-    if (i % std::max<size_t>(1, opt.probe_hold) != 0 || opt.probe_hold <= 1) model.add_window(last_learn);
-  }
-  if (opt.policy == PolicyKind::kNone) t.clear();
+  std::mt19937_64 rng(cfg.seed ^ kLearnSeedXor);
+  if (auto st = learn_model(t, model, objectives, opt.learn_windows, rng, gen, opt.probe, opt.probe_hold); !st)
+    return st.error();
+  if (!controlled) t.clear();
   SimResult out;
-  if (opt.policy == PolicyKind::kSearch) {
+  if (controlled) {
     auto f = model.fit();
     if (!f) return f.error();
   }
@@ -109,7 +144,7 @@ Result<SimResult> simulate(const TwinConfig& cfg, const Objectives& objectives, 
   for (size_t i = 0; i < opt.windows; ++i) {
     SimWindow sw;
     Decision d;
-    if (opt.policy == PolicyKind::kSearch) {
+    if (controlled) {
       if (opt.refit_every && i > 0 && i % opt.refit_every == 0) (void)model.fit();
       d = policy.decide(S, load_from_window(last), model, objectives, ++gen);
       auto st = t.apply(d.action);

@@ -20,7 +20,7 @@
 // completions beyond Poisson noise (3 sigma) is a queue that grows (overload:
 // the stationary formulas do not hold), fewer is a backlog draining; and a
 // window whose mean sojourn exceeds a fifth of its length is a backlog either way.
-// Saturated windows (a mean sojourn of a whole window or more: the servers
+// Saturated windows (FitOptions::saturation; a mean sojourn of a whole window or more: the servers
 // never idled) measure the capacity directly: with 3 of them, mu is their
 // median completion rate per server and only the SCV is fitted (a backend
 // seen only overloaded still gets a model, SCV 1, so that probing can steer
@@ -107,6 +107,7 @@ struct FitOptions {
   size_t holdout_every = 5;  // every k-th observation is held out for the error (0: none)
   uint64_t min_count = 20;   // observations with fewer completed requests are left out
   bool residual = true;
+  bool saturation = false;  // mu from saturated windows (the boundary probe's schedule turns it on)
 };
 
 // Needs at least 3 usable observations (2 parameters and a check).
@@ -121,6 +122,8 @@ class Model {
   void add_window(const nlohmann::json& window);
   // Keeps the last MAX observations per backend (online refits forget the old regime).
   void set_history(size_t max) { history_ = max; }
+  // Every fit() takes mu from saturated windows where there are 3 (FitOptions::saturation).
+  void set_saturation(bool on) { saturation_ = on; }
   // Fits every backend with enough observations; the ones without keep their model (if any).
   // The errors of those that could not be fitted are returned joined (still ok if any fitted).
   Status fit(const FitOptions& opt = {});
@@ -135,6 +138,7 @@ class Model {
 
  private:
   size_t history_ = 3600;
+  bool saturation_ = false;
   std::map<Key, std::vector<Observation>> obs_;
   std::map<Key, BackendModel> models_;
 };

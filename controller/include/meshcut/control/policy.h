@@ -81,16 +81,29 @@ struct Decision {
   size_t candidates = 0;                 // evaluated
 };
 
-class SearchPolicy {
+// What the loop asks of a policy (search here, ppo in ppo.h): one window's
+// decision from the window's offered load and the model.
+class Policy {
  public:
-  explicit SearchPolicy(PolicyOptions opt = {}) : opt_(opt) {}
+  virtual ~Policy() = default;
   // One window's decision. GENERATION goes into the action document. Services
   // of OBJECTIVES that SERVICES does not have, or whose backends are not all
   // modelled, are left uncontrolled (not in the action: the node fails open),
   // with a note in their ServiceChoice.
+  virtual Decision decide(const obj::Services& services, const Load& load, const Model& model,
+                          const Objectives& objectives, uint64_t generation) = 0;
+  virtual void reset() {}
+  // Whether the policy can control SERVICES under OBJECTIVES at all (a learned
+  // policy: the shape it was trained for); the search can control anything.
+  virtual Status check(const obj::Services&, const Objectives&) const { return ok_status(); }
+};
+
+class SearchPolicy : public Policy {
+ public:
+  explicit SearchPolicy(PolicyOptions opt = {}) : opt_(opt) {}
   Decision decide(const obj::Services& services, const Load& load, const Model& model, const Objectives& objectives,
-                  uint64_t generation);
-  void reset() { current_.clear(); }
+                  uint64_t generation) override;
+  void reset() override { current_.clear(); }
   const std::map<std::string, ServiceChoice>& current() const { return current_; }
   const PolicyOptions& options() const { return opt_; }
 

@@ -64,7 +64,8 @@ class NodeLink {
 // TOKEN: the bearer token ("" for none); TIMEOUT_S bounds connect, read and write.
 std::unique_ptr<NodeLink> http_node(const NodeAddr& addr, const std::string& token, double timeout_s);
 
-enum class RunPolicy { kSearch, kStatic, kNone };
+// kPpo: RunOptions::custom (a trained PpoPolicy, ppo.h) decides every window.
+enum class RunPolicy { kSearch, kStatic, kNone, kPpo };
 Result<RunPolicy> run_policy_from_string(std::string_view s);
 const char* to_string(RunPolicy p);
 
@@ -79,6 +80,7 @@ struct RunOptions {
   uint64_t align_wait_ms = 0;
   PolicyOptions policy_options;
   uint64_t seed = 1;
+  std::shared_ptr<Policy> custom;  // kPpo only
 };
 
 struct NodeReport {

@@ -7,6 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -25,18 +27,30 @@ namespace meshcut::control {
 //                                "serviceTime": {"kind": "exponential", "meanMs": 10, "scv": 1}}],
 //                  "load": {"premium": [[0, 50], [60, 90]]}}]}      # [t_s, rps] steps
 Result<TwinConfig> twin_config_from_json(const nlohmann::json& doc);
+// The scenario file at PATH (one JSON or YAML document), as `simulate` and `train` take it.
+Result<TwinConfig> load_twin_config(const std::string& path);
 
-enum class PolicyKind { kSearch, kNone };
+// kCustom: SimOptions::custom decides (e.g. a trained PpoPolicy, ppo.h).
+enum class PolicyKind { kSearch, kNone, kCustom };
 
 struct SimOptions {
-  size_t learn_windows = 120;  // probing, before control starts
-  ProbeKind probe = ProbeKind::kBoundary;
-  size_t probe_hold = 5;  // windows per probe
-  size_t windows = 120;   // controlled
+  size_t learn_windows = 120;            // probing, before control starts
+  ProbeKind probe = ProbeKind::kRandom;  // boundary: probe.h (better mu, not yet better control here)
+  size_t probe_hold = 5;                 // windows per probe
+  size_t windows = 120;                  // controlled
   size_t refit_every = 10;
   PolicyKind policy = PolicyKind::kSearch;
   PolicyOptions policy_options;
+  std::shared_ptr<Policy> custom;  // kCustom only
 };
+
+// The learning phase simulate() runs before control (and `train` runs to get
+// the same model): WINDOWS windows of T, a new probe (probe.h, PROBE: boundary or random; RNG seeds it)
+// every 5, each window into MODEL. RNG and GENERATION carry on into control.
+// simulate() seeds RNG with cfg.seed ^ 0x5eed (kLearnSeedXor).
+inline constexpr uint64_t kLearnSeedXor = 0x5eed;
+Status learn_model(Twin& t, Model& model, const Objectives& objectives, size_t windows, std::mt19937_64& rng,
+                   uint64_t& generation, ProbeKind probe = ProbeKind::kRandom, size_t probe_hold = 5);
 
 // A service in a simulated window (predicted: the decision's, search only).
 using SimServiceWindow = ServiceReport;
