@@ -141,9 +141,14 @@ def main():
     c1, s1 = cl.add_pod("n1", "premium-c1"), cl.add_pod("n1", "s1")
     c2, s2 = cl.add_pod("n2", "free-c2"), cl.add_pod("n2", "s2")
     cl.set_services([twonode.Service("web", VIP, 80, [(s1.ip, 8080), (s2.ip, 8080)])])
-    # One server each (requests queue), so that latency rises with the load a probe routes there.
-    backends = [Backend(s1.ns, s1.ip, 8080, delay=lambda i: 0.004, servers=1),
-                Backend(s2.ns, s2.ip, 8080, delay=lambda i: 0.008, servers=1)]
+    # One server each (requests queue), so that latency rises with the load a probe routes there. Each
+    # listener is made from inside its node's cgroup (accepted sockets inherit it), as a pod's sockets are on
+    # a real node: a same-node request is then measured where the shortcut carries it (sk_msg), not missed.
+    backends = []
+    for pod, delay in ((s1, 0.004), (s2, 0.008)):
+        node_cg[pod.node.name].join()
+        backends.append(Backend(pod.ns, pod.ip, 8080, delay=lambda i, d=delay: d, servers=1))
+    cg.join()
     with open(svc_file + ".tmp", "w") as f:
         json.dump(services_doc(s1, s2), f)
     os.replace(svc_file + ".tmp", svc_file)
@@ -194,12 +199,19 @@ def main():
     fit = subprocess.run([control_bin(), "fit", "--windows", os.path.join(tmp, "search.jsonl")],
                          capture_output=True, text=True)
     log("fit from the run's log:\n%s%s" % (fit.stdout, fit.stderr))
-    ck.check(fit.returncode in (0, 1) and "windows" in fit.stdout + fit.stderr,
-             "meshcut-control fit reads the run's log back (whether the model fits is reported, not gated: "
-             "fixed-delay backends far from saturation leave too few usable windows in a 30 s run)")
-    # Learning lasts longer than --learn while a backend cannot be modelled yet: how many windows were
-    # controlled is logged, not gated (this test is about the plumbing; part 3 measures control).
-    ck.check(len(ticks) == args.windows + args.learn, "run: %d windows (%d controlled)" % (len(ticks), len(control)))
+    ck.check(fit.returncode == 0 and "10.244." in fit.stdout,
+             "meshcut-control fit fits both backends from the run's log", fit.stdout + fit.stderr)
+    # The model covers both backends within the learning windows, so the rest are controlled: the
+    # objective (p95 <= 50 ms) holds and the load is carried, not blocked (the backends' capacity is ~4x it).
+    ck.check(len(ticks) == args.windows + args.learn and len(control) >= args.windows,
+             "run: %d windows, %d controlled (learning %d)" % (len(ticks), len(control), args.learn))
+    met = [t for t in control if t["services"][0].get("met")]
+    carried = sum(t["services"][0].get("carried_rps", 0) for t in control)
+    offered_c = sum(t["services"][0].get("offered_rps", 0) for t in control)
+    ck.check(control and len(met) >= 0.8 * len(control) and carried >= 0.8 * offered_c,
+             "controlled windows: objective met in %d of %d, carried %.0f of %.0f req offered"
+             % (len(met), len(control), carried, offered_c),
+             [(t["services"][0].get("measured_ms"), t["services"][0].get("predicted_ms")) for t in control])
     # The first read only sets each node's cursor; learning pushes a new probe every 5 windows.
     both = [t for t in ticks[1:] if t["nodes_answered"] == 2 and all(n["windows"] >= 1 for n in t["nodes"])
             and (t["action"] is None or t["nodes_pushed"] == 2)]
