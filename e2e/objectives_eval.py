@@ -45,6 +45,24 @@ def available_policies():
     return [p for p in ("none", "static", "search", "ppo", "paper") if p in line]
 
 
+def client_view(results_dir, name):
+    """What the callers saw (mcload's own --json), per service and class."""
+    out = {}
+    for f in sorted(os.listdir(results_dir)):
+        if f.startswith("mcload-%s-" % name) and f.endswith(".json"):
+            try:
+                j = json.load(open(os.path.join(results_dir, f)))
+            except ValueError:
+                continue
+            key = f[len("mcload-%s-" % name):-5]
+            j = j.get("summary", j)
+            out[key] = {k: j.get(k) for k in ("sent", "ok", "errors", "non2xx", "errors_by_kind", "kept_up")}
+            lat = j.get("latency_us") or {}
+            out[key]["p99_ms"] = (lat.get("p99") or 0) / 1e3
+            out[key]["p90_ms"] = (lat.get("p90") or 0) / 1e3
+    return out
+
+
 def run_policy(bed, args, pat, policy, training, results_dir, caps):
     """One policy under one pattern; returns (rows, meta)."""
     lead = args.learn if policy in LEARNING else 0
@@ -57,7 +75,7 @@ def run_policy(bed, args, pat, policy, training, results_dir, caps):
     windows = int(total) + 2
     ctl = bed.start_control(logf, policy, windows, lead)
     time.sleep(0.3)
-    procs, t0 = bed.start_load(name, sched, total + 1, seed=args.seed)
+    procs, t0 = bed.start_load(name, sched, total + 1, seed=args.seed, out_dir=results_dir)
     timers = []
     if "capacity_drop" in pat.events:
         be = bed.services[0].backends[0]
@@ -79,12 +97,14 @@ def run_policy(bed, args, pat, policy, training, results_dir, caps):
         tm.cancel()
         undo()
     bed.stop_load(procs)
+    drained = bed.wait_idle()
     err = open(logf + ".err").read()
     ticks = analysis.read_log(logf)
     rows = analysis.window_rows(ticks, bed.services, t0, lead, pat.duration)
     learned = sum(1 for t in ticks if t.get("phase") == "learn")
     meta = {"rc": rc, "log": os.path.basename(logf), "ticks": len(ticks), "learn_s": lead,
-            "learn_windows": learned, "stderr_tail": err[-600:]}
+            "learn_windows": learned, "stderr_tail": err[-600:], "drain_s": drained,
+            "client": client_view(results_dir, name)}
     log("%s: rc %s, %d windows logged (%d learning), %d in the pattern; %s" % (
         name, rc, len(ticks), learned, sum(r["in_pattern"] for r in rows),
         next((ln for ln in err.splitlines() if "of one core" in ln), err.strip().splitlines()[-1:] or "")))
@@ -104,14 +124,15 @@ def main():
     ap.add_argument("--oracle-hold", type=float, default=None)
     ap.add_argument("--quota-us", type=int, default=2500, help="each backend's CPU quota per --period-us")
     ap.add_argument("--period-us", type=int, default=10000)
-    ap.add_argument("--s1-ms", type=float, default=4.0, help="CPU ms per S1 request")
-    ap.add_argument("--s2-ms", type=float, default=12.0, help="CPU ms per S2 request")
-    ap.add_argument("--derate", type=float, default=0.8, help="capacity used = nominal x this")
+    ap.add_argument("--s1-ms", type=float, default=1.25, help="CPU ms per S1 request (5 ms at the quota)")
+    ap.add_argument("--s2-ms", type=float, default=3.75, help="CPU ms per S2 request (15 ms at the quota)")
+    ap.add_argument("--bound-x", type=float, default=5.0, help="p95 bound = this x a request's time at the quota")
+    ap.add_argument("--derate", type=float, default=0.9, help="capacity C of the patterns = measured x this")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--runtime", default="cni", choices=("cni", "cri"))
     args = ap.parse_args()
     q = args.quick
-    args.learn = args.learn if args.learn is not None else (15 if q else 120)
+    args.learn = args.learn if args.learn is not None else (20 if q else 120)
     args.duration = args.duration if args.duration is not None else (30 if q else 90)
     levels = [float(x) for x in (args.oracle_levels or ("1.2" if q else "0.6,1.0,1.4")).split(",")]
     hold = args.oracle_hold or (4.0 if q else 3.0)
@@ -136,15 +157,18 @@ def main():
 
     services = [ServiceSpec("s1", "10.96.0.41", args.s1_ms, 0), ServiceSpec("s2", "10.96.0.42", args.s2_ms, 0)]
     share = args.quota_us / args.period_us
-    caps = {}
+    nominal = {}
     for s in services:
-        caps[s.key] = 2 * share / (s.service_ms / 1e3) * args.derate
-        # the bound: a request's time at the quota (its CPU spread over periods) plus queueing room
-        s.bound_ms = round(max(4 * s.service_ms / share, 20.0))
+        nominal[s.key] = 2 * share / (s.service_ms / 1e3)
+        # the bound: BOUND_X x a request's time at the quota (its CPU spread over the periods)
+        s.bound_ms = round(max(args.bound_x * s.service_ms / share, 20.0))
     bed = Bed(services, quota_us=args.quota_us, period_us=args.period_us, runtime=args.runtime).up()
+    measured = oracle.calibrate(bed, nominal, 6 if q else 10, results_dir)
+    caps = {k: args.derate * (measured[k] if measured[k] > 0 else nominal[k]) for k in nominal}
     caps_by_name = {s.name: caps[s.key] for s in services}
-    log("capacity used for the patterns: %s; bounds: %s" % (
-        ", ".join("%s %.0f/s" % (k, v) for k, v in caps.items()),
+    log("capacity: nominal %s, measured %s; used for the patterns (x%.2f): %s; bounds: %s" % (
+        ", ".join("%s %.0f/s" % kv for kv in nominal.items()), ", ".join("%s %.0f/s" % kv for kv in measured.items()),
+        args.derate, ", ".join("%s %.0f/s" % kv for kv in caps.items()),
         ", ".join("%s p95 <= %g ms" % (s.key, s.bound_ms) for s in services)))
 
     unseen = []
@@ -158,7 +182,7 @@ def main():
     training = patterns.make("random", caps_by_name, max(args.learn, 1), seed=args.seed + 100)
 
     # The oracle: the action grid (or 2 points with --quick) on the bed.
-    pts = [(0.5, 1.0), (0.5, 0.5)] if q else oracle.grid(0.25, 0.25 if len(levels) < 2 else 0.5)
+    pts = [(0.5, 0.5), (0.5, 1.0)] if q else oracle.grid(0.25, 0.25 if len(levels) < 2 else 0.5)
     t0 = time.monotonic()
     orc = oracle.sweep(bed, caps, levels, pts, hold, results_dir)
     orc["bed_seconds"] = round(time.monotonic() - t0, 1)
@@ -166,7 +190,8 @@ def main():
 
     results = {"command": " ".join(sys.argv), "quick": q, "runtime": args.runtime, "sidecars": False,
                "services": {s.key: {"cpu_ms_per_request": s.service_ms, "bound_ms": s.bound_ms, "percentile": 95,
-                                    "capacity_used_rps": caps[s.key],
+                                    "capacity_used_rps": caps[s.key], "capacity_nominal_rps": nominal[s.key],
+                                    "capacity_measured_rps": measured[s.key],
                                     "backends": {b.name: {"node": b.pod.node.name, "ip": b.pod.ip,
                                                           "cpu_quota_us": b.cg.quota_us, "cpu_period_us": b.cg.period_us,
                                                           "cgroup": b.cg.kind}

@@ -131,13 +131,16 @@ def summarize(rows, services, events, oracle=None):
             if p and m:
                 errs.append(abs(p - m) / m)
     out["prediction_error"] = {"mean_abs_rel": (sum(errs) / len(errs)) if errs else None, "n": len(errs)}
-    if oracle:
+    if oracle and all(oracle.get("capacity_rps", {}).get(s.key) for s in services):
         ref = sum(oracle_carried(oracle, s.key, r[s.name + "_offered"]) for r in ev for s in services)
         got = sum(r[s.name + "_carried"] for r in ev for s in services)
+        good = sum(r[s.name + "_carried"] for r in ev for s in services if r[s.name + "_met"])
         out["carried_vs_oracle"] = (got / ref) if ref > 0 else None
+        # only what was carried in windows where its service met the bound
+        out["carried_met_vs_oracle"] = (good / ref) if ref > 0 else None
         out["oracle_carried_rps"] = ref / max(1, n)
     else:
-        out["carried_vs_oracle"] = None
+        out["carried_vs_oracle"] = out["carried_met_vs_oracle"] = None
     return out
 
 

@@ -35,9 +35,34 @@ def action_for(services, w_a, admit_free, rates, ttl_ms=60000):
 
 
 def grid(routing_step=0.25, admission_step=0.25):
+    """(w_a, admit_freemium) points, the least admitted first (a queue built
+    by an overloaded point would spill into the next one)."""
     ws = [round(i * routing_step, 6) for i in range(int(round(1 / routing_step)) + 1)]
-    adm = [round(1 - i * admission_step, 6) for i in range(int(round(1 / admission_step)) + 1)]
-    return [(w, a) for w in ws for a in adm]
+    adm = [round(i * admission_step, 6) for i in range(int(round(1 / admission_step)) + 1)]
+    return [(w, a) for a in adm for w in ws]
+
+
+def calibrate(bed, nominal, seconds, results_dir, over=1.3):
+    """Each service's capacity as measured: its saturated throughput under
+    OVER x NOMINAL offered, kube-proxy's even split, no action. Returns {svc: rps}."""
+    services = bed.services
+    logf = os.path.join(results_dir, "calibrate.jsonl")
+    if os.path.exists(logf):
+        os.unlink(logf)
+    ctl = bed.start_control(logf, "none", int(seconds) + 1, 0)
+    rates = {(s.name, cls): over * nominal[s.key] * sh for s in services for cls, sh in SHARE.items()}
+    procs, t0 = bed.start_load("calibrate", {k: [(0.0, r)] for k, r in rates.items()}, seconds + 2,
+                               out_dir=results_dir)
+    ctl.wait(timeout=seconds + 30)
+    bed.stop_load(procs)
+    rows = [r for r in analysis.window_rows(analysis.read_log(logf), services, t0, 0, 1e9)
+            if r["t"] is not None and r["t"] > 1.5]
+    out = {}
+    for s in services:
+        car = sorted(r[s.name + "_carried"] for r in rows)
+        out[s.key] = car[len(car) // 2] if car else 0.0
+    bed.wait_idle()  # the backlog drains before anything is measured
+    return out
 
 
 def sweep(bed, caps, levels, points, hold, results_dir):
@@ -49,7 +74,7 @@ def sweep(bed, caps, levels, points, hold, results_dir):
     best = {s.key: None for s in services}
     for x in levels:
         rates = {(s.name, cls): x * caps[s.key] * sh for s in services for cls, sh in SHARE.items()}
-        duration = len(points) * hold + 3
+        duration = int(len(points) * hold + 3)
         logf = os.path.join(results_dir, "oracle-%g.jsonl" % x)
         if os.path.exists(logf):
             os.unlink(logf)
@@ -57,8 +82,12 @@ def sweep(bed, caps, levels, points, hold, results_dir):
         for _ in range(50):  # none clears the nodes once at its start: act only after that
             if os.path.exists(logf) and os.path.getsize(logf) > 0:
                 break
+            if ctl.poll() is not None:
+                raise RuntimeError("meshcut-control run (oracle) exited %s: %s"
+                                   % (ctl.returncode, open(logf + ".err").read()[-500:]))
             time.sleep(0.1)
-        procs, t0 = bed.start_load("oracle-%g" % x, {k: [(0.0, r)] for k, r in rates.items()}, duration + 2)
+        procs, t0 = bed.start_load("oracle-%g" % x, {k: [(0.0, r)] for k, r in rates.items()}, duration + 2,
+                                   out_dir=results_dir)
         spans = []
         for (w, a) in points:
             ta = time.monotonic()
@@ -68,6 +97,7 @@ def sweep(bed, caps, levels, points, hold, results_dir):
         ctl.wait(timeout=duration + 30)
         bed.stop_load(procs)
         bed.clear_action()
+        bed.wait_idle()
         ticks = analysis.read_log(logf)
         rows = analysis.window_rows(ticks, services, t0, 0, 1e9)
         lvl = {"level": x, "offered_rps": {s.key: sum(rates[(s.name, c)] for c in SHARE) for s in services},

@@ -45,7 +45,7 @@ def table(results, services):
         lines.append("### %s" % pat)
         lines.append("")
         head = ["policy", "windows", "met (all)"] + ["met %s" % s.name for s in services] + \
-               ["carried/s", "premium/s", "freemium/s", "offered/s", "vs oracle", "blocked", "recovery s"]
+               ["carried/s", "premium/s", "freemium/s", "offered/s", "vs oracle", "in bound vs oracle", "blocked", "recovery s"]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
         for pol, m in pols.items():
@@ -57,7 +57,7 @@ def table(results, services):
             cells += [_pct(m["windows_met_fraction"].get(s.key)) for s in services]
             cells += [_num(m["carried_rps"]["total"]), _num(m["carried_rps"]["premium"]),
                       _num(m["carried_rps"]["freemium"]), _num(m["offered_rps"]["total"]),
-                      _pct(m.get("carried_vs_oracle")), _pct(m["blocked_share"]), rec]
+                      _pct(m.get("carried_vs_oracle")), _pct(m.get("carried_met_vs_oracle")), _pct(m["blocked_share"]), rec]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
