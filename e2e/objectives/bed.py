@@ -318,6 +318,6 @@ class Bed:
     def start_control(self, logf, policy, windows, learn, extra=()):
         cmd = [control_bin(), "run", "--objectives", self.obj_file, "--services", self.svc_file,
                "--nodes", self.nodes_arg(), "--api-token-file", self.token_file, "--policy", policy,
-               "--windows", str(windows), "--learn", str(learn), "--json", "--log", logf] + list(extra)
+               "--windows", str(windows), "--learn", str(learn), "--log", logf] + list(extra)
         out, err = open(logf + ".out", "w"), open(logf + ".err", "w")
         return mcnet.spawn(cmd, netns=self.cl.ext, stdout=out, stderr=err)
